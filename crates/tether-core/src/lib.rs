@@ -1,0 +1,1 @@
+//! Tether core types.
