@@ -1,0 +1,8 @@
+//! The OpenFGA DSL: scanner, parser and printer.
+
+mod parser;
+mod printer;
+mod scanner;
+
+pub use parser::{SourceMap, parse_dsl};
+pub use printer::{print_dsl, print_rewrite};

@@ -1,0 +1,114 @@
+//! Language runner over `../shared/conformance/openfga-language/tests/data/`.
+//!
+//! Prints per-section pass counts and a closing `N passed, M failed, K skipped` line.
+//! Module (schema 1.2) cases are counted as skipped and reported.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use tether_authz::AuthorizationModel;
+use tether_authz::dsl::{parse_dsl, print_dsl};
+use tether_authz::model::{model_to_value, parse_json_model};
+
+fn data_dir() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/conformance/openfga-language/tests/data"
+    ))
+}
+
+#[derive(Default)]
+struct Tally {
+    passed: usize,
+    failed: usize,
+    skipped: usize,
+    failures: Vec<String>,
+}
+
+impl Tally {
+    fn record(&mut self, name: &str, result: Result<(), String>) {
+        match result {
+            Ok(()) => self.passed += 1,
+            Err(e) => {
+                self.failed += 1;
+                self.failures.push(format!("{name}: {e}"));
+            }
+        }
+    }
+}
+
+fn dsl_to_json(dsl: &str) -> Result<Value, String> {
+    let model = AuthorizationModel::from_dsl(dsl).map_err(|e| e.to_string())?;
+    Ok(model.to_json())
+}
+
+fn transformer_case(dir: &Path) -> Result<(), String> {
+    let dsl =
+        std::fs::read_to_string(dir.join("authorization-model.fga")).map_err(|e| e.to_string())?;
+    let json_text =
+        std::fs::read_to_string(dir.join("authorization-model.json")).map_err(|e| e.to_string())?;
+    let expected: Value = serde_json::from_str(&json_text).map_err(|e| e.to_string())?;
+    let got = dsl_to_json(&dsl)?;
+    if got != expected {
+        return Err(format!("DSL->JSON mismatch:\n got {got}\nwant {expected}"));
+    }
+    let data = parse_json_model(&json_text).map_err(|e| e.to_string())?;
+    let printed = print_dsl(&data);
+    let (reparsed, _) = parse_dsl(&printed).map_err(|e| format!("{e}\n{printed}"))?;
+    if model_to_value(&reparsed) != expected {
+        return Err(format!("JSON->DSL->JSON mismatch:\n{printed}"));
+    }
+    Ok(())
+}
+
+fn run_transformer(tally: &mut Tally) {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(data_dir().join("transformer"))
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.sort();
+    let before = (tally.passed, tally.failed);
+    for dir in &dirs {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        tally.record(&format!("transformer/{name}"), transformer_case(dir));
+    }
+    println!(
+        "transformer (DSL->JSON and JSON->DSL->JSON): {} passed, {} failed",
+        tally.passed - before.0,
+        tally.failed - before.1
+    );
+    let modules = std::fs::read_dir(data_dir().join("transformer-module"))
+        .map(Iterator::count)
+        .unwrap_or(0);
+    tally.skipped += modules;
+    println!("transformer-module (schema 1.2 modules): {modules} skipped (not supported yet)");
+}
+
+#[path = "language/validation.rs"]
+mod validation;
+
+#[test]
+fn language_suite() {
+    assert!(
+        data_dir().is_dir(),
+        "language test data not found at {}",
+        data_dir().display()
+    );
+    let mut tally = Tally::default();
+    run_transformer(&mut tally);
+    validation::run(&data_dir(), &mut tally);
+    for f in &tally.failures {
+        println!("FAIL {f}");
+    }
+    println!(
+        "{} passed, {} failed, {} skipped",
+        tally.passed, tally.failed, tally.skipped
+    );
+}
