@@ -1,0 +1,483 @@
+//! The two append-only audit records, each hash-chained:
+//! resource versions (one chain per organization) and the request log (one chain).
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, Executor, Row};
+
+use crate::chain::{ChainBreak, GENESIS_HASH, hash_fields};
+use crate::{Result, Store, Tx};
+
+/// One resource version. `seq`, `prev_hash` and `hash` are assigned by [`append_version`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct VersionRecord {
+    /// Version id (`ver_...`).
+    pub id: String,
+    /// The organization whose chain this belongs to.
+    pub org_id: String,
+    /// Position in the organization's chain, from 1.
+    pub seq: i64,
+    /// Kind of the changed resource.
+    pub resource_kind: String,
+    /// Id of the changed resource.
+    pub resource_id: String,
+    /// Name of the resource at this version.
+    pub resource_name: String,
+    /// Environment id, or ''.
+    pub env_id: String,
+    /// The version this one follows for the same resource.
+    pub previous_version_id: Option<String>,
+    /// `create`, `update`, `delete` or `restore`.
+    pub event: String,
+    /// The principal who made the change.
+    pub actor: String,
+    /// When (ms).
+    pub at: i64,
+    /// Optional change message.
+    pub message: Option<String>,
+    /// YAML snapshot before the change (none for a create).
+    pub yaml_before: Option<String>,
+    /// YAML snapshot after the change (none for a delete).
+    pub yaml_after: Option<String>,
+    /// Unified diff between the snapshots.
+    pub diff: String,
+    /// The previous record's hash in this chain.
+    pub prev_hash: String,
+    /// SHA-256(prev_hash ‖ canonical bytes).
+    pub hash: String,
+}
+
+impl VersionRecord {
+    fn compute_hash(&self, prev_hash: &str) -> String {
+        let seq = self.seq.to_be_bytes();
+        let at = self.at.to_be_bytes();
+        let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "\u{0}".to_owned());
+        let (prev_ver, msg) = (opt(&self.previous_version_id), opt(&self.message));
+        let (before, after) = (opt(&self.yaml_before), opt(&self.yaml_after));
+        hash_fields(
+            prev_hash,
+            &[
+                self.id.as_bytes(),
+                self.org_id.as_bytes(),
+                &seq,
+                self.resource_kind.as_bytes(),
+                self.resource_id.as_bytes(),
+                self.resource_name.as_bytes(),
+                self.env_id.as_bytes(),
+                prev_ver.as_bytes(),
+                self.event.as_bytes(),
+                self.actor.as_bytes(),
+                &at,
+                msg.as_bytes(),
+                before.as_bytes(),
+                after.as_bytes(),
+                self.diff.as_bytes(),
+            ],
+        )
+    }
+}
+
+fn version_from_row(r: &AnyRow) -> Result<VersionRecord> {
+    Ok(VersionRecord {
+        id: r.try_get("id")?,
+        org_id: r.try_get("org_id")?,
+        seq: r.try_get("seq")?,
+        resource_kind: r.try_get("resource_kind")?,
+        resource_id: r.try_get("resource_id")?,
+        resource_name: r.try_get("resource_name")?,
+        env_id: r.try_get("env_id")?,
+        previous_version_id: r.try_get("previous_version_id")?,
+        event: r.try_get("event")?,
+        actor: r.try_get("actor")?,
+        at: r.try_get("at")?,
+        message: r.try_get("message")?,
+        yaml_before: r.try_get("yaml_before")?,
+        yaml_after: r.try_get("yaml_after")?,
+        diff: r.try_get("diff")?,
+        prev_hash: r.try_get("prev_hash")?,
+        hash: r.try_get("hash")?,
+    })
+}
+
+/// Advances a chain's head under the row lock and returns (new seq, previous hash). The first
+/// statement is a write, so concurrent writers of the same chain queue here.
+async fn bump_head(tx: &mut Tx, chain: &str) -> Result<(i64, String)> {
+    sqlx::query("INSERT INTO chain_heads (chain, seq, hash) VALUES ($1, 0, $2) ON CONFLICT (chain) DO NOTHING")
+        .bind(chain)
+        .bind(GENESIS_HASH)
+        .execute(&mut **tx)
+        .await?;
+    let row =
+        sqlx::query("UPDATE chain_heads SET seq = seq + 1 WHERE chain = $1 RETURNING seq, hash")
+            .bind(chain)
+            .fetch_one(&mut **tx)
+            .await?;
+    Ok((row.try_get("seq")?, row.try_get("hash")?))
+}
+
+async fn set_head_hash(tx: &mut Tx, chain: &str, hash: &str) -> Result<()> {
+    sqlx::query("UPDATE chain_heads SET hash = $2 WHERE chain = $1")
+        .bind(chain)
+        .bind(hash)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Appends a version record to its organization's chain, filling `seq`, `prev_hash` and `hash`.
+pub async fn append_version(tx: &mut Tx, v: &mut VersionRecord) -> Result<()> {
+    let chain = format!("versions:{}", v.org_id);
+    let (seq, prev) = bump_head(tx, &chain).await?;
+    v.seq = seq;
+    v.hash = v.compute_hash(&prev);
+    v.prev_hash = prev;
+    sqlx::query(
+        "INSERT INTO versions (id, org_id, seq, resource_kind, resource_id, resource_name, env_id, \
+         previous_version_id, event, actor, at, message, yaml_before, yaml_after, diff, prev_hash, \
+         hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+    )
+    .bind(&v.id)
+    .bind(&v.org_id)
+    .bind(v.seq)
+    .bind(&v.resource_kind)
+    .bind(&v.resource_id)
+    .bind(&v.resource_name)
+    .bind(&v.env_id)
+    .bind(v.previous_version_id.as_deref())
+    .bind(&v.event)
+    .bind(&v.actor)
+    .bind(v.at)
+    .bind(v.message.as_deref())
+    .bind(v.yaml_before.as_deref())
+    .bind(v.yaml_after.as_deref())
+    .bind(&v.diff)
+    .bind(&v.prev_hash)
+    .bind(&v.hash)
+    .execute(&mut **tx)
+    .await?;
+    set_head_hash(tx, &chain, &v.hash).await
+}
+
+/// Reads one version by id, on the pool or in a transaction.
+pub async fn get_version<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    id: &str,
+) -> Result<Option<VersionRecord>> {
+    let row = sqlx::query("SELECT * FROM versions WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await?;
+    row.as_ref().map(version_from_row).transpose()
+}
+
+/// One request-log record (never a body or a header value).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct RequestLogRecord {
+    /// Position in the chain, assigned on append.
+    #[serde(default)]
+    pub seq: i64,
+    /// When the request arrived (ms).
+    pub at: i64,
+    /// The request id.
+    pub request_id: String,
+    /// Organization name, or ''.
+    pub org: String,
+    /// The authenticated principal, or ''.
+    pub principal: String,
+    /// The action (route's permission or method and path template).
+    pub action: String,
+    /// The resource path.
+    pub resource: String,
+    /// `allowed`, `denied`, `error` or `unauthenticated`.
+    pub result: String,
+    /// HTTP status.
+    pub status: i32,
+    /// Client address.
+    pub ip: String,
+    /// User agent.
+    pub user_agent: String,
+    /// Latency in microseconds.
+    pub latency_us: i64,
+    /// Previous hash.
+    #[serde(default)]
+    pub prev_hash: String,
+    /// This record's hash.
+    #[serde(default)]
+    pub hash: String,
+}
+
+impl RequestLogRecord {
+    fn compute_hash(&self, prev: &str) -> String {
+        let (seq, at) = (self.seq.to_be_bytes(), self.at.to_be_bytes());
+        let (status, lat) = (self.status.to_be_bytes(), self.latency_us.to_be_bytes());
+        hash_fields(
+            prev,
+            &[
+                &seq,
+                &at,
+                self.request_id.as_bytes(),
+                self.org.as_bytes(),
+                self.principal.as_bytes(),
+                self.action.as_bytes(),
+                self.resource.as_bytes(),
+                self.result.as_bytes(),
+                &status,
+                self.ip.as_bytes(),
+                self.user_agent.as_bytes(),
+                &lat,
+            ],
+        )
+    }
+}
+
+fn request_from_row(r: &AnyRow) -> Result<RequestLogRecord> {
+    Ok(RequestLogRecord {
+        seq: r.try_get("seq")?,
+        at: r.try_get("at")?,
+        request_id: r.try_get("request_id")?,
+        org: r.try_get("org")?,
+        principal: r.try_get("principal")?,
+        action: r.try_get("action")?,
+        resource: r.try_get("resource")?,
+        result: r.try_get("result")?,
+        status: r.try_get("status")?,
+        ip: r.try_get("ip")?,
+        user_agent: r.try_get("user_agent")?,
+        latency_us: r.try_get("latency_us")?,
+        prev_hash: r.try_get("prev_hash")?,
+        hash: r.try_get("hash")?,
+    })
+}
+
+/// Filters for searching the request log. Every field is optional.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestLogFilter {
+    /// Earliest time (ms), inclusive.
+    pub since: Option<i64>,
+    /// Latest time (ms), exclusive.
+    pub until: Option<i64>,
+    /// Exact principal.
+    pub principal: Option<String>,
+    /// Exact action.
+    pub action: Option<String>,
+    /// Resource prefix.
+    pub resource: Option<String>,
+    /// Exact result.
+    pub result: Option<String>,
+    /// Exact organization.
+    pub org: Option<String>,
+    /// Start after this sequence number (cursor).
+    pub after_seq: Option<i64>,
+    /// Maximum rows (default 100, at most 10,000).
+    pub limit: Option<i64>,
+}
+
+const REQUEST_CHAIN: &str = "requests";
+
+impl Store {
+    /// Appends a batch of request records in one transaction, chaining them.
+    pub async fn append_requests(&self, records: &mut [RequestLogRecord]) -> Result<()> {
+        let mut tx = self.begin().await?;
+        for r in records.iter_mut() {
+            let (seq, prev) = bump_head(&mut tx, REQUEST_CHAIN).await?;
+            r.seq = seq;
+            r.hash = r.compute_hash(&prev);
+            r.prev_hash = prev;
+            insert_request(&mut tx, r).await?;
+            set_head_hash(&mut tx, REQUEST_CHAIN, &r.hash).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Searches the request log, oldest first.
+    pub async fn search_requests(&self, f: &RequestLogFilter) -> Result<Vec<RequestLogRecord>> {
+        let limit = f.limit.unwrap_or(100).clamp(1, 10_000);
+        let resource_like = f
+            .resource
+            .as_ref()
+            .map(|r| format!("{}%", r.replace(['%', '_'], "")));
+        let rows = sqlx::query(
+            "SELECT * FROM request_log WHERE ($1 IS NULL OR at >= $1) AND ($2 IS NULL OR at < $2) \
+             AND ($3 IS NULL OR principal = $3) AND ($4 IS NULL OR action = $4) \
+             AND ($5 IS NULL OR resource LIKE $5) AND ($6 IS NULL OR result = $6) \
+             AND ($7 IS NULL OR org = $7) AND seq > $8 ORDER BY seq LIMIT $9",
+        )
+        .bind(f.since)
+        .bind(f.until)
+        .bind(f.principal.as_deref())
+        .bind(f.action.as_deref())
+        .bind(resource_like.as_deref())
+        .bind(f.result.as_deref())
+        .bind(f.org.as_deref())
+        .bind(f.after_seq.unwrap_or(0))
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(request_from_row).collect()
+    }
+
+    /// Deletes request records older than `before` (retention). The chain stays verifiable from
+    /// the oldest kept record, whose `prev_hash` anchors it.
+    pub async fn prune_requests(&self, before: i64) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("DELETE FROM request_log WHERE at < $1")
+            .bind(before)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Recomputes the request-log chain; returns the first broken link, if any.
+    pub async fn verify_requests(&self) -> Result<Option<ChainBreak>> {
+        let rows = sqlx::query("SELECT * FROM request_log ORDER BY seq")
+            .fetch_all(&self.read)
+            .await?;
+        let records: Vec<RequestLogRecord> =
+            rows.iter().map(request_from_row).collect::<Result<_>>()?;
+        let head = self.chain_head(REQUEST_CHAIN).await?;
+        let items = records.iter().map(|r| {
+            (
+                r.seq,
+                r.request_id.clone(),
+                r.prev_hash.clone(),
+                r.hash.clone(),
+                r.compute_hash(&r.prev_hash),
+            )
+        });
+        Ok(verify_links(items, head, true))
+    }
+
+    /// Versions of one resource, oldest first.
+    pub async fn versions_of(&self, resource_id: &str) -> Result<Vec<VersionRecord>> {
+        let rows = sqlx::query("SELECT * FROM versions WHERE resource_id = $1 ORDER BY seq")
+            .bind(resource_id)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(version_from_row).collect()
+    }
+
+    /// Versions of an organization, newest first, for listing by kind and name.
+    pub async fn versions_named(
+        &self,
+        org_id: &str,
+        kind: &str,
+        name: &str,
+    ) -> Result<Vec<VersionRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM versions WHERE org_id = $1 AND resource_kind = $2 AND resource_name = $3 \
+             ORDER BY seq",
+        )
+        .bind(org_id)
+        .bind(kind)
+        .bind(name)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(version_from_row).collect()
+    }
+
+    /// Recomputes an organization's version chain; returns the first broken link, if any.
+    /// Detects edited rows (hash mismatch), deleted rows (gap or hash link mismatch), reordered
+    /// rows (link mismatch) and truncation of the tail (head mismatch).
+    pub async fn verify_versions(&self, org_id: &str) -> Result<Option<ChainBreak>> {
+        let rows = sqlx::query("SELECT * FROM versions WHERE org_id = $1 ORDER BY seq")
+            .bind(org_id)
+            .fetch_all(&self.read)
+            .await?;
+        let records: Vec<VersionRecord> =
+            rows.iter().map(version_from_row).collect::<Result<_>>()?;
+        let head = self.chain_head(&format!("versions:{org_id}")).await?;
+        let items = records.iter().map(|r| {
+            (
+                r.seq,
+                r.id.clone(),
+                r.prev_hash.clone(),
+                r.hash.clone(),
+                r.compute_hash(&r.prev_hash),
+            )
+        });
+        Ok(verify_links(items, head, false))
+    }
+
+    async fn chain_head(&self, chain: &str) -> Result<Option<(i64, String)>> {
+        let row = sqlx::query("SELECT seq, hash FROM chain_heads WHERE chain = $1")
+            .bind(chain)
+            .fetch_optional(&self.read)
+            .await?;
+        match row {
+            Some(r) => Ok(Some((r.try_get("seq")?, r.try_get("hash")?))),
+            None => Ok(None),
+        }
+    }
+}
+
+async fn insert_request(tx: &mut Tx, r: &RequestLogRecord) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO request_log (seq, at, request_id, org, principal, action, resource, result, \
+         status, ip, user_agent, latency_us, prev_hash, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+    )
+    .bind(r.seq)
+    .bind(r.at)
+    .bind(&r.request_id)
+    .bind(&r.org)
+    .bind(&r.principal)
+    .bind(&r.action)
+    .bind(&r.resource)
+    .bind(&r.result)
+    .bind(r.status)
+    .bind(&r.ip)
+    .bind(&r.user_agent)
+    .bind(r.latency_us)
+    .bind(&r.prev_hash)
+    .bind(&r.hash)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Walks `(seq, id, stored prev_hash, stored hash, recomputed hash)` in seq order.
+/// `pruned_start` allows the first record to start after seq 1 (retention pruning).
+fn verify_links(
+    items: impl Iterator<Item = (i64, String, String, String, String)>,
+    head: Option<(i64, String)>,
+    pruned_start: bool,
+) -> Option<ChainBreak> {
+    let brk = |seq, id: &str, reason: &str| {
+        Some(ChainBreak {
+            seq,
+            id: id.to_owned(),
+            reason: reason.to_owned(),
+        })
+    };
+    let mut expected: Option<(i64, String)> = None;
+    let mut last = (0i64, GENESIS_HASH.to_owned());
+    for (seq, id, prev, hash, recomputed) in items {
+        match &expected {
+            None if !pruned_start && (seq != 1 || prev != GENESIS_HASH) => {
+                return brk(seq, &id, "the chain does not start at its genesis record");
+            }
+            Some((eseq, _)) if seq != *eseq => {
+                return brk(seq, &id, "a record is missing before this one");
+            }
+            Some((_, ehash)) if prev != *ehash => {
+                return brk(seq, &id, "the link to the previous record is broken");
+            }
+            _ => {}
+        }
+        if recomputed != hash {
+            return brk(seq, &id, "the record was modified after it was written");
+        }
+        expected = Some((seq + 1, hash.clone()));
+        last = (seq, hash);
+    }
+    match head {
+        Some((hseq, hhash)) if hseq != last.0 || hhash != last.1 => brk(
+            last.0 + 1,
+            "",
+            "records at the end of the chain were removed",
+        ),
+        _ => None,
+    }
+}

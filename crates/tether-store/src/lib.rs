@@ -1,0 +1,282 @@
+//! Tether's storage layer: one narrow repository API over sqlx's `Any` driver, backed by bundled
+//! SQLite (the default) or PostgreSQL. SQL is written once in the subset both dialects share
+//! (`$N` parameters, `ON CONFLICT`, `RETURNING`); schema migrations are kept per dialect.
+//!
+//! Every resource write, its audit version record and its authorization tuples go through one
+//! [`Tx`], so they commit or vanish together.
+
+pub mod audit;
+mod chain;
+pub mod identity;
+pub mod resources;
+pub mod settings;
+pub mod tuples;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{Any, AnyPool, ConnectOptions, Executor};
+
+pub use audit::{RequestLogFilter, RequestLogRecord, VersionRecord};
+pub use chain::{ChainBreak, GENESIS_HASH, hash_fields};
+pub use identity::{ApiKeyRow, RefreshTokenRow};
+pub use resources::ResourceRow;
+pub use tuples::TupleRow;
+
+/// A write transaction. Dropping it without [`Tx::commit`] rolls it back.
+pub type Tx = sqlx::Transaction<'static, Any>;
+
+/// Which database is behind the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Bundled SQLite, in WAL mode.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// Errors of the storage layer. `Db` carries the driver error for the log; callers map it to an
+/// opaque `internal` error for clients.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The row does not exist.
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness constraint refused the write.
+    #[error("already exists")]
+    AlreadyExists,
+    /// The database URL is not one Tether can use.
+    #[error("unsupported database URL: {0}")]
+    BadUrl(String),
+    /// Stored data could not be decoded.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// A driver error.
+    #[error("database error: {0}")]
+    Db(#[source] sqlx::Error),
+    /// A migration failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::AlreadyExists,
+            _ => StoreError::Db(e),
+        }
+    }
+}
+
+/// Result alias for the store.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The store: a read pool and a write pool (one connection for SQLite, so writers queue in
+/// process instead of failing with `SQLITE_BUSY`).
+#[derive(Clone)]
+pub struct Store {
+    read: AnyPool,
+    write: AnyPool,
+    backend: Backend,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Options for opening a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Create the SQLite file if it does not exist (its directory must exist).
+    pub create_sqlite: bool,
+    /// Maximum pooled connections for reads.
+    pub max_connections: u32,
+    /// SQLite `synchronous` setting: `FULL` (default) survives power loss, `NORMAL` survives a
+    /// process crash.
+    pub sqlite_synchronous: &'static str,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            create_sqlite: false,
+            max_connections: 8,
+            sqlite_synchronous: "FULL",
+        }
+    }
+}
+
+impl Store {
+    /// Opens the database at `url` (`sqlite://PATH` or `postgres://...`) and runs migrations.
+    /// Any other scheme is refused: Tether never silently falls back to a fresh database.
+    pub async fn open(url: &str, opts: &StoreOptions) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let store = if let Some(path) = sqlite_path(url) {
+            Self::open_sqlite(path, opts).await?
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Self::open_postgres(url, opts).await?
+        } else {
+            return Err(StoreError::BadUrl(redact_url(url)));
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn open_sqlite(path: &str, opts: &StoreOptions) -> Result<Store> {
+        let file = Path::new(path);
+        let parent_ok = file
+            .parent()
+            .is_none_or(|p| p.as_os_str().is_empty() || p.is_dir());
+        if !parent_ok {
+            return Err(StoreError::BadUrl(format!(
+                "directory of {path} does not exist"
+            )));
+        }
+        if !opts.create_sqlite && !file.exists() {
+            return Err(StoreError::BadUrl(format!("{path} does not exist")));
+        }
+        let mode = if opts.create_sqlite { "rwc" } else { "rw" };
+        let url = format!("sqlite://{path}?mode={mode}");
+        let sync = opts.sqlite_synchronous;
+        let connect = AnyConnectOptions::from_str(&url)?.disable_statement_logging();
+        let write = AnyPoolOptions::new()
+            .max_connections(1)
+            .after_connect(move |c, _| Box::pin(sqlite_pragmas(c, sync)))
+            .connect_with(connect.clone())
+            .await?;
+        // WAL is persistent in the file; set it once through the writer.
+        sqlx::query("PRAGMA journal_mode = WAL")
+            .fetch_all(&write)
+            .await?;
+        let read = AnyPoolOptions::new()
+            .max_connections(opts.max_connections)
+            .after_connect(move |c, _| Box::pin(sqlite_pragmas(c, sync)))
+            .connect_with(connect)
+            .await?;
+        Ok(Store {
+            read,
+            write,
+            backend: Backend::Sqlite,
+        })
+    }
+
+    async fn open_postgres(url: &str, opts: &StoreOptions) -> Result<Store> {
+        let connect = AnyConnectOptions::from_str(url)?.disable_statement_logging();
+        let pool = AnyPoolOptions::new()
+            .max_connections(opts.max_connections.max(4))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(connect)
+            .await?;
+        Ok(Store {
+            read: pool.clone(),
+            write: pool,
+            backend: Backend::Postgres,
+        })
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        match self.backend {
+            Backend::Sqlite => {
+                sqlx::migrate!("./migrations/sqlite")
+                    .run(&self.write)
+                    .await?
+            }
+            Backend::Postgres => {
+                sqlx::migrate!("./migrations/postgres")
+                    .run(&self.write)
+                    .await?
+            }
+        }
+        Ok(())
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Begins a write transaction.
+    pub async fn begin(&self) -> Result<Tx> {
+        Ok(self.write.begin().await?)
+    }
+
+    /// The pool for reads.
+    pub fn reader(&self) -> &AnyPool {
+        &self.read
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").fetch_one(&self.read).await?;
+        Ok(())
+    }
+
+    /// Closes the pools.
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+}
+
+/// Per-connection SQLite settings.
+async fn sqlite_pragmas(
+    conn: &mut sqlx::AnyConnection,
+    sync: &'static str,
+) -> Result<(), sqlx::Error> {
+    conn.execute("PRAGMA foreign_keys = ON").await?;
+    conn.execute("PRAGMA busy_timeout = 10000").await?;
+    let stmt = if sync == "NORMAL" {
+        "PRAGMA synchronous = NORMAL"
+    } else {
+        "PRAGMA synchronous = FULL"
+    };
+    conn.execute(stmt).await?;
+    Ok(())
+}
+
+/// Extracts the file path from a `sqlite:` URL.
+fn sqlite_path(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && path != ":memory:").then_some(path)
+}
+
+/// Hides a password in a URL before it is shown in an error.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!(
+            "{}://***{}",
+            url.get(..s).unwrap_or(""),
+            url.get(at..).unwrap_or("")
+        ),
+        _ => url.chars().take(64).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls() {
+        assert_eq!(sqlite_path("sqlite:///tmp/a.db"), Some("/tmp/a.db"));
+        assert_eq!(sqlite_path("sqlite://a.db?mode=rw"), Some("a.db"));
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+        assert_eq!(sqlite_path("postgres://x"), None);
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(redact_url("mysql://u:pw@host/db"), "mysql://***@host/db");
+        assert!(!redact_url("mysql://u:secret@h/d").contains("secret"));
+    }
+}

@@ -1,0 +1,414 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, reason = "test code")]
+
+//! The repository conformance suite. It runs against SQLite by default and against PostgreSQL
+//! when `TETHER_TEST_DATABASE_URL` is set (each test gets a fresh database there). CI runs it
+//! both ways.
+
+use tether_store::audit::{append_version, get_version};
+use tether_store::identity::{insert_refresh_token, revoke_refresh_family, use_refresh_token};
+use tether_store::resources::{find_resource, insert_resource, update_resource};
+use tether_store::settings::init_setting;
+use tether_store::tuples::{delete_tuples_touching, write_tuple};
+use tether_store::{
+    RefreshTokenRow, RequestLogFilter, RequestLogRecord, ResourceRow, Store, StoreError,
+    StoreOptions, TupleRow, VersionRecord,
+};
+
+struct TestDb {
+    store: Store,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn fresh_store() -> TestDb {
+    if let Ok(admin) = std::env::var("TETHER_TEST_DATABASE_URL") {
+        let url = fresh_pg_database(&admin).await;
+        let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
+        return TestDb { store, _dir: None };
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/t.db", dir.path().display());
+    let opts = StoreOptions {
+        create_sqlite: true,
+        ..StoreOptions::default()
+    };
+    TestDb {
+        store: Store::open(&url, &opts).await.unwrap(),
+        _dir: Some(dir),
+    }
+}
+
+async fn fresh_pg_database(admin: &str) -> String {
+    use sqlx::Connection;
+    let name = format!("t_{}", uuid_like());
+    let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap();
+    format!("{base}/{name}")
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos();
+    format!(
+        "{}_{}_{}",
+        std::process::id(),
+        nanos,
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+fn resource(name: &str) -> ResourceRow {
+    ResourceRow {
+        id: format!("res_{name}"),
+        org_id: "org_1".into(),
+        env_id: String::new(),
+        kind: "Team".into(),
+        name: name.into(),
+        spec: "{}".into(),
+        labels: "{}".into(),
+        created_at: 1,
+        created_by: "user:a".into(),
+        updated_at: 1,
+        updated_by: "user:a".into(),
+        version_id: "ver_1".into(),
+    }
+}
+
+fn version(id: &str, org: &str) -> VersionRecord {
+    VersionRecord {
+        id: id.into(),
+        org_id: org.into(),
+        resource_kind: "Team".into(),
+        resource_id: "res_a".into(),
+        resource_name: "a".into(),
+        event: "create".into(),
+        actor: "user:a".into(),
+        at: 5,
+        yaml_after: Some(format!("name: {id}\n")),
+        diff: "+name".into(),
+        ..VersionRecord::default()
+    }
+}
+
+#[tokio::test]
+async fn resources_insert_find_update_and_unique_names() {
+    let db = fresh_store().await;
+    let mut tx = db.store.begin().await.unwrap();
+    insert_resource(&mut tx, &resource("a")).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let got = find_resource(db.store.reader(), "org_1", "", "Team", "a")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, resource("a"));
+
+    let mut tx = db.store.begin().await.unwrap();
+    let mut dup = resource("a");
+    dup.id = "res_other".into();
+    let err = insert_resource(&mut tx, &dup).await.unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists), "{err:?}");
+    drop(tx);
+
+    let mut tx = db.store.begin().await.unwrap();
+    let mut changed = resource("a");
+    changed.spec = r#"{"description":"x"}"#.into();
+    changed.updated_at = 9;
+    update_resource(&mut tx, &changed).await.unwrap();
+    tx.commit().await.unwrap();
+    let got = find_resource(db.store.reader(), "org_1", "", "Team", "a")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.spec, changed.spec);
+    assert_eq!(got.updated_at, 9);
+    let listed = db
+        .store
+        .list_resources("org_1", Some(""), "Team")
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+}
+
+#[tokio::test]
+async fn a_rolled_back_write_leaves_nothing() {
+    let db = fresh_store().await;
+    let mut tx = db.store.begin().await.unwrap();
+    insert_resource(&mut tx, &resource("gone")).await.unwrap();
+    append_version(&mut tx, &mut version("ver_gone", "org_1"))
+        .await
+        .unwrap();
+    drop(tx);
+    assert!(
+        find_resource(db.store.reader(), "org_1", "", "Team", "gone")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        get_version(db.store.reader(), "ver_gone")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(db.store.verify_versions("org_1").await.unwrap(), None);
+}
+
+async fn chain_of(store: &Store, n: usize) {
+    for i in 1..=n {
+        let mut tx = store.begin().await.unwrap();
+        append_version(&mut tx, &mut version(&format!("ver_{i}"), "org_1"))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn version_chain_verifies_and_links() {
+    let db = fresh_store().await;
+    chain_of(&db.store, 5).await;
+    assert_eq!(db.store.verify_versions("org_1").await.unwrap(), None);
+    let v3 = get_version(db.store.reader(), "ver_3")
+        .await
+        .unwrap()
+        .unwrap();
+    let v2 = get_version(db.store.reader(), "ver_2")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(v3.seq, 3);
+    assert_eq!(v3.prev_hash, v2.hash);
+}
+
+async fn raw(store: &Store, sql: &'static str) {
+    let mut tx = store.begin().await.unwrap();
+    sqlx::query(sql).execute(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn verify_detects_an_edited_row() {
+    let db = fresh_store().await;
+    chain_of(&db.store, 4).await;
+    raw(
+        &db.store,
+        "UPDATE versions SET actor = 'user:mallory' WHERE id = 'ver_2'",
+    )
+    .await;
+    let brk = db.store.verify_versions("org_1").await.unwrap().unwrap();
+    assert_eq!((brk.seq, brk.id.as_str()), (2, "ver_2"));
+}
+
+#[tokio::test]
+async fn verify_detects_a_deleted_row() {
+    let db = fresh_store().await;
+    chain_of(&db.store, 4).await;
+    raw(&db.store, "DELETE FROM versions WHERE id = 'ver_3'").await;
+    let brk = db.store.verify_versions("org_1").await.unwrap().unwrap();
+    assert_eq!(brk.seq, 4);
+}
+
+#[tokio::test]
+async fn verify_detects_a_removed_tail_and_reordering() {
+    let db = fresh_store().await;
+    chain_of(&db.store, 3).await;
+    raw(&db.store, "DELETE FROM versions WHERE id = 'ver_3'").await;
+    assert!(db.store.verify_versions("org_1").await.unwrap().is_some());
+
+    let db = fresh_store().await;
+    chain_of(&db.store, 3).await;
+    // Swap the positions of two records.
+    raw(
+        &db.store,
+        "UPDATE versions SET seq = 100 WHERE id = 'ver_1'",
+    )
+    .await;
+    raw(&db.store, "UPDATE versions SET seq = 1 WHERE id = 'ver_2'").await;
+    raw(&db.store, "UPDATE versions SET seq = 2 WHERE id = 'ver_1'").await;
+    let brk = db.store.verify_versions("org_1").await.unwrap().unwrap();
+    assert_eq!(brk.seq, 1);
+}
+
+#[tokio::test]
+async fn concurrent_appends_keep_one_unbroken_chain() {
+    let db = fresh_store().await;
+    let mut handles = Vec::new();
+    for i in 0..40 {
+        let store = db.store.clone();
+        handles.push(tokio::spawn(async move {
+            let mut tx = store.begin().await.unwrap();
+            append_version(&mut tx, &mut version(&format!("ver_c{i}"), "org_1"))
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    assert_eq!(db.store.verify_versions("org_1").await.unwrap(), None);
+    assert_eq!(db.store.versions_of("res_a").await.unwrap().len(), 40);
+}
+
+fn request(i: i64, principal: &str) -> RequestLogRecord {
+    RequestLogRecord {
+        at: 1_000 + i,
+        request_id: format!("req_{i}"),
+        org: "default".into(),
+        principal: principal.into(),
+        action: "environment.read".into(),
+        resource: format!("/v1/orgs/default/envs/e{i}"),
+        result: if i % 2 == 0 {
+            "allowed".into()
+        } else {
+            "denied".into()
+        },
+        status: 200,
+        ip: "127.0.0.1".into(),
+        user_agent: "test".into(),
+        latency_us: 10,
+        ..RequestLogRecord::default()
+    }
+}
+
+#[tokio::test]
+async fn request_log_appends_searches_and_verifies() {
+    let db = fresh_store().await;
+    let mut batch: Vec<_> = (0..10)
+        .map(|i| request(i, if i < 5 { "user:a" } else { "user:b" }))
+        .collect();
+    db.store.append_requests(&mut batch).await.unwrap();
+    assert_eq!(db.store.verify_requests().await.unwrap(), None);
+
+    let f = RequestLogFilter {
+        principal: Some("user:b".into()),
+        ..Default::default()
+    };
+    assert_eq!(db.store.search_requests(&f).await.unwrap().len(), 5);
+    let f = RequestLogFilter {
+        since: Some(1_003),
+        until: Some(1_006),
+        ..Default::default()
+    };
+    assert_eq!(db.store.search_requests(&f).await.unwrap().len(), 3);
+    let f = RequestLogFilter {
+        result: Some("denied".into()),
+        limit: Some(2),
+        ..Default::default()
+    };
+    let page = db.store.search_requests(&f).await.unwrap();
+    assert_eq!(page.len(), 2);
+    let f = RequestLogFilter {
+        result: Some("denied".into()),
+        after_seq: Some(page[1].seq),
+        ..Default::default()
+    };
+    assert_eq!(db.store.search_requests(&f).await.unwrap().len(), 3);
+
+    raw(
+        &db.store,
+        "UPDATE request_log SET status = 500 WHERE request_id = 'req_4'",
+    )
+    .await;
+    assert_eq!(
+        db.store.verify_requests().await.unwrap().unwrap().id,
+        "req_4"
+    );
+}
+
+#[tokio::test]
+async fn refresh_tokens_are_single_use() {
+    let db = fresh_store().await;
+    let t = RefreshTokenRow {
+        id: "rt_1".into(),
+        family_id: "fam".into(),
+        principal_id: "res_u".into(),
+        org_id: "org_1".into(),
+        token_hash: vec![1, 2, 3],
+        created_at: 1,
+        expires_at: 100,
+        used_at: None,
+        revoked_at: None,
+    };
+    let mut tx = db.store.begin().await.unwrap();
+    insert_refresh_token(&mut tx, &t).await.unwrap();
+    assert!(use_refresh_token(&mut tx, "rt_1", 5).await.unwrap());
+    assert!(!use_refresh_token(&mut tx, "rt_1", 6).await.unwrap());
+    revoke_refresh_family(&mut tx, "fam", 7).await.unwrap();
+    tx.commit().await.unwrap();
+    let got = db.store.refresh_token("rt_1").await.unwrap().unwrap();
+    assert_eq!(
+        (got.used_at, got.revoked_at, got.token_hash),
+        (Some(5), Some(7), vec![1, 2, 3])
+    );
+}
+
+#[tokio::test]
+async fn settings_are_written_once() {
+    let db = fresh_store().await;
+    let mut tx = db.store.begin().await.unwrap();
+    assert_eq!(
+        init_setting(&mut tx, "pepper", b"first").await.unwrap(),
+        b"first"
+    );
+    assert_eq!(
+        init_setting(&mut tx, "pepper", b"second").await.unwrap(),
+        b"first"
+    );
+    tx.commit().await.unwrap();
+    assert_eq!(
+        db.store.get_setting("pepper").await.unwrap().unwrap(),
+        b"first"
+    );
+}
+
+#[tokio::test]
+async fn tuples_cascade_with_their_object() {
+    let db = fresh_store().await;
+    let t = |o: &str, r: &str, s: &str| TupleRow {
+        object: o.into(),
+        relation: r.into(),
+        subject: s.into(),
+        org_id: "org_1".into(),
+        source_id: "res_x".into(),
+        condition: None,
+    };
+    let mut tx = db.store.begin().await.unwrap();
+    write_tuple(&mut tx, &t("team:t1", "member", "user:u1"))
+        .await
+        .unwrap();
+    write_tuple(&mut tx, &t("team:t1", "member", "user:u1"))
+        .await
+        .unwrap();
+    write_tuple(&mut tx, &t("team:t2", "member", "team:t1#member"))
+        .await
+        .unwrap();
+    write_tuple(&mut tx, &t("organization:o", "admin", "user:u2"))
+        .await
+        .unwrap();
+    let removed = delete_tuples_touching(&mut tx, "team:t1").await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(removed.len(), 2);
+    assert_eq!(db.store.all_tuples().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn unknown_urls_are_refused() {
+    for url in [
+        "mysql://u:p@h/d",
+        "",
+        "sqlite:///nonexistent-dir/x.db",
+        "file.db",
+    ] {
+        let err = Store::open(url, &StoreOptions::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::BadUrl(_)), "{url}: {err:?}");
+        assert!(!err.to_string().contains(":p@"));
+    }
+}
