@@ -3,9 +3,10 @@
 //! Layout (59 ASCII characters, no separator before the checksum):
 //!
 //! ```text
-//! tk_live_ 3kT9xQw2LmZa _ 8fJ2...(32 chars)...Qa 1a2B3c
-//! |prefix| |id, 12    | | |secret, 32 base62  | |crc, 6|
-//! 0      8            20 21                    53     59
+//! tk_live_3kT9xQw2LmZa_8fJ2kLq0ZxP4mN7bV1cR5tY9wE3uI6oA1JMRWE
+//! ^       ^           ^^                               ^
+//! 0       8          20 21                             53
+//! prefix  id (12)     _ secret (32 base62)             checksum (6)
 //! ```
 //!
 //! The checksum is CRC-32 (IEEE) of the first 53 characters, written as six base62 digits
@@ -552,6 +553,12 @@ mod tests {
 
     fn known_key_secret() -> ParsedApiKey {
         ApiKey::parse(&known_key()).unwrap()
+    }
+
+    #[test]
+    fn readme_example_parses() {
+        let parsed = ApiKey::parse("tk_live_3kT9xQw2LmZa_8fJ2kLq0ZxP4mN7bV1cR5tY9wE3uI6oA1JMRWE");
+        assert_eq!(parsed.unwrap().id().as_str(), "3kT9xQw2LmZa");
     }
 
     #[test]
