@@ -4,9 +4,18 @@
 
 pub mod condition;
 pub mod dsl;
+pub mod engine;
 pub mod error;
 pub mod model;
+pub mod store;
+pub mod tuple;
 mod validate;
 
+pub use engine::{
+    CheckRequest, Engine, ExpandNode, ExpandRequest, Limits, ListObjectsRequest,
+    ListObjectsResponse, ListUsersRequest, ListUsersResponse, UserFilter, UsersetTree,
+};
 pub use error::{AuthzError, ModelError, ModelErrorKind, Span};
 pub use model::AuthorizationModel;
+pub use store::{MemoryTupleStore, Subject, TupleReader};
+pub use tuple::{Tuple, TupleCondition, validate_tuple};

@@ -184,9 +184,4 @@ impl<'a> Scanner<'a> {
         }
         None
     }
-
-    /// Current position (line, column).
-    pub fn position(&self) -> (usize, usize) {
-        (self.line, self.col)
-    }
 }
