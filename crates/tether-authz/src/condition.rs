@@ -95,7 +95,8 @@ impl CompiledCondition {
                 .and_then(|s| s.get(name))
                 .or_else(|| request.get(name));
             let Some(value) = value.filter(|v| !v.is_null() || *ptype == ParamType::Any) else {
-                continue;
+                // As in OpenFGA, any missing declared parameter is an error.
+                return Err(self.missing(request, stored, name));
             };
             let converted = convert(value, ptype, 0).map_err(|m| {
                 self.eval_error(format!(
@@ -319,7 +320,7 @@ fn to_int(v: &Json) -> Result<i64, String> {
         return Ok(i);
     }
     match v.as_f64() {
-        Some(f) if f.fract() == 0.0 && f >= -9.2e18 && f <= 9.2e18 => {
+        Some(f) if f.fract() == 0.0 && (-9.2e18..=9.2e18).contains(&f) => {
             format!("{f:.0}").parse::<i64>().map_err(|e| e.to_string())
         }
         _ => Err("expected an integer".into()),

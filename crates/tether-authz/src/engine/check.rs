@@ -249,7 +249,13 @@ impl<'a> Resolver<'a> {
                 if matches!(base, Ok(false)) {
                     return Ok(false);
                 }
-                match (base, self.eval(object, rel, subtract, depth)) {
+                let cuts_before = self.cycle_cuts;
+                let subtract = self.eval(object, rel, subtract, depth);
+                if matches!(subtract, Ok(false)) && self.cycle_cuts != cuts_before {
+                    // As in OpenFGA, a cycle in the subtracted set denies.
+                    return Ok(false);
+                }
+                match (base, subtract) {
                     (_, Ok(true)) => Ok(false),
                     (Err(e), _) | (Ok(_), Err(e)) => Err(e),
                     (Ok(b), Ok(false)) => Ok(b),

@@ -67,7 +67,7 @@ impl<'a> Graph<'a> {
         let mut g = Graph::default();
         for t in &model.data().types {
             for rel in &t.relations {
-                for (leaf, mode) in leaves(&rel.rewrite) {
+                for (leaf, mode) in leaves(&rel.rewrite, false) {
                     g.add_leaf(model, &t.name, rel, leaf, mode);
                 }
             }
@@ -194,7 +194,7 @@ impl<'a> Lister<'a> {
                 break;
             }
             steps = steps.wrapping_add(1);
-            if steps % 256 == 0 && self.deadline.is_some_and(|d| Instant::now() >= d) {
+            if steps.is_multiple_of(256) && self.deadline.is_some_and(|d| Instant::now() >= d) {
                 self.truncated = true;
                 break;
             }
@@ -206,22 +206,22 @@ impl<'a> Lister<'a> {
     fn seed(&mut self) -> Result<(), AuthzError> {
         match self.resolver.user {
             UserRef::Object(o) => {
-                self.from_subject(
+                self.reach_from_subject(
                     subject(o.object_type, o.id, None),
                     (o.object_type, None, false),
                 )?;
-                self.from_subject(
+                self.reach_from_subject(
                     subject(o.object_type, "*", None),
                     (o.object_type, None, true),
                 )
             }
-            UserRef::Wildcard(t) => self.from_subject(subject(t, "*", None), (t, None, true)),
+            UserRef::Wildcard(t) => self.reach_from_subject(subject(t, "*", None), (t, None, true)),
             UserRef::Userset(o, r) => self.reach((o.object_type, o.id, r), Mode::Sure),
         }
     }
 
     /// Every relation that directly holds `subj` (of `kind`).
-    fn from_subject(&mut self, subj: Subject<'a>, kind: Kind<'a>) -> Result<(), AuthzError> {
+    fn reach_from_subject(&mut self, subj: Subject<'a>, kind: Kind<'a>) -> Result<(), AuthzError> {
         let edges = self.graph.direct.get(&kind).cloned().unwrap_or_default();
         for (rel, object_type, restriction, mode) in edges {
             let ids = self.read_objects(subj, &rel.name, object_type, rel, restriction)?;
@@ -324,7 +324,7 @@ impl<'a> Lister<'a> {
                 self.reach((child_type, child, child_rel), mode)?;
             }
         }
-        self.from_subject(subject(t, id, Some(r)), (t, Some(r), false))
+        self.reach_from_subject(subject(t, id, Some(r)), (t, Some(r), false))
     }
 }
 

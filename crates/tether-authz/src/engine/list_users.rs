@@ -173,7 +173,7 @@ impl<'a> Collector<'a> {
         let Some(rel) = self.model.relation(t, r) else {
             return Ok(());
         };
-        for (leaf, mode) in leaves(&rel.rewrite) {
+        for (leaf, mode) in leaves(&rel.rewrite, true) {
             let verify = verify || mode == Mode::Verify;
             match leaf {
                 Leaf::This => self.direct(object, rel, verify, depth)?,
