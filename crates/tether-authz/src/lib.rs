@@ -2,6 +2,7 @@
 //!
 //! A pure library: no I/O, no async, no database. See the crate README.
 
+mod builtin;
 pub mod condition;
 pub mod dsl;
 pub mod engine;
@@ -19,3 +20,4 @@ pub use error::{AuthzError, ModelError, ModelErrorKind, Span};
 pub use model::AuthorizationModel;
 pub use store::{MemoryTupleStore, Subject, TupleReader};
 pub use tuple::{Tuple, TupleCondition, validate_tuple};
+pub use builtin::TETHER_MODEL_DSL;
