@@ -100,8 +100,12 @@ mod tests {
         for (o, r, u) in tuples {
             s.write_validated(&model, Tuple::new(o, r, u)).unwrap();
         }
-        let ctx = json!({"allowed_cidr": "10.0.0.0/8"}).as_object().cloned().unwrap();
-        let grant = Tuple::new("resource:db-password", "value_reader", "user:carol").with_condition("in_network", ctx);
+        let ctx = json!({"allowed_cidr": "10.0.0.0/8"})
+            .as_object()
+            .cloned()
+            .unwrap();
+        let grant = Tuple::new("resource:db-password", "value_reader", "user:carol")
+            .with_condition("in_network", ctx);
         s.write_validated(&model, grant).unwrap();
         (model, s)
     }
@@ -119,7 +123,8 @@ mod tests {
     fn builtin_model_semantics() {
         let (model, s) = setup();
         let e = Engine::default();
-        let check = |o: &str, r: &str, u: &str| e.check(&model, &s, &CheckRequest::new(o, r, u)).unwrap();
+        let check =
+            |o: &str, r: &str, u: &str| e.check(&model, &s, &CheckRequest::new(o, r, u)).unwrap();
         assert!(check("resource:db-password", "can_read", "user:ann"));
         assert!(!check("resource:db-password", "can_read_value", "user:ann"));
         assert!(check("resource:db-password", "can_read_value", "user:bob"));
@@ -127,9 +132,15 @@ mod tests {
         assert!(!check("organization:acme", "can_manage", "user:bob"));
         assert!(!check("resource:db-password", "can_read", "user:mallory"));
         let mut req = CheckRequest::new("resource:db-password", "can_read_value", "user:carol");
-        req.context = json!({"client_ip": "10.1.2.3"}).as_object().cloned().unwrap();
+        req.context = json!({"client_ip": "10.1.2.3"})
+            .as_object()
+            .cloned()
+            .unwrap();
         assert!(e.check(&model, &s, &req).unwrap());
-        req.context = json!({"client_ip": "192.168.0.1"}).as_object().cloned().unwrap();
+        req.context = json!({"client_ip": "192.168.0.1"})
+            .as_object()
+            .cloned()
+            .unwrap();
         assert!(!e.check(&model, &s, &req).unwrap());
     }
 }

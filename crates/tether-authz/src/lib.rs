@@ -12,6 +12,7 @@ pub mod store;
 pub mod tuple;
 mod validate;
 
+pub use builtin::TETHER_MODEL_DSL;
 pub use engine::{
     CheckRequest, Engine, ExpandNode, ExpandRequest, Limits, ListObjectsRequest,
     ListObjectsResponse, ListUsersRequest, ListUsersResponse, UserFilter, UsersetTree,
@@ -20,4 +21,3 @@ pub use error::{AuthzError, ModelError, ModelErrorKind, Span};
 pub use model::AuthorizationModel;
 pub use store::{MemoryTupleStore, Subject, TupleReader};
 pub use tuple::{Tuple, TupleCondition, validate_tuple};
-pub use builtin::TETHER_MODEL_DSL;

@@ -1,10 +1,599 @@
-//! Semantic validation of models (placeholder; refined below).
+//! Semantic validation of models, with OpenFGA's error kinds and messages.
+//!
+//! Positions (0-based line and column) are found from the DSL source map the
+//! way the OpenFGA language tools do: on the definition's line, by searching
+//! for the offending symbol.
+
+use std::collections::HashSet;
 
 use crate::dsl::SourceMap;
-use crate::error::ModelError;
-use crate::model::ModelData;
+use crate::error::{ModelError, ModelErrorKind, Span};
+use crate::model::{ModelData, RelationDefinition, TypeDefinition, Userset};
+
+/// Where an error points.
+enum Loc<'a> {
+    None,
+    Schema,
+    Type(&'a str),
+    RelationName(&'a str, &'a str),
+    /// Search `needle` in the relation's line after the `:`; highlight
+    /// `needle[offset..offset+len]`.
+    InRelation {
+        type_name: &'a str,
+        relation: &'a str,
+        needle: String,
+        offset: usize,
+        len: usize,
+    },
+    Condition(&'a str),
+}
+
+struct Validator<'a> {
+    data: &'a ModelData,
+    map: Option<&'a SourceMap>,
+    errors: Vec<ModelError>,
+}
 
 /// Validate a model; an empty list means valid.
-pub fn validate_model(_data: &ModelData, _map: Option<&SourceMap>) -> Vec<ModelError> {
-    Vec::new()
+pub fn validate_model(data: &ModelData, map: Option<&SourceMap>) -> Vec<ModelError> {
+    let mut v = Validator {
+        data,
+        map,
+        errors: Vec::new(),
+    };
+    v.schema();
+    if !v.errors.is_empty() {
+        return v.errors;
+    }
+    v.names();
+    v.references();
+    if v.errors.is_empty() {
+        v.entry_points();
+    }
+    v.errors
+}
+
+fn in_rel<'a>(t: &'a str, r: &'a str, needle: String) -> Loc<'a> {
+    let len = needle.chars().count();
+    Loc::InRelation {
+        type_name: t,
+        relation: r,
+        needle,
+        offset: 0,
+        len,
+    }
+}
+
+fn valid_name(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.chars().count() <= max
+        && !s
+            .chars()
+            .any(|c| matches!(c, ':' | '#' | '@' | '*') || c.is_whitespace())
+}
+
+impl<'a> Validator<'a> {
+    fn push(
+        &mut self,
+        kind: ModelErrorKind,
+        message: String,
+        symbol: Option<String>,
+        loc: Loc<'_>,
+    ) {
+        let span = self.locate(&loc);
+        self.errors.push(ModelError {
+            message,
+            kind,
+            symbol,
+            span,
+        });
+    }
+
+    fn schema(&mut self) {
+        let v = self.data.schema_version.as_str();
+        if v.is_empty() {
+            self.push(
+                ModelErrorKind::InvalidSchema,
+                "schema version required".into(),
+                Some(String::new()),
+                Loc::None,
+            );
+        } else if v != "1.1" {
+            self.push(
+                ModelErrorKind::InvalidSchema,
+                format!("invalid schema {v}"),
+                Some(v.into()),
+                Loc::Schema,
+            );
+        }
+    }
+
+    fn names(&mut self) {
+        let mut seen = HashSet::new();
+        for t in &self.data.types {
+            let n = t.name.as_str();
+            if n == "self" || n == "this" {
+                self.push(
+                    ModelErrorKind::ReservedTypeKeywords,
+                    "a type cannot be named 'self' or 'this'.".into(),
+                    Some(n.into()),
+                    Loc::Type(n),
+                );
+            } else if !valid_name(n, 254) {
+                let msg =
+                    format!("type '{n}' does not match naming rule: '^[^:#@\\*\\s]{{1,254}}$'.");
+                self.push(
+                    ModelErrorKind::InvalidName,
+                    msg,
+                    Some(n.into()),
+                    Loc::Type(n),
+                );
+            }
+            if !seen.insert(n) {
+                self.push(
+                    ModelErrorKind::DuplicatedError,
+                    format!("the type `{n}` is a duplicate."),
+                    Some(n.into()),
+                    Loc::Type(n),
+                );
+            }
+            for r in &t.relations {
+                self.relation_names(t, r);
+            }
+        }
+    }
+
+    fn relation_names(&mut self, t: &'a TypeDefinition, r: &'a RelationDefinition) {
+        let n = r.name.as_str();
+        if n == "self" || n == "this" {
+            let msg = "a relation cannot be named 'self' or 'this'.".to_owned();
+            self.push(
+                ModelErrorKind::ReservedRelationKeywords,
+                msg,
+                Some(n.into()),
+                Loc::RelationName(&t.name, n),
+            );
+        } else if !valid_name(n, 50) {
+            let msg = format!(
+                "relation '{n}' of type '{}' does not match naming rule: '^[^:#@\\*\\s]{{1,50}}$'.",
+                t.name
+            );
+            self.push(
+                ModelErrorKind::InvalidName,
+                msg,
+                Some(n.into()),
+                Loc::RelationName(&t.name, n),
+            );
+        }
+        let mut seen = HashSet::new();
+        for tr in &r.directly_related {
+            if !seen.insert(tr) {
+                let s = tr.dsl_subject();
+                let msg =
+                    format!("the type restriction `{s}` is a duplicate in the relation `{n}`.");
+                self.push(
+                    ModelErrorKind::DuplicatedError,
+                    msg,
+                    Some(s.clone()),
+                    in_rel(&t.name, n, s),
+                );
+            }
+        }
+        self.partial_duplicates(t, r, &r.rewrite);
+    }
+
+    fn partial_duplicates(
+        &mut self,
+        t: &'a TypeDefinition,
+        r: &'a RelationDefinition,
+        u: &'a Userset,
+    ) {
+        let children = match u {
+            Userset::Union(c) | Userset::Intersection(c) => c,
+            Userset::Difference { base, subtract } => {
+                self.partial_duplicates(t, r, base);
+                self.partial_duplicates(t, r, subtract);
+                return;
+            }
+            _ => return,
+        };
+        let mut seen: Vec<&Userset> = Vec::new();
+        for c in children {
+            let leaf = matches!(c, Userset::Computed(_) | Userset::TupleToUserset { .. });
+            if leaf && seen.contains(&c) {
+                let s = partial_text(c);
+                let msg = format!(
+                    "the partial relation definition `{s}` is a duplicate in the relation `{}`.",
+                    r.name
+                );
+                self.push(
+                    ModelErrorKind::DuplicatedError,
+                    msg,
+                    Some(s.clone()),
+                    in_rel(&t.name, &r.name, s),
+                );
+            }
+            seen.push(c);
+            self.partial_duplicates(t, r, c);
+        }
+    }
+
+    fn references(&mut self) {
+        let mut used_conditions = HashSet::new();
+        for t in &self.data.types {
+            for r in &t.relations {
+                self.restrictions(t, r, &mut used_conditions);
+                self.rewrite_refs(t, r, &r.rewrite);
+            }
+        }
+        for name in self.data.conditions.keys() {
+            if !used_conditions.contains(name.as_str()) {
+                let msg = format!("`{name}` condition is not used in the model.");
+                self.push(
+                    ModelErrorKind::ConditionNotUsed,
+                    msg,
+                    Some(name.clone()),
+                    Loc::Condition(name),
+                );
+            }
+        }
+    }
+
+    fn restrictions(
+        &mut self,
+        t: &'a TypeDefinition,
+        r: &'a RelationDefinition,
+        used: &mut HashSet<&'a str>,
+    ) {
+        for tr in &r.directly_related {
+            if let Some(c) = &tr.condition {
+                used.insert(c);
+                if !self.data.conditions.contains_key(c) {
+                    let msg = format!("`{c}` is not a defined condition in the model.");
+                    let needle = format!("with {c}");
+                    let loc = Loc::InRelation {
+                        type_name: &t.name,
+                        relation: &r.name,
+                        needle,
+                        offset: 5,
+                        len: c.chars().count(),
+                    };
+                    self.push(ModelErrorKind::InvalidCondition, msg, Some(c.clone()), loc);
+                }
+            }
+            if self.data.type_def(&tr.type_name).is_none() {
+                let msg = format!("`{}` is not a valid type.", tr.type_name);
+                self.push(
+                    ModelErrorKind::MissingDefinition,
+                    msg,
+                    Some(tr.type_name.clone()),
+                    in_rel(&t.name, &r.name, tr.type_name.clone()),
+                );
+                continue;
+            }
+            if let Some(ur) = &tr.relation
+                && self.data.relation(&tr.type_name, ur).is_none()
+            {
+                let s = tr.dsl_subject();
+                let msg = format!("`{ur}` is not a valid relation for `{}`.", tr.type_name);
+                let loc = Loc::InRelation {
+                    type_name: &t.name,
+                    relation: &r.name,
+                    offset: tr.type_name.chars().count() + 1,
+                    len: ur.chars().count(),
+                    needle: s,
+                };
+                self.push(
+                    ModelErrorKind::InvalidRelationType,
+                    msg,
+                    Some(ur.clone()),
+                    loc,
+                );
+            }
+        }
+        if r.rewrite.contains_this() && r.directly_related.is_empty() {
+            let msg = format!(
+                "the relation `{}` on type `{}` has no type restrictions.",
+                r.name, t.name
+            );
+            self.push(
+                ModelErrorKind::AssignableRelationMustHaveTypes,
+                msg,
+                Some(r.name.clone()),
+                Loc::RelationName(&t.name, &r.name),
+            );
+        }
+    }
+
+    fn rewrite_refs(&mut self, t: &'a TypeDefinition, r: &'a RelationDefinition, u: &'a Userset) {
+        match u {
+            Userset::This => {}
+            Userset::Computed(c) => {
+                if t.relation(c).is_none() {
+                    let msg = format!("the relation `{c}` does not exist.");
+                    self.push(
+                        ModelErrorKind::MissingDefinition,
+                        msg,
+                        Some(c.clone()),
+                        in_rel(&t.name, &r.name, c.clone()),
+                    );
+                }
+            }
+            Userset::TupleToUserset { tupleset, computed } => {
+                self.ttu_refs(t, r, tupleset, computed)
+            }
+            Userset::Union(c) | Userset::Intersection(c) => {
+                c.iter().for_each(|x| self.rewrite_refs(t, r, x))
+            }
+            Userset::Difference { base, subtract } => {
+                self.rewrite_refs(t, r, base);
+                self.rewrite_refs(t, r, subtract);
+            }
+        }
+    }
+
+    fn ttu_refs(
+        &mut self,
+        t: &'a TypeDefinition,
+        r: &'a RelationDefinition,
+        tupleset: &'a str,
+        computed: &'a str,
+    ) {
+        let whole = format!("{computed} from {tupleset}");
+        let Some(ts) = t.relation(tupleset) else {
+            let msg = format!("`{tupleset}` is not a valid relation for `{}`.", t.name);
+            self.push(
+                ModelErrorKind::InvalidRelationType,
+                msg,
+                Some(tupleset.into()),
+                in_rel(&t.name, &r.name, whole),
+            );
+            return;
+        };
+        let direct_only =
+            ts.rewrite == Userset::This && ts.directly_related.iter().all(|x| x.relation.is_none());
+        if !direct_only {
+            let msg =
+                format!("`{tupleset}` relation used inside from allows only direct relation.");
+            let loc = Loc::InRelation {
+                type_name: &t.name,
+                relation: &r.name,
+                offset: computed.chars().count() + 6,
+                len: tupleset.chars().count(),
+                needle: whole,
+            };
+            self.push(
+                ModelErrorKind::TuplesetNotDirect,
+                msg,
+                Some(tupleset.into()),
+                loc,
+            );
+            return;
+        }
+        let parents: Vec<&str> = ts
+            .directly_related
+            .iter()
+            .map(|x| x.type_name.as_str())
+            .collect();
+        if !parents
+            .iter()
+            .any(|p| self.data.relation(p, computed).is_some())
+        {
+            let p = parents.first().copied().unwrap_or_default();
+            let msg = format!(
+                "the `{computed}` relation definition on type `{}` is not valid: `{computed}` does not exist on `{tupleset}`, which is of type `{p}`.",
+                t.name
+            );
+            self.push(
+                ModelErrorKind::InvalidRelationType,
+                msg,
+                Some(whole.clone()),
+                in_rel(&t.name, &r.name, whole),
+            );
+        }
+    }
+
+    fn entry_points(&mut self) {
+        for t in &self.data.types {
+            for r in &t.relations {
+                let mut visiting = Vec::new();
+                let (entry, looped) = self.has_entry(&t.name, &r.name, &mut visiting, 0);
+                if !entry {
+                    let why = if looped {
+                        "potential loop"
+                    } else {
+                        "no entrypoint"
+                    };
+                    let msg = format!(
+                        "`{}` is an impossible relation for `{}` ({why}).",
+                        r.name, t.name
+                    );
+                    self.push(
+                        ModelErrorKind::RelationNoEntrypoint,
+                        msg,
+                        Some(r.name.clone()),
+                        Loc::RelationName(&t.name, &r.name),
+                    );
+                }
+            }
+        }
+    }
+
+    /// (has an entry point, a loop was met).
+    fn has_entry(
+        &self,
+        t: &'a str,
+        r: &'a str,
+        visiting: &mut Vec<(&'a str, &'a str)>,
+        depth: usize,
+    ) -> (bool, bool) {
+        if visiting.contains(&(t, r)) || depth > 256 {
+            return (false, true);
+        }
+        let Some(rel) = self.data.relation(t, r) else {
+            return (false, false);
+        };
+        visiting.push((t, r));
+        let out = self.rewrite_entry(t, rel, &rel.rewrite, visiting, depth);
+        visiting.pop();
+        out
+    }
+
+    fn rewrite_entry(
+        &self,
+        t: &'a str,
+        rel: &'a RelationDefinition,
+        u: &'a Userset,
+        visiting: &mut Vec<(&'a str, &'a str)>,
+        depth: usize,
+    ) -> (bool, bool) {
+        match u {
+            Userset::This => {
+                let mut looped = false;
+                for tr in &rel.directly_related {
+                    let Some(ur) = &tr.relation else {
+                        return (true, false);
+                    };
+                    let (e, l) = self.has_entry(&tr.type_name, ur, visiting, depth + 1);
+                    if e {
+                        return (true, false);
+                    }
+                    looped |= l;
+                }
+                (false, looped)
+            }
+            Userset::Computed(c) => self.has_entry(t, c, visiting, depth + 1),
+            Userset::TupleToUserset { tupleset, computed } => {
+                let mut looped = false;
+                let Some(ts) = self.data.relation(t, tupleset) else {
+                    return (false, false);
+                };
+                for tr in &ts.directly_related {
+                    let (e, l) = self.has_entry(&tr.type_name, computed, visiting, depth + 1);
+                    if e {
+                        return (true, false);
+                    }
+                    looped |= l;
+                }
+                (false, looped)
+            }
+            Userset::Union(c) => {
+                let mut looped = false;
+                for x in c {
+                    let (e, l) = self.rewrite_entry(t, rel, x, visiting, depth);
+                    if e {
+                        return (true, false);
+                    }
+                    looped |= l;
+                }
+                (false, looped)
+            }
+            Userset::Intersection(c) => {
+                for x in c {
+                    let (e, l) = self.rewrite_entry(t, rel, x, visiting, depth);
+                    if !e {
+                        return (false, l);
+                    }
+                }
+                (true, false)
+            }
+            Userset::Difference { base, subtract } => {
+                let (e, l) = self.rewrite_entry(t, rel, base, visiting, depth);
+                if !e {
+                    return (false, l);
+                }
+                self.rewrite_entry(t, rel, subtract, visiting, depth)
+            }
+        }
+    }
+
+    fn locate(&self, loc: &Loc<'_>) -> Option<Span> {
+        let map = self.map?;
+        let (line, needle, offset, len, after_colon) = match loc {
+            Loc::None => return None,
+            Loc::Schema => (
+                find_line(map, "schema")?,
+                self.data.schema_version.clone(),
+                0,
+                self.data.schema_version.chars().count(),
+                true,
+            ),
+            Loc::Type(t) => (
+                *map.type_lines.get(*t)?,
+                (*t).to_owned(),
+                0,
+                t.chars().count(),
+                false,
+            ),
+            Loc::RelationName(t, r) => {
+                let line = *map
+                    .relation_lines
+                    .get(&((*t).to_owned(), (*r).to_owned()))?;
+                (line, (*r).to_owned(), 0, r.chars().count(), false)
+            }
+            Loc::InRelation {
+                type_name,
+                relation,
+                needle,
+                offset,
+                len,
+            } => {
+                let line = *map
+                    .relation_lines
+                    .get(&((*type_name).to_owned(), (*relation).to_owned()))?;
+                (line, needle.clone(), *offset, *len, true)
+            }
+            Loc::Condition(c) => (
+                *map.condition_lines.get(*c)?,
+                (*c).to_owned(),
+                0,
+                c.chars().count(),
+                false,
+            ),
+        };
+        let text = map.lines.get(line)?;
+        let col = find_word(text, &needle, after_colon)? + offset;
+        Some(Span {
+            line,
+            start_column: col,
+            end_column: col + len,
+        })
+    }
+}
+
+fn find_line(map: &SourceMap, keyword: &str) -> Option<usize> {
+    map.lines
+        .iter()
+        .position(|l| l.trim_start().starts_with(keyword))
+}
+
+/// Column (in chars) of `needle` as a whole word in `line`, after the first
+/// `:` (or after the keyword and name for `type`/`define`/`condition` lines).
+fn find_word(line: &str, needle: &str, after_colon: bool) -> Option<usize> {
+    let chars: Vec<char> = line.chars().collect();
+    let n: Vec<char> = needle.chars().collect();
+    let start = if after_colon {
+        chars.iter().position(|c| *c == ':').map_or(0, |p| p + 1)
+    } else {
+        let first = chars.iter().position(|c| !c.is_whitespace()).unwrap_or(0);
+        chars
+            .iter()
+            .skip(first)
+            .position(|c| c.is_whitespace())
+            .map_or(0, |p| first + p)
+    };
+    let boundary = |c: Option<&char>| c.is_none_or(|c| !crate::dsl::is_word_char(*c));
+    (start..chars.len()).find(|&i| {
+        chars.get(i..i + n.len()) == Some(&n[..])
+            && boundary(i.checked_sub(1).and_then(|p| chars.get(p)))
+            && boundary(chars.get(i + n.len()))
+    })
+}
+
+fn partial_text(u: &Userset) -> String {
+    match u {
+        Userset::Computed(c) => c.clone(),
+        Userset::TupleToUserset { tupleset, computed } => format!("{computed} from {tupleset}"),
+        _ => String::new(),
+    }
 }

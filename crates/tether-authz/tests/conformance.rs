@@ -4,7 +4,10 @@
 //! the same format. Unknown fields are ignored. Prints `N passed, M failed` and
 //! fails on any failure.
 
-#![expect(clippy::panic, reason = "a test harness reports bad input by panicking")]
+#![expect(
+    clippy::panic,
+    reason = "a test harness reports bad input by panicking"
+)]
 
 use std::path::PathBuf;
 

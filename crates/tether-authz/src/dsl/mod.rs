@@ -6,3 +6,4 @@ mod scanner;
 
 pub use parser::{SourceMap, parse_dsl};
 pub use printer::{print_dsl, print_rewrite};
+pub(crate) use scanner::is_word_char;

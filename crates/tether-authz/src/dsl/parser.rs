@@ -148,7 +148,12 @@ impl<'a> Parser<'a> {
         self.expect_line_end()?;
         self.expect_word("schema")?;
         let version = match &self.current.tok {
-            Tok::Word(v) if v == "1.1" || v == "1.0" || v == "1.2" => v.clone(),
+            // Any dotted version parses; semantic validation rejects all but 1.1.
+            Tok::Word(v)
+                if v.contains('.') && v.chars().all(|c| c.is_ascii_digit() || c == '.') =>
+            {
+                v.clone()
+            }
             _ => return Err(self.mismatch("SCHEMA_VERSION")),
         };
         self.advance();
