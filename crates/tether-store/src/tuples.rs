@@ -95,3 +95,13 @@ impl Store {
         rows.iter().map(decode).collect()
     }
 }
+
+/// The subjects of `object#relation` (inside a transaction), e.g. a team's direct members.
+pub async fn subjects_of(tx: &mut Tx, object: &str, relation: &str) -> Result<Vec<String>> {
+    let rows = sqlx::query("SELECT subject FROM tuples WHERE object = $1 AND relation = $2")
+        .bind(object)
+        .bind(relation)
+        .fetch_all(&mut **tx)
+        .await?;
+    rows.iter().map(|r| Ok(r.try_get("subject")?)).collect()
+}

@@ -1,0 +1,159 @@
+//! Authorization wiring. Every route declares a relation on an object; the decision comes from
+//! the `tether-authz` engine evaluating Tether's built-in model over the tuples that the store
+//! wrote in the same transaction as each resource. The engine sits behind [`Authorizer`], so a
+//! remote OpenFGA-compatible server can replace it.
+
+use std::sync::RwLock;
+
+use serde_json::{Map, Value};
+use tether_authz::{AuthorizationModel, CheckRequest, Engine, MemoryTupleStore, Tuple};
+use tether_store::TupleRow;
+
+use crate::error::AppError;
+
+/// Request attributes that conditions may use.
+#[derive(Debug, Clone, Default)]
+pub struct CheckContext {
+    /// The client's IP address.
+    pub ip: Option<String>,
+    /// The current time, RFC 3339.
+    pub now: Option<String>,
+}
+
+impl CheckContext {
+    fn to_map(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        if let Some(ip) = &self.ip {
+            m.insert("client_ip".into(), Value::String(ip.clone()));
+        }
+        if let Some(now) = &self.now {
+            m.insert("now".into(), Value::String(now.clone()));
+        }
+        m
+    }
+}
+
+/// The decision point used by every route.
+pub trait Authorizer: Send + Sync {
+    /// Does `subject` have `relation` on `object`?
+    fn check(
+        &self,
+        subject: &str,
+        relation: &str,
+        object: &str,
+        ctx: &CheckContext,
+    ) -> Result<bool, AppError>;
+    /// The objects of `object_type` on which `subject` has `relation`.
+    fn list_objects(
+        &self,
+        subject: &str,
+        relation: &str,
+        object_type: &str,
+        ctx: &CheckContext,
+    ) -> Result<Vec<String>, AppError>;
+    /// Mirrors tuples that a committed transaction wrote and deleted.
+    fn apply(&self, writes: &[TupleRow], deletes: &[TupleRow]);
+}
+
+/// The embedded engine over an in-memory index of every tuple, loaded at startup and kept in
+/// step with committed writes. (Single-node; a multi-replica deployment will use a changelog.)
+pub struct EmbeddedAuthorizer {
+    model: AuthorizationModel,
+    engine: Engine,
+    tuples: RwLock<MemoryTupleStore>,
+}
+
+/// Converts a stored row to an engine tuple.
+fn to_tuple(row: &TupleRow) -> Tuple {
+    let mut t = Tuple::new(&row.object, &row.relation, &row.subject);
+    if let Some(cond) = row
+        .condition
+        .as_deref()
+        .and_then(|c| serde_json::from_str(c).ok())
+    {
+        t.condition = Some(cond);
+    }
+    t
+}
+
+impl EmbeddedAuthorizer {
+    /// Builds the authorizer from the built-in model and the stored tuples.
+    pub fn new(rows: &[TupleRow]) -> Result<Self, String> {
+        let model =
+            AuthorizationModel::from_dsl(&crate::model::model_dsl()).map_err(|e| e.to_string())?;
+        let mut store = MemoryTupleStore::new();
+        for row in rows {
+            store.write(to_tuple(row)).map_err(|e| e.to_string())?;
+        }
+        Ok(Self {
+            model,
+            engine: Engine::default(),
+            tuples: RwLock::new(store),
+        })
+    }
+}
+
+impl Authorizer for EmbeddedAuthorizer {
+    fn check(
+        &self,
+        subject: &str,
+        relation: &str,
+        object: &str,
+        ctx: &CheckContext,
+    ) -> Result<bool, AppError> {
+        let req = CheckRequest {
+            object: object.to_owned(),
+            relation: relation.to_owned(),
+            user: subject.to_owned(),
+            contextual_tuples: Vec::new(),
+            context: ctx.to_map(),
+        };
+        let guard = self
+            .tuples
+            .read()
+            .map_err(|_| AppError::internal("authz lock poisoned"))?;
+        self.engine
+            .check(&self.model, &*guard, &req)
+            .map_err(|e| AppError::internal(format!("authz check: {e}")))
+    }
+
+    fn list_objects(
+        &self,
+        subject: &str,
+        relation: &str,
+        object_type: &str,
+        ctx: &CheckContext,
+    ) -> Result<Vec<String>, AppError> {
+        let req = tether_authz::ListObjectsRequest {
+            object_type: object_type.to_owned(),
+            relation: relation.to_owned(),
+            user: subject.to_owned(),
+            contextual_tuples: Vec::new(),
+            context: ctx.to_map(),
+        };
+        let guard = self
+            .tuples
+            .read()
+            .map_err(|_| AppError::internal("authz lock poisoned"))?;
+        let resp = self
+            .engine
+            .list_objects(&self.model, &*guard, &req)
+            .map_err(|e| AppError::internal(format!("authz list: {e}")))?;
+        Ok(resp.objects)
+    }
+
+    fn apply(&self, writes: &[TupleRow], deletes: &[TupleRow]) {
+        let Ok(mut guard) = self.tuples.write() else {
+            tracing::error!("authz lock poisoned; tuples not applied");
+            return;
+        };
+        for row in deletes {
+            guard.delete(&to_tuple(row));
+        }
+        for row in writes {
+            if let Err(e) = guard.write(to_tuple(row)) {
+                tracing::error!(error = %e, "could not index a committed tuple");
+            }
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! Per-kind specs: validation of what a client sends, and the authorization tuples that a
+//! resource implies. Specs refuse unknown fields, so a typo is an error rather than a no-op.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tether_core::{ErrorCode, Kind, Name, Role};
+use tether_store::resources::find_resource;
+use tether_store::{ResourceRow, Tx};
+
+use crate::error::{AppError, AppResult};
+use crate::model::{env_object, org_object, resource_object};
+
+/// Organization spec.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrganizationSpec {
+    /// A human-readable name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// Environment spec.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentSpec {
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// A protected environment (for example production).
+    #[serde(default)]
+    pub protected: bool,
+}
+
+/// Team spec. Members are `user:NAME`, `service_account:NAME` or `team:NAME` (nested team).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TeamSpec {
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Members.
+    #[serde(default)]
+    pub members: Vec<String>,
+}
+
+/// User spec. Passwords are never part of a spec (they would reach the audit trail); they are
+/// set through `POST .../users/{name}/password`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserSpec {
+    /// E-mail address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// A disabled user cannot authenticate.
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+/// Service account spec.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceAccountSpec {
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// A disabled service account cannot authenticate.
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+/// A resource a role binding targets, in the binding's own scope.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BindingTarget {
+    /// Kind of the target resource.
+    #[schema(value_type = String)]
+    pub kind: Kind,
+    /// Its name.
+    pub name: String,
+}
+
+/// Role binding spec: grants `role` to `subject` on the binding's scope (its organization, or
+/// its environment when `metadata.env` is set), or on one resource of that scope.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoleBindingSpec {
+    /// The role.
+    #[schema(value_type = String)]
+    pub role: Role,
+    /// `user:NAME`, `service_account:NAME` or `team:NAME`.
+    pub subject: String,
+    /// Narrow the grant to one resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<BindingTarget>,
+}
+
+fn invalid_spec(kind: Kind, e: &serde_json::Error) -> AppError {
+    AppError::new(
+        ErrorCode::InvalidArgument,
+        format!("invalid {} spec: {e}", kind.singular()),
+    )
+}
+
+fn parse<T: for<'de> Deserialize<'de> + Serialize>(kind: Kind, spec: &Value) -> AppResult<Value> {
+    let spec = if spec.is_null() {
+        Value::Object(Default::default())
+    } else {
+        spec.clone()
+    };
+    let typed: T = serde_json::from_value(spec).map_err(|e| invalid_spec(kind, &e))?;
+    serde_json::to_value(typed).map_err(AppError::internal)
+}
+
+/// Validates and normalizes a spec for its kind.
+pub fn validate_spec(kind: Kind, spec: &Value) -> AppResult<Value> {
+    let value = match kind {
+        Kind::Organization => parse::<OrganizationSpec>(kind, spec)?,
+        Kind::Environment => parse::<EnvironmentSpec>(kind, spec)?,
+        Kind::Team => parse::<TeamSpec>(kind, spec)?,
+        Kind::User => parse::<UserSpec>(kind, spec)?,
+        Kind::ServiceAccount => parse::<ServiceAccountSpec>(kind, spec)?,
+        Kind::RoleBinding => parse::<RoleBindingSpec>(kind, spec)?,
+    };
+    if let Some(size) = serde_json::to_string(&value).ok().map(|s| s.len())
+        && size > 256 * 1024
+    {
+        {
+            return Err(AppError::new(
+                ErrorCode::PayloadTooLarge,
+                "the spec is larger than 256 KiB",
+            ));
+        }
+    }
+    Ok(value)
+}
+
+/// A tuple to write, before the row metadata is attached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// Object.
+    pub object: String,
+    /// Relation.
+    pub relation: String,
+    /// Subject.
+    pub subject: String,
+}
+
+fn grant(object: String, relation: &str, subject: String) -> Grant {
+    Grant {
+        object,
+        relation: relation.to_owned(),
+        subject,
+    }
+}
+
+/// Resolves `user:NAME`, `service_account:NAME` or `team:NAME` in an organization to an
+/// authorization subject (`team:ID#member` for teams).
+pub async fn resolve_subject(tx: &mut Tx, org_id: &str, reference: &str) -> AppResult<String> {
+    let (ty, name) = reference
+        .split_once(':')
+        .ok_or_else(|| bad_ref(reference))?;
+    let kind = match ty {
+        "user" => Kind::User,
+        "service_account" => Kind::ServiceAccount,
+        "team" => Kind::Team,
+        _ => return Err(bad_ref(reference)),
+    };
+    Name::parse(name).map_err(|e| AppError::new(ErrorCode::InvalidArgument, e.to_string()))?;
+    let row = find_resource(&mut **tx, org_id, "", &kind.to_string(), name)
+        .await?
+        .ok_or_else(|| {
+            AppError::new(
+                ErrorCode::InvalidArgument,
+                format!("'{reference}' does not exist"),
+            )
+        })?;
+    Ok(match kind {
+        Kind::Team => format!("team:{}#member", row.id),
+        _ => format!("{ty}:{}", row.id),
+    })
+}
+
+fn bad_ref(reference: &str) -> AppError {
+    AppError::new(
+        ErrorCode::InvalidArgument,
+        format!("'{reference}' is not user:NAME, service_account:NAME or team:NAME"),
+    )
+}
+
+/// The tuples a resource implies.
+pub async fn grants_for(
+    tx: &mut Tx,
+    kind: Kind,
+    row: &ResourceRow,
+    spec: &Value,
+) -> AppResult<Vec<Grant>> {
+    let mut out = Vec::new();
+    match kind {
+        Kind::Organization => {}
+        Kind::Environment => out.push(grant(
+            env_object(&row.id),
+            "organization",
+            org_object(&row.org_id),
+        )),
+        _ => {
+            out.push(grant(
+                resource_object(&row.id),
+                "parent_org",
+                org_object(&row.org_id),
+            ));
+            if !row.env_id.is_empty() {
+                out.push(grant(
+                    resource_object(&row.id),
+                    "parent_env",
+                    env_object(&row.env_id),
+                ));
+            }
+        }
+    }
+    match kind {
+        Kind::Team => team_grants(tx, row, spec, &mut out).await?,
+        Kind::RoleBinding => out.push(binding_grant(tx, row, spec).await?),
+        _ => {}
+    }
+    Ok(out)
+}
+
+async fn team_grants(
+    tx: &mut Tx,
+    row: &ResourceRow,
+    spec: &Value,
+    out: &mut Vec<Grant>,
+) -> AppResult<()> {
+    let spec: TeamSpec =
+        serde_json::from_value(spec.clone()).map_err(|e| invalid_spec(Kind::Team, &e))?;
+    for member in &spec.members {
+        let subject = resolve_subject(tx, &row.org_id, member).await?;
+        if subject == format!("team:{}#member", row.id) {
+            return Err(AppError::new(
+                ErrorCode::TeamCycle,
+                "a team cannot be a member of itself",
+            ));
+        }
+        out.push(grant(format!("team:{}", row.id), "member", subject));
+    }
+    Ok(())
+}
+
+async fn binding_grant(tx: &mut Tx, row: &ResourceRow, spec: &Value) -> AppResult<Grant> {
+    let spec: RoleBindingSpec =
+        serde_json::from_value(spec.clone()).map_err(|e| invalid_spec(Kind::RoleBinding, &e))?;
+    let subject = resolve_subject(tx, &row.org_id, &spec.subject).await?;
+    let object = match (&spec.resource, row.env_id.is_empty()) {
+        (Some(target), _) => {
+            let found = find_resource(
+                &mut **tx,
+                &row.org_id,
+                &row.env_id,
+                &target.kind.to_string(),
+                &target.name,
+            )
+            .await?
+            .ok_or_else(|| {
+                AppError::new(
+                    ErrorCode::InvalidArgument,
+                    format!(
+                        "{} '{}' does not exist",
+                        target.kind.singular(),
+                        target.name
+                    ),
+                )
+            })?;
+            match target.kind {
+                Kind::Environment => env_object(&found.id),
+                _ => resource_object(&found.id),
+            }
+        }
+        (None, true) => org_object(&row.org_id),
+        (None, false) => env_object(&row.env_id),
+    };
+    Ok(grant(object, spec.role.relation(), subject))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_spec_fields_are_refused() {
+        let err = validate_spec(Kind::Team, &serde_json::json!({"membrs": []})).unwrap_err();
+        assert_eq!(err.api.code, ErrorCode::InvalidArgument);
+        assert!(err.api.message.contains("membrs"));
+    }
+
+    #[test]
+    fn specs_are_normalized() {
+        let v = validate_spec(Kind::Environment, &Value::Null).unwrap();
+        assert_eq!(v, serde_json::json!({"protected": false}));
+        let b = validate_spec(
+            Kind::RoleBinding,
+            &serde_json::json!({"role": "viewer", "subject": "team:ops"}),
+        )
+        .unwrap();
+        assert_eq!(b["role"], "viewer");
+        assert!(
+            validate_spec(
+                Kind::RoleBinding,
+                &serde_json::json!({"role": "god", "subject": "user:a"})
+            )
+            .is_err()
+        );
+    }
+}

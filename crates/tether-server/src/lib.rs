@@ -1,0 +1,137 @@
+//! Tether's control plane: the REST API, authorization wiring, audit, and startup checks.
+//!
+//! `start` opens the store, loads the installation keys, builds the authorizer from the stored
+//! tuples, bootstraps a fresh installation, and serves the router over TLS 1.3 (or plain HTTP on
+//! loopback in dev mode).
+
+pub mod auth;
+pub mod authz;
+pub mod bootstrap;
+pub mod config;
+pub mod error;
+pub mod keys;
+pub mod kinds;
+pub mod model;
+pub mod reqlog;
+pub mod resources;
+pub mod routes;
+pub mod serve;
+pub mod state;
+pub mod tokens;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tether_core::{Clock, SystemClock};
+use tether_store::{Store, StoreOptions};
+
+pub use config::{CliOptions, Config, ConfigError};
+pub use routes::app;
+pub use state::AppState;
+
+/// A startup failure with a message for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Database.
+    #[error("database: {0}")]
+    Store(#[from] tether_store::StoreError),
+    /// Keys.
+    #[error(transparent)]
+    Keys(#[from] keys::KeyError),
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// What a fresh installation printed once.
+pub struct Bootstrapped {
+    /// The root API key of the admin user (shown once).
+    pub root_api_key: Option<String>,
+}
+
+/// A running server.
+pub struct Running {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// The application state.
+    pub state: AppState,
+    /// What bootstrap produced.
+    pub bootstrap: Bootstrapped,
+    /// The serving task.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+fn metrics_handle() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok().map(|()| handle)
+        })
+        .clone()
+}
+
+/// Installs the process-wide crypto provider (aws-lc-rs). Safe to call more than once.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// Builds the state from a configuration.
+pub async fn build_state(config: &Config, clock: Arc<dyn Clock>) -> Result<AppState, StartError> {
+    install_crypto_provider();
+    let opts = StoreOptions {
+        create_sqlite: config.create_sqlite,
+        ..StoreOptions::default()
+    };
+    let store = Store::open(config.database_url(), &opts).await?;
+    let root = keys::load_root_key(&config.root_key)?;
+    let installation = keys::load_installation_keys(&store, &root).await?;
+    let tuples = store.all_tuples().await?;
+    let authz = authz::EmbeddedAuthorizer::new(&tuples).map_err(StartError::Other)?;
+    let reqlog = reqlog::start(store.clone(), &config.request_log);
+    let inner = state::Inner {
+        store,
+        authz: Arc::new(authz),
+        clock,
+        pepper: installation.pepper,
+        jwt: installation.jwt,
+        keys: auth::KeyCache::default(),
+        reqlog,
+        metrics: metrics_handle(),
+        max_body_bytes: config.max_body_bytes,
+        public_url: config.public_url.clone(),
+    };
+    Ok(AppState(Arc::new(inner)))
+}
+
+/// Starts a server: state, bootstrap, listener, serving task.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let state = build_state(&config, Arc::new(SystemClock)).await?;
+    let bootstrap = bootstrap::bootstrap(&state, config.dev).await?;
+    auth::spawn_usage_flusher(state.clone());
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| StartError::Other(format!("cannot listen on {}: {e}", config.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartError::Other(e.to_string()))?;
+    let router = app(state.clone());
+    let task = match &config.tls {
+        Some(tls) => {
+            let acceptor = serve::tls_acceptor(tls).map_err(StartError::Other)?;
+            tokio::spawn(serve::serve_tls(listener, acceptor, router))
+        }
+        None => tokio::spawn(serve::serve_plain(listener, router)),
+    };
+    Ok(Running {
+        addr,
+        state,
+        bootstrap,
+        task,
+    })
+}

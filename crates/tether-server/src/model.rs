@@ -1,0 +1,34 @@
+//! The authorization model the control plane runs with, and the object names it uses.
+
+/// The installation-level type the control plane adds to the built-in model: who may administer
+/// the installation itself (create organizations).
+const PLATFORM_TYPE: &str =
+    "\ntype platform\n  relations\n    define admin: [user, service_account]\n";
+
+/// Tether's built-in model (organization → environment → resource, five roles, nested teams),
+/// plus the `platform` type.
+pub fn model_dsl() -> String {
+    tether_authz::TETHER_MODEL_DSL.replacen(
+        "\ntype user\n",
+        &format!("{PLATFORM_TYPE}\ntype user\n"),
+        1,
+    )
+}
+
+/// The singleton platform object (installation-wide administration, such as creating orgs).
+pub const PLATFORM: &str = "platform:tether";
+
+/// `organization:{id}`.
+pub fn org_object(org_id: &str) -> String {
+    format!("organization:{org_id}")
+}
+
+/// `environment:{id}`.
+pub fn env_object(env_id: &str) -> String {
+    format!("environment:{env_id}")
+}
+
+/// `resource:{id}`.
+pub fn resource_object(id: &str) -> String {
+    format!("resource:{id}")
+}

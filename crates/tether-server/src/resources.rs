@@ -1,0 +1,478 @@
+//! The resource write path. A create, update, delete or restore writes the resource row, its
+//! audit version (YAML before and after, unified diff, hash-chained) and its authorization
+//! tuples in one transaction; the in-memory authorization index follows after commit.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde_json::Value;
+use similar::TextDiff;
+use tether_core::id::{ResourceId, VersionId};
+use tether_core::resource::{API_VERSION, AuditStamp};
+use tether_core::{ErrorCode, Kind, Metadata, Resource, ResourceStatus, VersionRef};
+use tether_store::audit::append_version;
+use tether_store::identity::delete_principal_credentials;
+use tether_store::resources::{count_children, delete_resource, insert_resource, update_resource};
+use tether_store::tuples::{
+    delete_tuples_of_source, delete_tuples_touching, subjects_of, write_tuple,
+};
+use tether_store::{ResourceRow, TupleRow, Tx, VersionRecord};
+
+use crate::auth::Principal;
+use crate::error::{AppError, AppResult};
+use crate::kinds::{grants_for, validate_spec};
+use crate::state::AppState;
+
+/// Where a resource lives, with names for rendering.
+#[derive(Debug, Clone, Default)]
+pub struct ScopeNames {
+    /// Organization id ('' for organizations).
+    pub org_id: String,
+    /// Organization name.
+    pub org: String,
+    /// Environment id ('' if org-level).
+    pub env_id: String,
+    /// Environment name.
+    pub env: Option<String>,
+}
+
+/// Renders a stored row as the public envelope.
+pub fn to_resource(
+    row: &ResourceRow,
+    scope: &ScopeNames,
+    previous_version: Option<String>,
+) -> Resource {
+    let kind = Kind::parse(&row.kind).unwrap_or(Kind::Team);
+    let labels: BTreeMap<String, String> = serde_json::from_str(&row.labels).unwrap_or_default();
+    let spec: Value = serde_json::from_str(&row.spec).unwrap_or(Value::Null);
+    Resource {
+        api_version: API_VERSION.into(),
+        kind,
+        metadata: Metadata {
+            name: row.name.clone(),
+            org: (kind != Kind::Organization).then(|| scope.org.clone()),
+            env: scope.env.clone(),
+            id: Some(row.id.clone()),
+            labels,
+            version: Some(VersionRef {
+                id: Some(row.version_id.clone()),
+                previous_id: previous_version,
+                message: None,
+            }),
+        },
+        spec,
+        status: Some(ResourceStatus {
+            audit: AuditStamp {
+                created_by: row.created_by.clone(),
+                created_at: tether_core::clock::rfc3339(row.created_at),
+                updated_by: row.updated_by.clone(),
+                updated_at: tether_core::clock::rfc3339(row.updated_at),
+            },
+        }),
+    }
+}
+
+/// The YAML snapshot kept in the audit trail: the envelope without volatile fields.
+pub fn snapshot(row: &ResourceRow, scope: &ScopeNames) -> AppResult<String> {
+    let mut r = to_resource(row, scope, None);
+    r.metadata.version = None;
+    r.status = None;
+    serde_saphyr::to_string(&r).map_err(AppError::internal)
+}
+
+fn unified_diff(before: Option<&str>, after: Option<&str>) -> String {
+    let (a, b) = (before.unwrap_or(""), after.unwrap_or(""));
+    TextDiff::from_lines(a, b)
+        .unified_diff()
+        .context_radius(3)
+        .header("before", "after")
+        .to_string()
+}
+
+/// A change about to be written.
+pub struct Change<'a> {
+    /// Who.
+    pub actor: &'a Principal,
+    /// Optional message.
+    pub message: Option<String>,
+    /// Event name override (`restore`).
+    pub event: Option<&'static str>,
+}
+
+/// The tuples a committed transaction wrote and deleted, to mirror into the index.
+#[derive(Default)]
+pub struct TupleDelta {
+    writes: Vec<TupleRow>,
+    deletes: Vec<TupleRow>,
+}
+
+impl TupleDelta {
+    /// Applies the delta to the authorizer (after commit).
+    pub fn apply(self, state: &AppState) {
+        state.authz.apply(&self.writes, &self.deletes);
+    }
+}
+
+struct VersionInput<'a> {
+    event: &'a str,
+    before: Option<String>,
+    after: Option<String>,
+    previous: Option<String>,
+}
+
+async fn record_version(
+    tx: &mut Tx,
+    state: &AppState,
+    row: &ResourceRow,
+    change: &Change<'_>,
+    v: VersionInput<'_>,
+) -> AppResult<String> {
+    let chain_org = if row.org_id.is_empty() {
+        row.id.clone()
+    } else {
+        row.org_id.clone()
+    };
+    let mut rec = VersionRecord {
+        id: VersionId::generate().to_string(),
+        org_id: chain_org,
+        resource_kind: row.kind.clone(),
+        resource_id: row.id.clone(),
+        resource_name: row.name.clone(),
+        env_id: row.env_id.clone(),
+        previous_version_id: v.previous,
+        event: change.event.unwrap_or(v.event).to_owned(),
+        actor: change.actor.display(),
+        at: state.clock.now_millis(),
+        message: change.message.clone(),
+        diff: unified_diff(v.before.as_deref(), v.after.as_deref()),
+        yaml_before: v.before,
+        yaml_after: v.after,
+        ..VersionRecord::default()
+    };
+    append_version(tx, &mut rec).await?;
+    Ok(rec.id)
+}
+
+async fn write_grants(
+    tx: &mut Tx,
+    kind: Kind,
+    row: &ResourceRow,
+    spec: &Value,
+    delta: &mut TupleDelta,
+) -> AppResult<()> {
+    let grants = grants_for(tx, kind, row, spec).await?;
+    if kind == Kind::Team {
+        refuse_team_cycle(tx, &row.id, &grants).await?;
+    }
+    for g in grants {
+        let t = TupleRow {
+            object: g.object,
+            relation: g.relation,
+            subject: g.subject,
+            org_id: row.org_id.clone(),
+            source_id: row.id.clone(),
+            condition: None,
+        };
+        write_tuple(tx, &t).await?;
+        delta.writes.push(t);
+    }
+    Ok(())
+}
+
+/// Refuses a team membership that would make a team (transitively) contain itself.
+async fn refuse_team_cycle(
+    tx: &mut Tx,
+    team_id: &str,
+    grants: &[crate::kinds::Grant],
+) -> AppResult<()> {
+    let me = format!("team:{team_id}");
+    let mut stack: Vec<String> = grants
+        .iter()
+        .filter_map(|g| {
+            g.subject
+                .strip_suffix("#member")
+                .filter(|s| s.starts_with("team:"))
+                .map(str::to_owned)
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    while let Some(team) = stack.pop() {
+        if team == me {
+            return Err(AppError::new(
+                ErrorCode::TeamCycle,
+                "this membership would make the team contain itself",
+            ));
+        }
+        if !seen.insert(team.clone()) || seen.len() > 10_000 {
+            continue;
+        }
+        for s in subjects_of(tx, &team, "member").await? {
+            if let Some(t) = s.strip_suffix("#member") {
+                stack.push(t.to_owned());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Creates a resource. The caller has validated the scope and authorized the write.
+pub async fn create(
+    state: &AppState,
+    scope: &ScopeNames,
+    kind: Kind,
+    manifest: &Resource,
+    change: &Change<'_>,
+) -> AppResult<ResourceRow> {
+    let name = tether_core::Name::parse(&manifest.metadata.name)
+        .map_err(|e| AppError::new(ErrorCode::InvalidName, e.to_string()))?;
+    let spec = validate_spec(kind, &manifest.spec)?;
+    let now = state.clock.now_millis();
+    let id = match kind {
+        Kind::Organization => tether_core::id::OrgId::generate().to_string(),
+        Kind::Environment => tether_core::id::EnvId::generate().to_string(),
+        _ => ResourceId::generate().to_string(),
+    };
+    let mut row = ResourceRow {
+        id,
+        org_id: scope.org_id.clone(),
+        env_id: scope.env_id.clone(),
+        kind: kind.to_string(),
+        name: name.to_string(),
+        spec: spec.to_string(),
+        labels: serde_json::to_string(&manifest.metadata.labels).map_err(AppError::internal)?,
+        created_at: now,
+        created_by: change.actor.display(),
+        updated_at: now,
+        updated_by: change.actor.display(),
+        version_id: String::new(),
+    };
+    let mut tx = state.store.begin().await?;
+    let mut delta = TupleDelta::default();
+    write_grants(&mut tx, kind, &row, &spec, &mut delta).await?;
+    if kind == Kind::Organization {
+        owner_grant(&mut tx, &row, change.actor, &mut delta).await?;
+    }
+    let after = snapshot(&row, scope)?;
+    let input = VersionInput {
+        event: "create",
+        before: None,
+        after: Some(after),
+        previous: None,
+    };
+    row.version_id = record_version(&mut tx, state, &row, change, input).await?;
+    insert_resource(&mut tx, &row).await.map_err(|e| match e {
+        tether_store::StoreError::AlreadyExists => AppError::new(
+            ErrorCode::AlreadyExists,
+            format!("{} '{}' already exists", kind.singular(), row.name),
+        ),
+        other => other.into(),
+    })?;
+    tx.commit().await.map_err(AppError::internal)?;
+    delta.apply(state);
+    metrics::counter!("tether_resource_writes_total", "event" => "create").increment(1);
+    Ok(row)
+}
+
+/// The creator of an organization becomes its owner.
+async fn owner_grant(
+    tx: &mut Tx,
+    org: &ResourceRow,
+    actor: &Principal,
+    delta: &mut TupleDelta,
+) -> AppResult<()> {
+    let t = TupleRow {
+        object: crate::model::org_object(&org.id),
+        relation: "owner".into(),
+        subject: actor.subject(),
+        org_id: org.id.clone(),
+        source_id: org.id.clone(),
+        condition: None,
+    };
+    write_tuple(tx, &t).await?;
+    delta.writes.push(t);
+    Ok(())
+}
+
+/// Replaces a resource's spec and labels. A no-op change writes nothing.
+pub async fn update(
+    state: &AppState,
+    scope: &ScopeNames,
+    existing: &ResourceRow,
+    manifest: &Resource,
+    change: &Change<'_>,
+) -> AppResult<(ResourceRow, bool)> {
+    let kind = Kind::parse(&existing.kind).ok_or_else(|| AppError::internal("stored kind"))?;
+    let spec = validate_spec(kind, &manifest.spec)?;
+    let mut row = existing.clone();
+    row.spec = spec.to_string();
+    row.labels = serde_json::to_string(&manifest.metadata.labels).map_err(AppError::internal)?;
+    let before = snapshot(existing, scope)?;
+    let after = snapshot(&row, scope)?;
+    if before == after && change.event.is_none() {
+        return Ok((existing.clone(), false));
+    }
+    row.updated_at = state.clock.now_millis();
+    row.updated_by = change.actor.display();
+    let mut tx = state.store.begin().await?;
+    let mut delta = TupleDelta::default();
+    if kind != Kind::Organization {
+        delta.deletes = delete_tuples_of_source(&mut tx, &row.id).await?;
+    }
+    write_grants(&mut tx, kind, &row, &spec, &mut delta).await?;
+    let input = VersionInput {
+        event: "update",
+        before: Some(before),
+        after: Some(after),
+        previous: Some(existing.version_id.clone()),
+    };
+    row.version_id = record_version(&mut tx, state, &row, change, input).await?;
+    update_resource(&mut tx, &row).await?;
+    tx.commit().await.map_err(AppError::internal)?;
+    delta.apply(state);
+    metrics::counter!("tether_resource_writes_total", "event" => "update").increment(1);
+    Ok((row, true))
+}
+
+/// Deletes a resource, its tuples and, for principals, every credential.
+pub async fn delete(
+    state: &AppState,
+    scope: &ScopeNames,
+    existing: &ResourceRow,
+    change: &Change<'_>,
+) -> AppResult<()> {
+    let kind = Kind::parse(&existing.kind).ok_or_else(|| AppError::internal("stored kind"))?;
+    let mut tx = state.store.begin().await?;
+    refuse_if_not_empty(&mut tx, kind, existing).await?;
+    let mut delta = TupleDelta {
+        deletes: delete_tuples_of_source(&mut tx, &existing.id).await?,
+        ..TupleDelta::default()
+    };
+    let touching = match kind {
+        Kind::User => Some(format!("user:{}", existing.id)),
+        Kind::ServiceAccount => Some(format!("service_account:{}", existing.id)),
+        Kind::Team => Some(format!("team:{}", existing.id)),
+        Kind::Environment => Some(crate::model::env_object(&existing.id)),
+        Kind::Organization => Some(crate::model::org_object(&existing.id)),
+        Kind::RoleBinding => None,
+    };
+    if let Some(obj) = touching {
+        delta
+            .deletes
+            .extend(delete_tuples_touching(&mut tx, &obj).await?);
+    }
+    if matches!(kind, Kind::User | Kind::ServiceAccount) {
+        delete_principal_credentials(&mut tx, &existing.id, state.clock.now_millis()).await?;
+    }
+    let before = snapshot(existing, scope)?;
+    let input = VersionInput {
+        event: "delete",
+        before: Some(before),
+        after: None,
+        previous: Some(existing.version_id.clone()),
+    };
+    record_version(&mut tx, state, existing, change, input).await?;
+    delete_resource(&mut tx, &existing.id).await?;
+    tx.commit().await.map_err(AppError::internal)?;
+    delta.apply(state);
+    if matches!(kind, Kind::User | Kind::ServiceAccount) {
+        state.keys.forget_owner(&existing.id);
+    }
+    metrics::counter!("tether_resource_writes_total", "event" => "delete").increment(1);
+    Ok(())
+}
+
+async fn refuse_if_not_empty(tx: &mut Tx, kind: Kind, row: &ResourceRow) -> AppResult<()> {
+    let children = match kind {
+        Kind::Organization => count_children(tx, &row.id, None).await?,
+        Kind::Environment => count_children(tx, &row.org_id, Some(&row.id)).await?,
+        _ => 0,
+    };
+    if children > 0 {
+        return Err(AppError::new(
+            ErrorCode::Conflict,
+            format!(
+                "{} '{}' still contains {children} resources; delete them first",
+                kind.singular(),
+                row.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses a stored YAML snapshot back into a manifest (for restore).
+pub fn parse_snapshot(yaml: &str) -> AppResult<Resource> {
+    let opts = serde_saphyr::options! { strict_booleans: true };
+    serde_saphyr::from_str_with_options(yaml, opts).map_err(AppError::internal)
+}
+
+/// Restores a resource to the state recorded in a version, writing a new version. A deleted
+/// resource is re-created with its old id.
+pub async fn restore(
+    state: &AppState,
+    scope: &ScopeNames,
+    current: Option<&ResourceRow>,
+    version: &VersionRecord,
+    change: &Change<'_>,
+) -> AppResult<ResourceRow> {
+    let yaml = version
+        .yaml_after
+        .as_deref()
+        .or(version.yaml_before.as_deref())
+        .ok_or_else(|| {
+            AppError::new(
+                ErrorCode::Conflict,
+                "this version has no snapshot to restore",
+            )
+        })?;
+    let manifest = parse_snapshot(yaml)?;
+    let restore = Change {
+        actor: change.actor,
+        message: change.message.clone(),
+        event: Some("restore"),
+    };
+    match current {
+        Some(row) => Ok(update(state, scope, row, &manifest, &restore).await?.0),
+        None => recreate(state, scope, version, &manifest, &restore).await,
+    }
+}
+
+async fn recreate(
+    state: &AppState,
+    scope: &ScopeNames,
+    version: &VersionRecord,
+    manifest: &Resource,
+    change: &Change<'_>,
+) -> AppResult<ResourceRow> {
+    let kind = manifest.kind;
+    let spec = validate_spec(kind, &manifest.spec)?;
+    let now = state.clock.now_millis();
+    let mut row = ResourceRow {
+        id: version.resource_id.clone(),
+        org_id: scope.org_id.clone(),
+        env_id: scope.env_id.clone(),
+        kind: kind.to_string(),
+        name: manifest.metadata.name.clone(),
+        spec: spec.to_string(),
+        labels: serde_json::to_string(&manifest.metadata.labels).map_err(AppError::internal)?,
+        created_at: now,
+        created_by: change.actor.display(),
+        updated_at: now,
+        updated_by: change.actor.display(),
+        version_id: String::new(),
+    };
+    let mut tx = state.store.begin().await?;
+    let mut delta = TupleDelta::default();
+    write_grants(&mut tx, kind, &row, &spec, &mut delta).await?;
+    let after = snapshot(&row, scope)?;
+    let input = VersionInput {
+        event: "restore",
+        before: None,
+        after: Some(after),
+        previous: Some(version.id.clone()),
+    };
+    row.version_id = record_version(&mut tx, state, &row, change, input).await?;
+    insert_resource(&mut tx, &row).await?;
+    tx.commit().await.map_err(AppError::internal)?;
+    delta.apply(state);
+    Ok(row)
+}

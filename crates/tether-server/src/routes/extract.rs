@@ -1,0 +1,63 @@
+//! Extractors that turn every rejection into a JSON error with a stable code.
+
+use axum::Extension;
+use axum::extract::rejection::{BytesRejection, JsonRejection};
+use axum::extract::{FromRequest, Request};
+use serde::de::DeserializeOwned;
+use tether_core::ErrorCode;
+
+use crate::error::AppError;
+use crate::routes::guard::Ctx;
+
+/// A JSON body. Malformed JSON, unknown fields, a wrong content type and an oversized body
+/// each get a clear 4xx code.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(e) => Err(json_rejection(&e)),
+        }
+    }
+}
+
+fn json_rejection(e: &JsonRejection) -> AppError {
+    match e {
+        JsonRejection::MissingJsonContentType(_) => AppError::new(
+            ErrorCode::UnsupportedMediaType,
+            "send the body as application/json",
+        ),
+        JsonRejection::BytesRejection(b) => bytes_rejection(b),
+        JsonRejection::JsonSyntaxError(_) => {
+            AppError::new(ErrorCode::InvalidJson, "the body is not valid JSON")
+        }
+        JsonRejection::JsonDataError(d) => {
+            AppError::new(ErrorCode::InvalidJson, data_error_message(&d.body_text()))
+        }
+        _ => AppError::new(ErrorCode::BadRequest, "the body could not be read"),
+    }
+}
+
+/// Keeps serde's explanation (field names, expected types) but never echoes values.
+fn data_error_message(text: &str) -> String {
+    let detail = text.split_once(": ").map(|(_, d)| d).unwrap_or(text);
+    format!(
+        "the body does not match this operation: {}",
+        detail.chars().take(300).collect::<String>()
+    )
+}
+
+/// Maps a body-read failure (size limit or I/O) to a code.
+pub fn bytes_rejection(b: &BytesRejection) -> AppError {
+    if b.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
+        AppError::new(ErrorCode::PayloadTooLarge, "the request body is too large")
+    } else {
+        AppError::new(ErrorCode::BadRequest, "the body could not be read")
+    }
+}
+
+/// The guard's resolved context.
+pub type CtxExt = Extension<Ctx>;

@@ -1,0 +1,179 @@
+//! The router. Routes are registered together with their OpenAPI operations (utoipa-axum), so
+//! the OpenAPI document lists exactly the routes that exist, and every one of them passes
+//! through the guard.
+
+pub mod apply;
+pub mod audit;
+pub mod auth;
+pub mod extract;
+pub mod guard;
+pub mod ops;
+pub mod resources;
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use tether_core::ErrorCode;
+use tether_core::id::RequestId;
+use tether_store::RequestLogRecord;
+use tracing::Instrument;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::{AppError, REQUEST_ID};
+use crate::state::AppState;
+
+/// The OpenAPI document's root.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Tether API", description = "Tether control plane REST API."),
+    tags((name = "resources"), (name = "auth"), (name = "audit"), (name = "ops"))
+)]
+pub struct ApiDoc;
+
+/// Routes and their OpenAPI operations.
+pub fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::jwks))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::token))
+        .routes(routes!(auth::whoami))
+        .routes(routes!(auth::list_own_keys, auth::create_own_key))
+        .routes(routes!(auth::revoke_own_key))
+        .routes(routes!(auth::change_own_password))
+        .routes(routes!(apply::apply))
+        .routes(routes!(resources::list_orgs, resources::create_org))
+        .routes(routes!(
+            resources::get_org,
+            resources::put_org,
+            resources::delete_org
+        ))
+        .routes(routes!(resources::list_items, resources::create_item))
+        .routes(routes!(
+            resources::get_item,
+            resources::put_item,
+            resources::delete_item
+        ))
+        .routes(routes!(auth::set_password))
+        .routes(routes!(auth::list_keys, auth::create_key))
+        .routes(routes!(auth::revoke_key))
+        .routes(routes!(audit::list_versions))
+        .routes(routes!(audit::show_version))
+        .routes(routes!(audit::restore))
+        .routes(routes!(audit::diff))
+        .routes(routes!(audit::verify))
+        .routes(routes!(audit::search_log))
+        .routes(routes!(audit::export_log))
+}
+
+/// The OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router().split_for_parts().1
+}
+
+/// Builds the whole application.
+pub fn app(state: AppState) -> Router {
+    let (api, doc) = api_router().split_for_parts();
+    let guarded = api.route_layer(middleware::from_fn_with_state(state.clone(), guard::guard));
+    let docs = utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", doc);
+    let limit = state.max_body_bytes;
+    Router::new()
+        .merge(guarded)
+        .merge(docs)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state.clone())
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(state, request_context))
+}
+
+async fn not_found() -> Response {
+    AppError::new(ErrorCode::NotFound, "no such route").into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    AppError::new(
+        ErrorCode::MethodNotAllowed,
+        "this method is not allowed on this path",
+    )
+    .into_response()
+}
+
+fn skip_logging(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics")
+}
+
+/// Assigns the request id, runs the request in its span, then records the request log entry
+/// and metrics. Never a body or a header value is recorded.
+async fn request_context(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let at = state.clock.now_millis();
+    let id = RequestId::generate().to_string();
+    let method = req.method().to_string();
+    let path = req.uri().path().to_owned();
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_default();
+    let ua = req
+        .headers()
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .chars()
+        .take(200)
+        .collect::<String>();
+    let span = tracing::info_span!("request", request_id = %id, %method, %path);
+    let mut res = REQUEST_ID
+        .scope(id.clone(), next.run(req).instrument(span.clone()))
+        .await;
+    if let Ok(v) = http::HeaderValue::from_str(&id) {
+        res.headers_mut().insert("x-request-id", v);
+    }
+    let status = res.status().as_u16();
+    let latency_us = i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX);
+    metrics::histogram!("tether_http_request_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("tether_http_requests_total", "status" => status.to_string()).increment(1);
+    span.in_scope(|| tracing::info!(status, latency_us, "handled"));
+    if skip_logging(&path) {
+        return res;
+    }
+    let facts = res
+        .extensions()
+        .get::<guard::LogFacts>()
+        .cloned()
+        .unwrap_or_default();
+    let result = match (facts.result, status) {
+        ("", _) => "error",
+        (_, 500..) => "error",
+        (r, _) => r,
+    };
+    state.reqlog.record(RequestLogRecord {
+        at,
+        request_id: id,
+        org: facts.org,
+        principal: facts.principal,
+        action: if facts.action.is_empty() {
+            format!("{method} {path}")
+        } else {
+            facts.action
+        },
+        resource: path,
+        result: result.to_owned(),
+        status: i32::from(status),
+        ip,
+        user_agent: ua,
+        latency_us,
+        ..RequestLogRecord::default()
+    });
+    res
+}

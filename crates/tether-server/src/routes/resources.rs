@@ -1,0 +1,350 @@
+//! Organizations and the org-scoped collections (`envs`, `teams`, `users`, `service-accounts`,
+//! `role-bindings`), all through the same envelope and write path.
+
+use axum::Json;
+use axum::extract::State;
+use http::StatusCode;
+use serde::Deserialize;
+use serde_json::Value;
+use tether_core::resource::API_VERSION;
+use tether_core::{ErrorCode, Kind, Metadata, Resource};
+use tether_store::ResourceRow;
+use tether_store::resources::get_resource;
+
+use crate::error::{AppError, AppResult};
+use crate::resources::{self as svc, Change, ScopeNames, to_resource};
+use crate::routes::extract::{ApiJson, CtxExt};
+use crate::routes::guard::Ctx;
+use crate::state::AppState;
+
+/// A resource as a client sends it. `status` is ignored; unknown fields are refused.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestInput {
+    /// `tether.dev/v1` (optional).
+    #[serde(default)]
+    pub api_version: Option<String>,
+    /// Must match the collection if given.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub kind: Option<Kind>,
+    /// Name, labels and an optional change message in `version.message`.
+    #[schema(value_type = Object)]
+    pub metadata: Metadata,
+    /// The kind's spec.
+    #[serde(default)]
+    pub spec: Value,
+    /// Ignored on input.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub status: Option<Value>,
+}
+
+impl ManifestInput {
+    /// Converts into the envelope for `kind`, refusing mismatches.
+    pub fn into_resource(self, kind: Kind) -> AppResult<Resource> {
+        if let Some(v) = &self.api_version
+            && v != API_VERSION
+        {
+            {
+                return Err(AppError::new(
+                    ErrorCode::InvalidArgument,
+                    format!("api_version must be {API_VERSION}"),
+                ));
+            }
+        }
+        if self.kind.is_some_and(|k| k != kind) {
+            return Err(AppError::new(
+                ErrorCode::InvalidArgument,
+                format!("this collection holds {kind} resources"),
+            ));
+        }
+        Ok(Resource {
+            api_version: API_VERSION.into(),
+            kind,
+            metadata: self.metadata,
+            spec: self.spec,
+            status: None,
+        })
+    }
+}
+
+fn change_of<'a>(ctx: &'a Ctx, manifest: &Resource) -> AppResult<Change<'a>> {
+    let message = manifest
+        .metadata
+        .version
+        .as_ref()
+        .and_then(|v| v.message.clone());
+    Ok(Change {
+        actor: ctx.principal()?,
+        message,
+        event: None,
+    })
+}
+
+fn org_scope(org: &ResourceRow) -> ScopeNames {
+    ScopeNames {
+        org_id: String::new(),
+        org: org.name.clone(),
+        env_id: String::new(),
+        env: None,
+    }
+}
+
+fn render(row: &ResourceRow, scope: &ScopeNames) -> Resource {
+    to_resource(row, scope, None)
+}
+
+/// Lists the organizations the caller can read.
+#[utoipa::path(get, path = "/v1/orgs", tag = "resources", responses((status = 200, description = "organizations", body = Vec<Object>)))]
+pub async fn list_orgs(
+    State(state): State<AppState>,
+    ctx: CtxExt,
+) -> AppResult<Json<Vec<Resource>>> {
+    let principal = ctx.principal()?;
+    let ids =
+        state
+            .authz
+            .list_objects(&principal.subject(), "can_read", "organization", &ctx.check)?;
+    let mut out = Vec::new();
+    for obj in ids {
+        let id = obj.strip_prefix("organization:").unwrap_or(&obj);
+        if let Some(row) = get_resource(state.store.reader(), id).await? {
+            out.push(render(&row, &org_scope(&row)));
+        }
+    }
+    out.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    Ok(Json(out))
+}
+
+/// Creates an organization (platform administrators); the creator becomes its owner.
+#[utoipa::path(post, path = "/v1/orgs", tag = "resources", request_body = ManifestInput, responses((status = 201, description = "created")))]
+pub async fn create_org(
+    State(state): State<AppState>,
+    ctx: CtxExt,
+    ApiJson(input): ApiJson<ManifestInput>,
+) -> AppResult<(StatusCode, Json<Resource>)> {
+    let manifest = input.into_resource(Kind::Organization)?;
+    let scope = ScopeNames {
+        org: manifest.metadata.name.clone(),
+        ..ScopeNames::default()
+    };
+    let row = svc::create(
+        &state,
+        &scope,
+        Kind::Organization,
+        &manifest,
+        &change_of(&ctx, &manifest)?,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(render(&row, &org_scope(&row)))))
+}
+
+fn ctx_org(ctx: &Ctx) -> AppResult<&ResourceRow> {
+    ctx.org
+        .as_ref()
+        .ok_or_else(|| AppError::internal("guard did not resolve the organization"))
+}
+
+/// Reads an organization.
+#[utoipa::path(get, path = "/v1/orgs/{org}", tag = "resources", params(("org" = String, Path)), responses((status = 200, description = "the organization"), (status = 404, description = "not found")))]
+pub async fn get_org(ctx: CtxExt) -> AppResult<Json<Resource>> {
+    let org = ctx_org(&ctx)?;
+    Ok(Json(render(org, &org_scope(org))))
+}
+
+/// Replaces an organization's spec and labels.
+#[utoipa::path(put, path = "/v1/orgs/{org}", tag = "resources", params(("org" = String, Path)), request_body = ManifestInput, responses((status = 200, description = "updated")))]
+pub async fn put_org(
+    State(state): State<AppState>,
+    ctx: CtxExt,
+    ApiJson(input): ApiJson<ManifestInput>,
+) -> AppResult<Json<Resource>> {
+    let org = ctx_org(&ctx)?;
+    let manifest = input.into_resource(Kind::Organization)?;
+    if manifest.metadata.name != org.name {
+        return Err(AppError::new(
+            ErrorCode::InvalidArgument,
+            "renaming an organization is not supported",
+        ));
+    }
+    let (row, _) = svc::update(
+        &state,
+        &org_scope(org),
+        org,
+        &manifest,
+        &change_of(&ctx, &manifest)?,
+    )
+    .await?;
+    Ok(Json(render(&row, &org_scope(&row))))
+}
+
+/// Deletes an empty organization.
+#[utoipa::path(delete, path = "/v1/orgs/{org}", tag = "resources", params(("org" = String, Path)), responses((status = 204, description = "deleted")))]
+pub async fn delete_org(State(state): State<AppState>, ctx: CtxExt) -> AppResult<StatusCode> {
+    let org = ctx_org(&ctx)?;
+    let change = Change {
+        actor: ctx.principal()?,
+        message: None,
+        event: None,
+    };
+    svc::delete(&state, &org_scope(org), org, &change).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn ctx_kind(ctx: &Ctx) -> AppResult<Kind> {
+    ctx.kind
+        .ok_or_else(|| AppError::internal("guard did not resolve the kind"))
+}
+
+/// The scope names for an item, including its environment's name when env-scoped.
+async fn item_scope(state: &AppState, ctx: &Ctx, row: &ResourceRow) -> AppResult<ScopeNames> {
+    let mut scope = ctx.scope.clone();
+    if !row.env_id.is_empty() && scope.env.is_none() {
+        let env = get_resource(state.store.reader(), &row.env_id).await?;
+        scope.env_id = row.env_id.clone();
+        scope.env = env.map(|e| e.name);
+    }
+    Ok(scope)
+}
+
+/// Lists a collection (`?env=NAME` for environment-scoped kinds).
+#[utoipa::path(get, path = "/v1/orgs/{org}/{kind}", tag = "resources",
+    params(("org" = String, Path), ("kind" = String, Path, description = "envs, teams, users, service-accounts or role-bindings"), ("env" = Option<String>, Query)),
+    responses((status = 200, description = "items")))]
+pub async fn list_items(
+    State(state): State<AppState>,
+    ctx: CtxExt,
+) -> AppResult<Json<Vec<Resource>>> {
+    let kind = ctx_kind(&ctx)?;
+    let rows = state
+        .store
+        .list_resources(
+            &ctx.scope.org_id,
+            Some(&ctx.scope.env_id),
+            &kind.to_string(),
+        )
+        .await?;
+    Ok(Json(rows.iter().map(|r| render(r, &ctx.scope)).collect()))
+}
+
+/// Creates an item in a collection.
+#[utoipa::path(post, path = "/v1/orgs/{org}/{kind}", tag = "resources",
+    params(("org" = String, Path), ("kind" = String, Path), ("env" = Option<String>, Query)),
+    request_body = ManifestInput, responses((status = 201, description = "created"), (status = 409, description = "exists")))]
+pub async fn create_item(
+    State(state): State<AppState>,
+    ctx: CtxExt,
+    ApiJson(input): ApiJson<ManifestInput>,
+) -> AppResult<(StatusCode, Json<Resource>)> {
+    let kind = ctx_kind(&ctx)?;
+    let manifest = input.into_resource(kind)?;
+    check_scope_fields(&ctx, &manifest)?;
+    let row = svc::create(
+        &state,
+        &ctx.scope,
+        kind,
+        &manifest,
+        &change_of(&ctx, &manifest)?,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(render(&row, &ctx.scope))))
+}
+
+/// Refuses a manifest whose `metadata.org`/`metadata.env` disagree with the URL.
+fn check_scope_fields(ctx: &Ctx, manifest: &Resource) -> AppResult<()> {
+    if manifest
+        .metadata
+        .org
+        .as_deref()
+        .is_some_and(|o| o != ctx.scope.org)
+    {
+        return Err(AppError::new(
+            ErrorCode::InvalidArgument,
+            "metadata.org does not match the URL",
+        ));
+    }
+    if manifest.metadata.env.as_deref() != ctx.scope.env.as_deref()
+        && manifest.metadata.env.is_some()
+    {
+        return Err(AppError::new(
+            ErrorCode::InvalidArgument,
+            "metadata.env does not match ?env=",
+        ));
+    }
+    Ok(())
+}
+
+fn ctx_item<'a>(ctx: &'a Ctx, name: &str) -> AppResult<&'a ResourceRow> {
+    let kind = ctx_kind(ctx)?;
+    ctx.item
+        .as_ref()
+        .ok_or_else(|| AppError::not_found(kind.singular(), name))
+}
+
+/// Reads an item.
+#[utoipa::path(get, path = "/v1/orgs/{org}/{kind}/{name}", tag = "resources",
+    params(("org" = String, Path), ("kind" = String, Path), ("name" = String, Path), ("env" = Option<String>, Query)),
+    responses((status = 200, description = "the item"), (status = 404, description = "not found")))]
+pub async fn get_item(
+    State(state): State<AppState>,
+    ctx: CtxExt,
+    axum::extract::Path(path_params): axum::extract::Path<(String, String, String)>,
+) -> AppResult<Json<Resource>> {
+    let (_, _, name) = path_params;
+    let row = ctx_item(&ctx, &name)?;
+    Ok(Json(render(row, &item_scope(&state, &ctx, row).await?)))
+}
+
+/// Creates or replaces an item (idempotent).
+#[utoipa::path(put, path = "/v1/orgs/{org}/{kind}/{name}", tag = "resources",
+    params(("org" = String, Path), ("kind" = String, Path), ("name" = String, Path), ("env" = Option<String>, Query)),
+    request_body = ManifestInput, responses((status = 200, description = "updated"), (status = 201, description = "created")))]
+pub async fn put_item(
+    State(state): State<AppState>,
+    ctx: CtxExt,
+    axum::extract::Path(path_params): axum::extract::Path<(String, String, String)>,
+    ApiJson(input): ApiJson<ManifestInput>,
+) -> AppResult<(StatusCode, Json<Resource>)> {
+    let (_, _, name) = path_params;
+    let kind = ctx_kind(&ctx)?;
+    let manifest = input.into_resource(kind)?;
+    if manifest.metadata.name != name {
+        return Err(AppError::new(
+            ErrorCode::InvalidArgument,
+            "metadata.name does not match the URL",
+        ));
+    }
+    check_scope_fields(&ctx, &manifest)?;
+    let change = change_of(&ctx, &manifest)?;
+    match &ctx.item {
+        Some(existing) => {
+            let (row, _) = svc::update(&state, &ctx.scope, existing, &manifest, &change).await?;
+            Ok((StatusCode::OK, Json(render(&row, &ctx.scope))))
+        }
+        None => {
+            let row = svc::create(&state, &ctx.scope, kind, &manifest, &change).await?;
+            Ok((StatusCode::CREATED, Json(render(&row, &ctx.scope))))
+        }
+    }
+}
+
+/// Deletes an item.
+#[utoipa::path(delete, path = "/v1/orgs/{org}/{kind}/{name}", tag = "resources",
+    params(("org" = String, Path), ("kind" = String, Path), ("name" = String, Path), ("env" = Option<String>, Query)),
+    responses((status = 204, description = "deleted"), (status = 404, description = "not found")))]
+pub async fn delete_item(
+    State(state): State<AppState>,
+    ctx: CtxExt,
+    axum::extract::Path(path_params): axum::extract::Path<(String, String, String)>,
+) -> AppResult<StatusCode> {
+    let (_, _, name) = path_params;
+    let row = ctx_item(&ctx, &name)?;
+    let change = Change {
+        actor: ctx.principal()?,
+        message: None,
+        event: None,
+    };
+    svc::delete(&state, &item_scope(&state, &ctx, row).await?, row, &change).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
