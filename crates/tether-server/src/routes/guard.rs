@@ -353,6 +353,7 @@ async fn resolve(
         .await
         .inspect_err(|_| facts.result = "unauthenticated")?;
     facts.principal = principal.display();
+    facts.org = principal.org.clone();
     ctx.principal = Some(principal);
     if guard.target == Target::Authenticated {
         return Ok(ctx);
