@@ -61,22 +61,17 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         .await
         .map_err(|e| anyhow!("{e}"))?;
     let addr = format!("{scheme}://{}", running.addr);
-    println!(
-        "Tether server listening on {addr}{}",
-        if dev { " (dev mode)" } else { "" }
-    );
     if let Some(key) = &running.bootstrap.root_api_key {
-        println!();
-        println!(
-            "A new installation: organization 'default', user 'admin'{}.",
-            if dev { ", environment 'dev'" } else { "" }
-        );
+        let what = if dev { ", environment 'dev'" } else { "" };
+        println!("A new installation: organization 'default', user 'admin'{what}.");
         println!("The admin's root API key is shown once; store it now:");
         println!();
         println!("    export TETHER_ADDR={addr}");
         println!("    export TETHER_TOKEN={key}");
         println!();
     }
+    let mode = if dev { " (dev mode)" } else { "" };
+    println!("Tether server listening on {addr}{mode}");
     wait_for_shutdown().await;
     running.state.reqlog.flush().await;
     tether_server::auth::flush_usage(&running.state).await;

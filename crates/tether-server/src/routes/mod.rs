@@ -106,6 +106,15 @@ async fn method_not_allowed() -> Response {
     .into_response()
 }
 
+fn declared_length(req: &Request) -> Option<u64> {
+    req.headers()
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
 fn skip_logging(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/metrics")
 }
@@ -132,9 +141,18 @@ async fn request_context(State(state): State<AppState>, req: Request, next: Next
         .take(200)
         .collect::<String>();
     let span = tracing::info_span!("request", request_id = %id, %method, %path);
-    let mut res = REQUEST_ID
-        .scope(id.clone(), next.run(req).instrument(span.clone()))
-        .await;
+    let too_large = declared_length(&req).is_some_and(|n| n > state.max_body_bytes as u64);
+    let mut res = if too_large {
+        // Refuse from the declared length alone, before reading any of the body.
+        let err = AppError::new(ErrorCode::PayloadTooLarge, "the request body is too large");
+        REQUEST_ID
+            .scope(id.clone(), async move { err.into_response() })
+            .await
+    } else {
+        REQUEST_ID
+            .scope(id.clone(), next.run(req).instrument(span.clone()))
+            .await
+    };
     if let Ok(v) = http::HeaderValue::from_str(&id) {
         res.headers_mut().insert("x-request-id", v);
     }

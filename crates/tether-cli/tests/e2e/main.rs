@@ -1,0 +1,46 @@
+//! Black-box tests: the real `tether` binary, driven over HTTP and through the CLI. They run
+//! against SQLite, or PostgreSQL when `TETHER_TEST_DATABASE_URL` is set.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code"
+)]
+
+mod audit;
+mod errors;
+mod identity;
+mod reliability;
+mod walkthrough;
+
+use tether_testkit::TestServer;
+
+/// Starts a fresh server from this crate's binary.
+pub async fn server() -> TestServer {
+    TestServer::start(std::path::Path::new(env!("CARGO_BIN_EXE_tether"))).await
+}
+
+/// The manifests of the README walkthrough.
+pub const WALKTHROUGH: &str = r#"
+api_version: tether.dev/v1
+kind: Environment
+metadata: {name: production, labels: {tier: prod}}
+spec: {protected: true}
+---
+kind: ServiceAccount
+metadata: {name: ci}
+spec: {description: CI pipeline}
+---
+kind: User
+metadata: {name: alice}
+spec: {email: alice@example.com}
+---
+kind: Team
+metadata: {name: ops}
+spec: {members: ["user:alice", "service_account:ci"]}
+---
+kind: RoleBinding
+metadata: {name: ops-prod-admin, env: production}
+spec: {role: admin, subject: "team:ops"}
+"#;

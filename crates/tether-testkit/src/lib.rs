@@ -1,0 +1,358 @@
+//! Test harness for black-box tests: starts the real `tether` binary with `server --dev` on
+//! `127.0.0.1:0`, with a temporary SQLite file, or with a fresh PostgreSQL database when
+//! `TETHER_TEST_DATABASE_URL` names an admin connection. It records every secret the tests
+//! create, and on drop fails if any of them appears in the server's log.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test harness: failing loudly is the point"
+)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A running server.
+pub struct TestServer {
+    /// Base URL, e.g. `http://127.0.0.1:40123`.
+    pub url: String,
+    /// The admin's root API key.
+    pub root_key: String,
+    /// The data directory (SQLite file, root key, logs).
+    pub dir: tempfile::TempDir,
+    /// The database URL in use (for restarts and direct tampering).
+    pub database_url: String,
+    bin: PathBuf,
+    child: Option<Child>,
+    secrets: Mutex<Vec<String>>,
+    http: reqwest::Client,
+}
+
+/// A response: status and JSON body (Null when empty or not JSON).
+#[derive(Debug, Clone)]
+pub struct Resp {
+    /// HTTP status.
+    pub status: u16,
+    /// Body.
+    pub body: Value,
+    /// Raw text.
+    pub text: String,
+}
+
+impl Resp {
+    /// The error code, if this is an error body.
+    pub fn code(&self) -> &str {
+        self.body
+            .pointer("/error/code")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    }
+}
+
+/// Creates a fresh PostgreSQL database from an admin URL and returns its URL.
+pub async fn fresh_pg_database(admin: &str) -> String {
+    use sqlx::Connection;
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos();
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let name = format!("tk_{}_{}_{}", std::process::id(), nanos, n);
+    let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap();
+    format!("{base}/{name}")
+}
+
+impl TestServer {
+    /// Starts a fresh dev server from the binary at `bin`.
+    pub async fn start(bin: &Path) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let database_url = match std::env::var("TETHER_TEST_DATABASE_URL") {
+            Ok(admin) if !admin.is_empty() => fresh_pg_database(&admin).await,
+            _ => format!("sqlite://{}/tether.db", dir.path().display()),
+        };
+        let mut s = TestServer {
+            url: String::new(),
+            root_key: String::new(),
+            dir,
+            database_url,
+            bin: bin.to_owned(),
+            child: None,
+            secrets: Mutex::new(Vec::new()),
+            http: reqwest::Client::new(),
+        };
+        let key = s.spawn("127.0.0.1:0").await;
+        s.root_key = key.expect("a fresh server prints a root key");
+        s.remember(&s.root_key.clone());
+        s
+    }
+
+    /// Spawns the server process and waits for its listening line; returns the root key if
+    /// one was printed (first start only).
+    async fn spawn(&mut self, listen: &str) -> Option<String> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let mut child = Command::new(&self.bin)
+            .args(["server", "--dev", "--listen", listen, "--data-dir"])
+            .arg(self.dir.path())
+            .args(["--database-url", &self.database_url])
+            .env("TETHER_LOG", "debug,sqlx=warn,hyper=info,h2=info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        self.child = Some(child);
+        let (url, key) = tokio::task::spawn_blocking(move || read_banner(stdout))
+            .await
+            .unwrap();
+        self.url = url;
+        self.wait_ready().await;
+        key
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(r) = self.http.get(format!("{}/readyz", self.url)).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("server did not become ready; log:\n{}", self.log());
+    }
+
+    /// The server's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Records a secret that must never appear in the log.
+    pub fn remember(&self, secret: &str) {
+        self.secrets.lock().unwrap().push(secret.to_owned());
+    }
+
+    /// Kills the server with SIGKILL (no shutdown path runs).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops the server with SIGTERM and waits.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let _ = c.wait();
+        }
+    }
+
+    /// Restarts the server on the same data (a new port).
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn("127.0.0.1:0").await;
+    }
+
+    /// Sends a request with a bearer token (or none) and an optional JSON body.
+    pub async fn req(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Resp {
+        let mut r = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{}", self.url, path));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            r = r.json(b);
+        }
+        let res = r.send().await.unwrap();
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp { status, body, text }
+    }
+
+    /// Sends raw bytes with a content type.
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Resp {
+        let mut r = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{}", self.url, path))
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let res = r.send().await.unwrap();
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        Resp {
+            status,
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+            text,
+        }
+    }
+
+    /// As the admin.
+    pub async fn admin(&self, method: &str, path: &str, body: Option<&Value>) -> Resp {
+        let key = self.root_key.clone();
+        self.req(method, path, Some(&key), body).await
+    }
+
+    /// Applies YAML as the admin and asserts success.
+    pub async fn apply(&self, yaml: &str) -> Resp {
+        let key = self.root_key.clone();
+        let r = self
+            .raw(
+                "POST",
+                "/v1/apply",
+                Some(&key),
+                "application/yaml",
+                yaml.as_bytes().to_vec(),
+            )
+            .await;
+        assert_eq!(r.status, 200, "apply failed: {}", r.text);
+        r
+    }
+
+    /// Creates a user (if needed) and an API key for it; returns the key.
+    pub async fn user_key(&self, name: &str) -> String {
+        let body = serde_json::json!({"metadata": {"name": name}, "spec": {}});
+        let r = self
+            .admin(
+                "PUT",
+                &format!("/v1/orgs/default/users/{name}"),
+                Some(&body),
+            )
+            .await;
+        assert!(r.status == 200 || r.status == 201, "{}", r.text);
+        let r = self
+            .admin(
+                "POST",
+                &format!("/v1/orgs/default/users/{name}/keys"),
+                Some(&serde_json::json!({"name": "test"})),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        let key = r.body["key"].as_str().unwrap().to_owned();
+        self.remember(&key);
+        key
+    }
+
+    /// Runs the CLI against this server with an isolated config directory.
+    pub fn cli(&self, token: Option<&str>, args: &[&str]) -> std::process::Output {
+        let cfg = self.dir.path().join("cli-config");
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(args)
+            .env("TETHER_ADDR", &self.url)
+            .env("XDG_CONFIG_HOME", &cfg)
+            .env_remove("TETHER_TOKEN")
+            .env_remove("TETHER_ORG");
+        if let Some(t) = token {
+            cmd.env("TETHER_TOKEN", t);
+        }
+        cmd.output().unwrap()
+    }
+
+    /// Fails if any remembered secret appears in the server log.
+    pub fn assert_no_secrets_in_log(&self) {
+        let log = self.log();
+        for s in self.secrets.lock().unwrap().iter() {
+            assert!(
+                !log.contains(s.as_str()),
+                "a secret appeared in the server log"
+            );
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+        if !std::thread::panicking() {
+            self.assert_no_secrets_in_log();
+        }
+    }
+}
+
+/// Reads stdout until the listening line, capturing the URL and the root key.
+fn read_banner(stdout: std::process::ChildStdout) -> (String, Option<String>) {
+    let mut reader = BufReader::new(stdout);
+    let mut url = String::new();
+    let mut key = None;
+    let mut line = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        if let Some(k) = line.trim().strip_prefix("export TETHER_TOKEN=") {
+            key = Some(k.to_owned());
+        }
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            url = rest.split_whitespace().next().unwrap_or("").to_owned();
+            break;
+        }
+    }
+    // Keep draining stdout in the background so the child never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        while reader.read_line(&mut sink).unwrap_or(0) > 0 {
+            sink.clear();
+        }
+    });
+    assert!(!url.is_empty(), "the server did not print its address");
+    (url, key)
+}
+
+/// Runs a statement directly against the server's database, bypassing Tether (to simulate
+/// tampering).
+pub async fn tamper(database_url: &str, sql: &str) -> u64 {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let url = if database_url.starts_with("sqlite") {
+        format!("{database_url}?mode=rw")
+    } else {
+        database_url.to_owned()
+    };
+    let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+    let done = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    done.rows_affected()
+}
