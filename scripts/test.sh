@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs Tether's whole test suite on a fresh Debian machine with the Rust toolchain:
+# installs what the tests need, starts PostgreSQL, runs every test against SQLite, then runs
+# the storage-backed suites (store conformance, router tests, black-box e2e) again against
+# PostgreSQL.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v python3 >/dev/null || need_apt+=(python3)
+ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 || need_apt+=(postgresql)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "== installing ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+echo "== starting PostgreSQL"
+eval "$(bash scripts/pg.sh start)"
+trap 'bash scripts/pg.sh stop "$TETHER_PG_DIR"' EXIT
+pg_url=$TETHER_TEST_DATABASE_URL
+unset TETHER_TEST_DATABASE_URL
+
+echo "== tests (SQLite)"
+cargo test --workspace --locked
+
+echo "== storage-backed tests (PostgreSQL)"
+TETHER_TEST_DATABASE_URL=$pg_url cargo test --locked -p tether-store -p tether-server -p tether-cli
