@@ -4,6 +4,7 @@
 pub mod clock;
 pub mod error;
 pub mod id;
+pub mod manifest;
 pub mod name;
 pub mod resource;
 pub mod role;

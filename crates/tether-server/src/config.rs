@@ -260,7 +260,7 @@ impl Config {
         Ok(Config {
             listen,
             database_url: db,
-            create_sqlite: false,
+            create_sqlite: true,
             tls: Some(tls),
             root_key: root,
             request_log: file.request_log.unwrap_or_default(),

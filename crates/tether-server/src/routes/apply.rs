@@ -14,11 +14,7 @@ use crate::model::{PLATFORM, env_object, org_object, resource_object};
 use crate::resources::{self as svc, Change, ScopeNames};
 use crate::routes::extract::CtxExt;
 use crate::routes::guard::{Ctx, allowed, write_relation};
-use crate::routes::resources::ManifestInput;
 use crate::state::AppState;
-
-/// At most this many documents per request.
-pub const MAX_DOCUMENTS: usize = 500;
 
 /// The outcome for one document.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -35,41 +31,6 @@ pub struct ApplyResult {
     pub result: &'static str,
 }
 
-/// Parses a multi-document YAML (or JSON) body into manifests.
-pub fn parse_manifests(body: &[u8]) -> AppResult<Vec<Resource>> {
-    let text = std::str::from_utf8(body)
-        .map_err(|_| AppError::new(ErrorCode::InvalidYaml, "the manifest is not UTF-8"))?;
-    let opts = serde_saphyr::options! { strict_booleans: true };
-    let docs: Vec<ManifestInput> = serde_saphyr::from_multiple_with_options(text, opts)
-        .map_err(|e| AppError::new(ErrorCode::InvalidYaml, first_line(&e.to_string())))?;
-    if docs.len() > MAX_DOCUMENTS {
-        return Err(AppError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("at most {MAX_DOCUMENTS} documents per apply"),
-        ));
-    }
-    let mut out = Vec::with_capacity(docs.len());
-    for (i, d) in docs.into_iter().enumerate() {
-        let kind = d.kind.ok_or_else(|| {
-            AppError::new(
-                ErrorCode::InvalidArgument,
-                format!("document {}: 'kind' is required", i + 1),
-            )
-        })?;
-        out.push(d.into_resource(kind)?);
-    }
-    Ok(out)
-}
-
-fn first_line(s: &str) -> String {
-    s.lines()
-        .next()
-        .unwrap_or("invalid YAML")
-        .chars()
-        .take(300)
-        .collect()
-}
-
 /// Applies manifests in dependency order (organizations, environments, identities, teams,
 /// bindings). It stops at the first failing document; earlier ones stay applied.
 #[utoipa::path(post, path = "/v1/apply", tag = "resources", request_body(content = String, content_type = "application/yaml"), responses((status = 200, body = Vec<ApplyResult>)))]
@@ -78,7 +39,7 @@ pub async fn apply(
     ctx: CtxExt,
     body: Bytes,
 ) -> AppResult<Json<Vec<ApplyResult>>> {
-    let mut manifests = parse_manifests(&body)?;
+    let mut manifests = tether_core::manifest::parse_manifests(&body)?;
     manifests.sort_by_key(|m| Kind::ALL.iter().position(|k| *k == m.kind));
     let mut results = Vec::new();
     for (i, m) in manifests.iter().enumerate() {

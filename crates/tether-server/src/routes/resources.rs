@@ -4,10 +4,7 @@
 use axum::Json;
 use axum::extract::State;
 use http::StatusCode;
-use serde::Deserialize;
-use serde_json::Value;
-use tether_core::resource::API_VERSION;
-use tether_core::{ErrorCode, Kind, Metadata, Resource};
+use tether_core::{ErrorCode, Kind, Resource};
 use tether_store::ResourceRow;
 use tether_store::resources::get_resource;
 
@@ -17,56 +14,11 @@ use crate::routes::extract::{ApiJson, CtxExt};
 use crate::routes::guard::Ctx;
 use crate::state::AppState;
 
-/// A resource as a client sends it. `status` is ignored; unknown fields are refused.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ManifestInput {
-    /// `tether.dev/v1` (optional).
-    #[serde(default)]
-    pub api_version: Option<String>,
-    /// Must match the collection if given.
-    #[serde(default)]
-    #[schema(value_type = Option<String>)]
-    pub kind: Option<Kind>,
-    /// Name, labels and an optional change message in `version.message`.
-    #[schema(value_type = Object)]
-    pub metadata: Metadata,
-    /// The kind's spec.
-    #[serde(default)]
-    pub spec: Value,
-    /// Ignored on input.
-    #[serde(default)]
-    #[schema(value_type = Option<Object>)]
-    pub status: Option<Value>,
-}
+/// A resource as a client sends it (see [`tether_core::manifest::Manifest`]).
+pub type ManifestInput = tether_core::manifest::Manifest;
 
-impl ManifestInput {
-    /// Converts into the envelope for `kind`, refusing mismatches.
-    pub fn into_resource(self, kind: Kind) -> AppResult<Resource> {
-        if let Some(v) = &self.api_version
-            && v != API_VERSION
-        {
-            {
-                return Err(AppError::new(
-                    ErrorCode::InvalidArgument,
-                    format!("api_version must be {API_VERSION}"),
-                ));
-            }
-        }
-        if self.kind.is_some_and(|k| k != kind) {
-            return Err(AppError::new(
-                ErrorCode::InvalidArgument,
-                format!("this collection holds {kind} resources"),
-            ));
-        }
-        Ok(Resource {
-            api_version: API_VERSION.into(),
-            kind,
-            metadata: self.metadata,
-            spec: self.spec,
-            status: None,
-        })
-    }
+fn into_resource(input: ManifestInput, kind: Kind) -> AppResult<Resource> {
+    input.into_resource(kind).map_err(AppError::from)
 }
 
 fn change_of<'a>(ctx: &'a Ctx, manifest: &Resource) -> AppResult<Change<'a>> {
@@ -118,13 +70,13 @@ pub async fn list_orgs(
 }
 
 /// Creates an organization (platform administrators); the creator becomes its owner.
-#[utoipa::path(post, path = "/v1/orgs", tag = "resources", request_body = ManifestInput, responses((status = 201, description = "created")))]
+#[utoipa::path(post, path = "/v1/orgs", tag = "resources", request_body = Object, responses((status = 201, description = "created")))]
 pub async fn create_org(
     State(state): State<AppState>,
     ctx: CtxExt,
     ApiJson(input): ApiJson<ManifestInput>,
 ) -> AppResult<(StatusCode, Json<Resource>)> {
-    let manifest = input.into_resource(Kind::Organization)?;
+    let manifest = into_resource(input, Kind::Organization)?;
     let scope = ScopeNames {
         org: manifest.metadata.name.clone(),
         ..ScopeNames::default()
@@ -154,14 +106,14 @@ pub async fn get_org(ctx: CtxExt) -> AppResult<Json<Resource>> {
 }
 
 /// Replaces an organization's spec and labels.
-#[utoipa::path(put, path = "/v1/orgs/{org}", tag = "resources", params(("org" = String, Path)), request_body = ManifestInput, responses((status = 200, description = "updated")))]
+#[utoipa::path(put, path = "/v1/orgs/{org}", tag = "resources", params(("org" = String, Path)), request_body = Object, responses((status = 200, description = "updated")))]
 pub async fn put_org(
     State(state): State<AppState>,
     ctx: CtxExt,
     ApiJson(input): ApiJson<ManifestInput>,
 ) -> AppResult<Json<Resource>> {
     let org = ctx_org(&ctx)?;
-    let manifest = input.into_resource(Kind::Organization)?;
+    let manifest = into_resource(input, Kind::Organization)?;
     if manifest.metadata.name != org.name {
         return Err(AppError::new(
             ErrorCode::InvalidArgument,
@@ -231,14 +183,14 @@ pub async fn list_items(
 /// Creates an item in a collection.
 #[utoipa::path(post, path = "/v1/orgs/{org}/{kind}", tag = "resources",
     params(("org" = String, Path), ("kind" = String, Path), ("env" = Option<String>, Query)),
-    request_body = ManifestInput, responses((status = 201, description = "created"), (status = 409, description = "exists")))]
+    request_body = Object, responses((status = 201, description = "created"), (status = 409, description = "exists")))]
 pub async fn create_item(
     State(state): State<AppState>,
     ctx: CtxExt,
     ApiJson(input): ApiJson<ManifestInput>,
 ) -> AppResult<(StatusCode, Json<Resource>)> {
     let kind = ctx_kind(&ctx)?;
-    let manifest = input.into_resource(kind)?;
+    let manifest = into_resource(input, kind)?;
     check_scope_fields(&ctx, &manifest)?;
     let row = svc::create(
         &state,
@@ -299,7 +251,7 @@ pub async fn get_item(
 /// Creates or replaces an item (idempotent).
 #[utoipa::path(put, path = "/v1/orgs/{org}/{kind}/{name}", tag = "resources",
     params(("org" = String, Path), ("kind" = String, Path), ("name" = String, Path), ("env" = Option<String>, Query)),
-    request_body = ManifestInput, responses((status = 200, description = "updated"), (status = 201, description = "created")))]
+    request_body = Object, responses((status = 200, description = "updated"), (status = 201, description = "created")))]
 pub async fn put_item(
     State(state): State<AppState>,
     ctx: CtxExt,
@@ -308,7 +260,7 @@ pub async fn put_item(
 ) -> AppResult<(StatusCode, Json<Resource>)> {
     let (_, _, name) = path_params;
     let kind = ctx_kind(&ctx)?;
-    let manifest = input.into_resource(kind)?;
+    let manifest = into_resource(input, kind)?;
     if manifest.metadata.name != name {
         return Err(AppError::new(
             ErrorCode::InvalidArgument,
