@@ -81,7 +81,9 @@ mod tests {
     use serde_json::json;
 
     use super::TETHER_MODEL_DSL;
-    use crate::{AuthorizationModel, CheckRequest, Engine, MemoryTupleStore, Tuple};
+    use crate::{
+        AuthorizationModel, CheckRequest, Engine, ListObjectsRequest, MemoryTupleStore, Tuple,
+    };
 
     fn setup() -> (AuthorizationModel, MemoryTupleStore) {
         let model = AuthorizationModel::from_dsl(TETHER_MODEL_DSL).unwrap();
@@ -142,5 +144,37 @@ mod tests {
             .cloned()
             .unwrap();
         assert!(!e.check(&model, &s, &req).unwrap());
+    }
+
+    #[test]
+    fn builtin_list_objects_subtracts_blocked_in_bulk() {
+        let (model, s) = setup();
+        let e = Engine::default();
+        let list = |t: &str, r: &str, u: &str| {
+            let req = ListObjectsRequest {
+                object_type: t.into(),
+                relation: r.into(),
+                user: u.into(),
+                ..ListObjectsRequest::default()
+            };
+            let mut objects = e.list_objects(&model, &s, &req).unwrap().objects;
+            objects.sort();
+            objects
+        };
+        assert_eq!(
+            list("resource", "can_read", "user:ann"),
+            ["resource:db-password"]
+        );
+        assert!(list("resource", "can_read", "user:mallory").is_empty());
+        assert!(list("organization", "can_manage", "user:mallory").is_empty());
+        assert_eq!(
+            list("resource", "viewer", "user:mallory"),
+            ["resource:db-password"]
+        );
+        assert_eq!(
+            list("resource", "can_manage", "user:bob"),
+            ["resource:db-password"]
+        );
+        assert!(list("resource", "can_read_value", "user:ann").is_empty());
     }
 }

@@ -181,7 +181,44 @@ impl<'a> Resolver<'a> {
         self.check_node(object, relation, 0)
     }
 
-    fn check_node(
+    /// Memoized result of `object#relation`, if any.
+    pub(crate) fn memo_get(&self, key: &NodeKey<'a>) -> Option<bool> {
+        self.memo.get(key).copied()
+    }
+
+    /// Whether the user is the userset `object#relation` itself.
+    pub(crate) fn is_user_userset(&self, key: NodeKey<'a>) -> bool {
+        matches!(self.user, UserRef::Userset(u, r)
+            if u.object_type == key.0 && u.id == key.1 && r == key.2)
+    }
+
+    /// Push `key` on the resolution stack (for a caller that evaluates its rewrite).
+    pub(crate) fn push_frame(&mut self, key: NodeKey<'a>) {
+        self.stack.push(key);
+    }
+
+    /// Pop the frame pushed by [`Self::push_frame`].
+    pub(crate) fn pop_frame(&mut self) {
+        self.stack.pop();
+    }
+
+    /// Number of cycle cuts so far (a cut under a subtracted set denies).
+    pub(crate) fn cycle_cuts(&self) -> u64 {
+        self.cycle_cuts
+    }
+
+    /// Evaluate part of a rewrite of `object#rel` (the caller pushed the frame).
+    pub(crate) fn eval_part(
+        &mut self,
+        object: ObjectRef<'a>,
+        rel: &'a RelationDefinition,
+        rewrite: &'a Userset,
+        depth: u32,
+    ) -> Result<bool, AuthzError> {
+        self.eval(object, rel, rewrite, depth)
+    }
+
+    pub(crate) fn check_node(
         &mut self,
         object: ObjectRef<'a>,
         relation: &'a str,

@@ -3,16 +3,18 @@
 //! candidates that come through an intersection or a difference.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::BuildHasherDefault;
 use std::ops::ControlFlow;
 use std::time::Instant;
 
 use serde_json::{Map, Value};
 
-use super::check::{NodeKey, Resolver, restriction_kinds, validate_user};
+use super::check::{AnyOf, NodeKey, Resolver, restriction_kinds, validate_user};
 use super::graph::{Leaf, Mode, leaves};
 use super::{Engine, Layered};
 use crate::error::AuthzError;
-use crate::model::{AuthorizationModel, RelationDefinition, TypeRestriction};
+use crate::model::{AuthorizationModel, RelationDefinition, TypeRestriction, Userset};
+use crate::store::hash::FxHasher;
 use crate::store::{Subject, TupleReader};
 use crate::tuple::{ObjectRef, Tuple, TupleCondition, UserRef, parse_user};
 
@@ -52,6 +54,10 @@ struct Graph<'a> {
     computed: HashMap<(&'a str, &'a str), Vec<(&'a str, Mode)>>,
     /// (parent type, relation) → (child type, child relation, tupleset def, restriction, mode).
     ttu: HashMap<(&'a str, &'a str), Vec<TtuEdge<'a>>>,
+    /// Relations whose rewrite, and every relation it depends on, uses only
+    /// unions: reverse expansion finds all their nodes before any candidate
+    /// that needs verification is resolved.
+    pure: HashSet<(&'a str, &'a str)>,
 }
 
 struct TtuEdge<'a> {
@@ -72,6 +78,7 @@ impl<'a> Graph<'a> {
                 }
             }
         }
+        g.pure = pure_relations(model);
         g
     }
 
@@ -123,11 +130,86 @@ impl<'a> Graph<'a> {
     }
 }
 
-struct Lister<'a> {
+/// Relations built from unions only, directly and through everything they
+/// depend on (computed relations, tupleset targets, userset restrictions).
+fn pure_relations(model: &AuthorizationModel) -> HashSet<(&str, &str)> {
+    type RelKey<'k> = (&'k str, &'k str);
+    let mut deps: Vec<(RelKey<'_>, Vec<RelKey<'_>>)> = Vec::new();
+    let mut pure = HashSet::new();
+    for t in &model.data().types {
+        for rel in &t.relations {
+            let key = (t.name.as_str(), rel.name.as_str());
+            let mut d = Vec::new();
+            if !rewrite_deps(model, &t.name, rel, &rel.rewrite, &mut d) {
+                continue;
+            }
+            pure.insert(key);
+            deps.push((key, d));
+        }
+    }
+    loop {
+        let before = pure.len();
+        for (key, d) in &deps {
+            if pure.contains(key) && d.iter().any(|k| !pure.contains(k)) {
+                pure.remove(key);
+            }
+        }
+        if pure.len() == before {
+            return pure;
+        }
+    }
+}
+
+/// Collect the relations a union-only rewrite depends on; `false` if the
+/// rewrite has an intersection or a difference.
+fn rewrite_deps<'a>(
+    model: &'a AuthorizationModel,
+    type_name: &'a str,
+    rel: &'a RelationDefinition,
+    u: &'a Userset,
+    out: &mut Vec<(&'a str, &'a str)>,
+) -> bool {
+    match u {
+        Userset::This => {
+            for k in &rel.directly_related {
+                if let Some(r) = &k.relation {
+                    out.push((&k.type_name, r));
+                }
+            }
+            true
+        }
+        Userset::Computed(r) => {
+            out.push((type_name, r));
+            true
+        }
+        Userset::TupleToUserset { tupleset, computed } => {
+            if let Some(ts) = model.relation(type_name, tupleset) {
+                for k in &ts.directly_related {
+                    if k.relation.is_none() && !k.wildcard {
+                        out.push((&k.type_name, computed));
+                    }
+                }
+            }
+            true
+        }
+        Userset::Union(children) => children
+            .iter()
+            .all(|c| rewrite_deps(model, type_name, rel, c, out)),
+        Userset::Intersection(_) | Userset::Difference { .. } => false,
+    }
+}
+
+type FxSet<T> = HashSet<T, BuildHasherDefault<FxHasher>>;
+
+struct Lister<'a, 'g> {
     resolver: Resolver<'a>,
-    graph: Graph<'a>,
-    found: HashSet<NodeKey<'a>>,
-    rejected: HashSet<NodeKey<'a>>,
+    graph: &'g Graph<'a>,
+    found: FxSet<NodeKey<'a>>,
+    rejected: FxSet<NodeKey<'a>>,
+    /// Candidates reached under an intersection or a difference, resolved
+    /// once the queue is empty (every node of a pure relation is then known).
+    pending: Vec<NodeKey<'a>>,
+    pending_seen: FxSet<NodeKey<'a>>,
     queue: VecDeque<NodeKey<'a>>,
     target: (&'a str, &'a str),
     results: Vec<&'a str>,
@@ -157,11 +239,14 @@ impl Engine {
         validate_user(model, &user).map_err(|e| AuthzError::Validation(e.to_string()))?;
         let extra = self.contextual_store(model, &req.contextual_tuples)?;
         let reader = Layered::new(tuples, extra.as_ref());
+        let graph = Graph::build(model);
         let mut lister = Lister {
             resolver: Resolver::new(model, &reader, user, &req.context, &self.limits),
-            graph: Graph::build(model),
-            found: HashSet::new(),
-            rejected: HashSet::new(),
+            graph: &graph,
+            found: FxSet::default(),
+            rejected: FxSet::default(),
+            pending: Vec::new(),
+            pending_seen: FxSet::default(),
             queue: VecDeque::new(),
             target: (&req.object_type, &req.relation),
             results: Vec::new(),
@@ -185,22 +270,145 @@ impl Engine {
     }
 }
 
-impl<'a> Lister<'a> {
+impl<'a> Lister<'a, '_> {
     fn run(&mut self) -> Result<(), AuthzError> {
         self.seed()?;
         let mut steps = 0u32;
-        while let Some(node) = self.queue.pop_front() {
-            if self.truncated {
-                break;
+        loop {
+            while let Some(node) = self.queue.pop_front() {
+                if self.truncated {
+                    return Ok(());
+                }
+                steps = steps.wrapping_add(1);
+                if steps.is_multiple_of(256) && self.past_deadline() {
+                    return Ok(());
+                }
+                self.propagate(node)?;
             }
-            steps = steps.wrapping_add(1);
-            if steps.is_multiple_of(256) && self.deadline.is_some_and(|d| Instant::now() >= d) {
-                self.truncated = true;
-                break;
+            if self.pending.is_empty() || self.truncated {
+                return Ok(());
             }
-            self.propagate(node)?;
+            // The queue is empty: every node of a pure relation is in `found`.
+            let pending = std::mem::take(&mut self.pending);
+            for node in pending {
+                self.pending_seen.remove(&node);
+                if self.truncated {
+                    return Ok(());
+                }
+                steps = steps.wrapping_add(1);
+                if steps.is_multiple_of(256) && self.past_deadline() {
+                    return Ok(());
+                }
+                if self.found.contains(&node) || self.rejected.contains(&node) {
+                    continue;
+                }
+                if self.verify(node)? {
+                    self.accept(node);
+                } else {
+                    self.rejected.insert(node);
+                }
+            }
         }
-        Ok(())
+    }
+
+    fn past_deadline(&mut self) -> bool {
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            self.truncated = true;
+        }
+        self.truncated
+    }
+
+    /// Decide a candidate: evaluate its rewrite, answering the positive
+    /// references to pure relations from `found` instead of a Check.
+    fn verify(&mut self, node: NodeKey<'a>) -> Result<bool, AuthzError> {
+        if let Some(hit) = self.resolver.memo_get(&node) {
+            return Ok(hit);
+        }
+        if self.resolver.is_user_userset(node) {
+            return Ok(true);
+        }
+        let model = self.resolver.model;
+        let Some(rel) = model.relation(node.0, node.2) else {
+            return Ok(false);
+        };
+        let object = ObjectRef {
+            object_type: node.0,
+            id: node.1,
+        };
+        self.resolver.push_frame(node);
+        let r = self.eval_known(object, rel, &rel.rewrite);
+        self.resolver.pop_frame();
+        r
+    }
+
+    /// Check's semantics for a rewrite in a positive position (not under a
+    /// subtracted set, where a cycle denies and only Check can tell).
+    fn eval_known(
+        &mut self,
+        object: ObjectRef<'a>,
+        rel: &'a RelationDefinition,
+        rewrite: &'a Userset,
+    ) -> Result<bool, AuthzError> {
+        match rewrite {
+            Userset::Computed(r) => {
+                let key = (object.object_type, object.id, r.as_str());
+                if self.found.contains(&key) {
+                    Ok(true)
+                } else if self.graph.pure.contains(&(object.object_type, r.as_str())) {
+                    Ok(false)
+                } else {
+                    self.resolver.eval_part(object, rel, rewrite, 0)
+                }
+            }
+            Userset::Union(children) => {
+                let mut acc = AnyOf::new();
+                for c in children {
+                    if acc.add(self.eval_known(object, rel, c)).is_break() {
+                        break;
+                    }
+                }
+                acc.finish()
+            }
+            Userset::Intersection(children) => {
+                let mut error = None;
+                for c in children {
+                    match self.eval_known(object, rel, c) {
+                        Ok(true) => {}
+                        Ok(false) => return Ok(false),
+                        Err(e) => {
+                            error.get_or_insert(e);
+                        }
+                    }
+                }
+                error.map_or(Ok(true), Err)
+            }
+            Userset::Difference { base, subtract } => {
+                let base = self.eval_known(object, rel, base);
+                if matches!(base, Ok(false)) {
+                    return Ok(false);
+                }
+                if let Userset::Computed(r) = subtract.as_ref()
+                    && self
+                        .found
+                        .contains(&(object.object_type, object.id, r.as_str()))
+                {
+                    return Ok(false);
+                }
+                let cuts_before = self.resolver.cycle_cuts();
+                let subtract = self.resolver.eval_part(object, rel, subtract, 0);
+                if matches!(subtract, Ok(false)) && self.resolver.cycle_cuts() != cuts_before {
+                    return Ok(false);
+                }
+                match (base, subtract) {
+                    (_, Ok(true)) => Ok(false),
+                    (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+                    (Ok(b), Ok(false)) => Ok(b),
+                }
+            }
+            Userset::This | Userset::TupleToUserset { .. } => {
+                self.resolver.eval_part(object, rel, rewrite, 0)
+            }
+        }
     }
 
     fn seed(&mut self) -> Result<(), AuthzError> {
@@ -222,8 +430,11 @@ impl<'a> Lister<'a> {
 
     /// Every relation that directly holds `subj` (of `kind`).
     fn reach_from_subject(&mut self, subj: Subject<'a>, kind: Kind<'a>) -> Result<(), AuthzError> {
-        let edges = self.graph.direct.get(&kind).cloned().unwrap_or_default();
-        for (rel, object_type, restriction, mode) in edges {
+        let graph = self.graph;
+        let Some(edges) = graph.direct.get(&kind) else {
+            return Ok(());
+        };
+        for &(rel, object_type, restriction, mode) in edges {
             let ids = self.read_objects(subj, &rel.name, object_type, rel, restriction)?;
             for id in ids {
                 self.reach((object_type, id, &rel.name), mode)?;
@@ -262,15 +473,16 @@ impl<'a> Lister<'a> {
             return Ok(());
         }
         if mode == Mode::Verify {
-            let object = ObjectRef {
-                object_type: node.0,
-                id: node.1,
-            };
-            if !self.resolver.check(object, node.2)? {
-                self.rejected.insert(node);
-                return Ok(());
+            if self.pending_seen.insert(node) {
+                self.pending.push(node);
             }
+            return Ok(());
         }
+        self.accept(node);
+        Ok(())
+    }
+
+    fn accept(&mut self, node: NodeKey<'a>) {
         self.found.insert(node);
         self.queue.push_back(node);
         if (node.0, node.2) == self.target {
@@ -279,49 +491,24 @@ impl<'a> Lister<'a> {
                 self.truncated = true;
             }
         }
-        Ok(())
     }
 
     fn propagate(&mut self, node: NodeKey<'a>) -> Result<(), AuthzError> {
         let (t, id, r) = node;
-        let computed = self
-            .graph
-            .computed
-            .get(&(t, r))
-            .cloned()
-            .unwrap_or_default();
-        for (r2, mode) in computed {
+        let graph = self.graph;
+        for &(r2, mode) in graph.computed.get(&(t, r)).map_or(&[][..], Vec::as_slice) {
             self.reach((t, id, r2), mode)?;
         }
-        let edges: Vec<(
-            &'a str,
-            &'a str,
-            &'a RelationDefinition,
-            &'a TypeRestriction,
-            Mode,
-        )> = self
-            .graph
-            .ttu
-            .get(&(t, r))
-            .map(|v| {
-                v.iter()
-                    .map(|e| {
-                        (
-                            e.child_type,
-                            e.child_relation,
-                            e.tupleset,
-                            e.restriction,
-                            e.mode,
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        for (child_type, child_rel, ts, restriction, mode) in edges {
-            let ids =
-                self.read_objects(subject(t, id, None), &ts.name, child_type, ts, restriction)?;
+        for e in graph.ttu.get(&(t, r)).map_or(&[][..], Vec::as_slice) {
+            let ids = self.read_objects(
+                subject(t, id, None),
+                &e.tupleset.name,
+                e.child_type,
+                e.tupleset,
+                e.restriction,
+            )?;
             for child in ids {
-                self.reach((child_type, child, child_rel), mode)?;
+                self.reach((e.child_type, child, e.child_relation), e.mode)?;
             }
         }
         self.reach_from_subject(subject(t, id, Some(r)), (t, Some(r), false))

@@ -1,6 +1,6 @@
 //! Tuple sources: the [`TupleReader`] trait and the in-memory index.
 
-mod hash;
+pub(crate) mod hash;
 mod interner;
 mod memory;
 
