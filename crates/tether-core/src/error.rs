@@ -50,11 +50,14 @@ error_codes! {
     Conflict => (409, "conflict", "the request conflicts with the current state"),
     VersionConflict => (409, "version_conflict", "the resource changed since the given version"),
     TeamCycle => (409, "team_cycle", "the membership would create a cycle of teams"),
+    VersionDestroyed => (410, "version_destroyed", "this version was destroyed"),
     PayloadTooLarge => (413, "payload_too_large", "the request body is too large"),
+    ReferenceError => (422, "reference_error", "a reference could not be resolved"),
     UnsupportedMediaType => (415, "unsupported_media_type", "the content type is not supported"),
     RateLimited => (429, "rate_limited", "too many requests"),
     Internal => (500, "internal", "an internal error occurred"),
     Unavailable => (503, "unavailable", "the service is temporarily unavailable"),
+    KekUnavailable => (503, "kek_unavailable", "the key-encryption key is unavailable"),
 }
 
 /// The error a client sees: a code and a message that is safe to show.

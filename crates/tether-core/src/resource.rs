@@ -25,6 +25,10 @@ pub enum Kind {
     ServiceAccount,
     /// A grant of a role to a subject on a scope.
     RoleBinding,
+    /// Sensitive data: a map of strings kept only in encrypted, immutable versions.
+    Secret,
+    /// A non-sensitive configuration value, versioned and audited.
+    Variable,
 }
 
 /// Whether a kind lives at the organization level, in an environment, or either.
@@ -40,13 +44,15 @@ pub enum Scope {
 
 impl Kind {
     /// Every kind, in dependency order (an apply of mixed kinds is done in this order).
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Organization,
         Kind::Environment,
         Kind::User,
         Kind::ServiceAccount,
         Kind::Team,
         Kind::RoleBinding,
+        Kind::Variable,
+        Kind::Secret,
     ];
 
     /// The name used in URLs and on the command line (plural, lowercase).
@@ -58,6 +64,8 @@ impl Kind {
             Kind::User => "users",
             Kind::ServiceAccount => "service-accounts",
             Kind::RoleBinding => "role-bindings",
+            Kind::Secret => "secrets",
+            Kind::Variable => "variables",
         }
     }
 
@@ -70,6 +78,8 @@ impl Kind {
             Kind::User => "user",
             Kind::ServiceAccount => "service account",
             Kind::RoleBinding => "role binding",
+            Kind::Secret => "secret",
+            Kind::Variable => "variable",
         }
     }
 
@@ -78,7 +88,7 @@ impl Kind {
         match self {
             Kind::Organization => Scope::Global,
             Kind::Environment | Kind::Team | Kind::User | Kind::ServiceAccount => Scope::Org,
-            Kind::RoleBinding => Scope::OrgOrEnv,
+            Kind::RoleBinding | Kind::Secret | Kind::Variable => Scope::OrgOrEnv,
         }
     }
 
@@ -92,6 +102,8 @@ impl Kind {
             "user" | "users" => Kind::User,
             "serviceaccount" | "serviceaccounts" | "sa" => Kind::ServiceAccount,
             "rolebinding" | "rolebindings" | "binding" | "bindings" => Kind::RoleBinding,
+            "secret" | "secrets" => Kind::Secret,
+            "variable" | "variables" | "var" | "vars" => Kind::Variable,
             _ => return None,
         };
         Some(kind)

@@ -101,6 +101,11 @@ impl Authorizer for EmbeddedAuthorizer {
         object: &str,
         ctx: &CheckContext,
     ) -> Result<bool, AppError> {
+        // A relation the object's type does not define is simply not held.
+        let object_type = object.split_once(':').map_or(object, |(t, _)| t);
+        if self.model.relation(object_type, relation).is_none() {
+            return Ok(false);
+        }
         let req = CheckRequest {
             object: object.to_owned(),
             relation: relation.to_owned(),
@@ -155,5 +160,43 @@ impl Authorizer for EmbeddedAuthorizer {
                 tracing::error!(error = %e, "could not index a committed tuple");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(object: &str, relation: &str, subject: &str) -> TupleRow {
+        TupleRow {
+            object: object.into(),
+            relation: relation.into(),
+            subject: subject.into(),
+            org_id: "o".into(),
+            source_id: "s".into(),
+            condition: None,
+        }
+    }
+
+    #[test]
+    fn relations_a_type_lacks_are_not_held() {
+        let a = EmbeddedAuthorizer::new(&[
+            row("environment:e", "organization", "organization:o"),
+            row("organization:o", "owner", "user:u"),
+        ])
+        .unwrap();
+        let ctx = CheckContext {
+            ip: Some("127.0.0.1".into()),
+            now: Some("2026-01-01T00:00:00Z".into()),
+        };
+        assert!(
+            a.check("user:u", "can_read", "environment:e", &ctx)
+                .unwrap()
+        );
+        assert!(
+            !a.check("user:u", "can_read_value", "environment:e", &ctx)
+                .unwrap()
+        );
+        assert!(!a.check("user:u", "can_read", "widget:w", &ctx).unwrap());
     }
 }

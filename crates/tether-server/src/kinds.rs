@@ -100,6 +100,43 @@ pub struct RoleBindingSpec {
     pub resource: Option<BindingTarget>,
 }
 
+/// Secret metadata. The data lives only in encrypted versions. `current_version`,
+/// `versions` and `deleted` are kept by the server; values a client sends for them are ignored.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSpec {
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Custom metadata (never secret).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub custom_metadata: std::collections::BTreeMap<String, String>,
+    /// Keep at most this many versions with data (older ones are destroyed); 0 keeps all.
+    #[serde(default = "default_max_versions")]
+    pub max_versions: u32,
+    /// The newest version (server-managed).
+    #[serde(default)]
+    pub current_version: i64,
+    /// Soft-deleted (server-managed): reads fail until undeleted.
+    #[serde(default)]
+    pub deleted: bool,
+}
+
+fn default_max_versions() -> u32 {
+    20
+}
+
+/// Variable spec: a non-sensitive value, versioned and audited like every resource.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VariableSpec {
+    /// The value; may reference `${var:NAME}`, `${secret:NAME}` or `${secret:NAME.KEY}`.
+    pub value: String,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
 fn invalid_spec(kind: Kind, e: &serde_json::Error) -> AppError {
     AppError::new(
         ErrorCode::InvalidArgument,
@@ -126,6 +163,8 @@ pub fn validate_spec(kind: Kind, spec: &Value) -> AppResult<Value> {
         Kind::User => parse::<UserSpec>(kind, spec)?,
         Kind::ServiceAccount => parse::<ServiceAccountSpec>(kind, spec)?,
         Kind::RoleBinding => parse::<RoleBindingSpec>(kind, spec)?,
+        Kind::Secret => parse::<SecretSpec>(kind, spec)?,
+        Kind::Variable => parse::<VariableSpec>(kind, spec)?,
     };
     if let Some(size) = serde_json::to_string(&value).ok().map(|s| s.len())
         && size > 256 * 1024

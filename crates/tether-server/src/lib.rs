@@ -15,6 +15,8 @@ pub mod model;
 pub mod reqlog;
 pub mod resources;
 pub mod routes;
+pub mod secret_ops;
+pub mod secrets;
 pub mod serve;
 pub mod state;
 pub mod tokens;
@@ -105,6 +107,7 @@ pub async fn build_state(config: &Config, clock: Arc<dyn Clock>) -> Result<AppSt
         metrics: metrics_handle(),
         max_body_bytes: config.max_body_bytes,
         public_url: config.public_url.clone(),
+        secrets: secrets::SecretKeys::new(root),
     };
     Ok(AppState(Arc::new(inner)))
 }

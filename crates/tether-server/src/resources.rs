@@ -101,8 +101,8 @@ pub struct Change<'a> {
 /// The tuples a committed transaction wrote and deleted, to mirror into the index.
 #[derive(Default)]
 pub struct TupleDelta {
-    writes: Vec<TupleRow>,
-    deletes: Vec<TupleRow>,
+    pub(crate) writes: Vec<TupleRow>,
+    pub(crate) deletes: Vec<TupleRow>,
 }
 
 impl TupleDelta {
@@ -112,14 +112,14 @@ impl TupleDelta {
     }
 }
 
-struct VersionInput<'a> {
-    event: &'a str,
-    before: Option<String>,
-    after: Option<String>,
-    previous: Option<String>,
+pub(crate) struct VersionInput<'a> {
+    pub(crate) event: &'a str,
+    pub(crate) before: Option<String>,
+    pub(crate) after: Option<String>,
+    pub(crate) previous: Option<String>,
 }
 
-async fn record_version(
+pub(crate) async fn record_version(
     tx: &mut Tx,
     state: &AppState,
     row: &ResourceRow,
@@ -152,7 +152,7 @@ async fn record_version(
     Ok(rec.id)
 }
 
-async fn write_grants(
+pub(crate) async fn write_grants(
     tx: &mut Tx,
     kind: Kind,
     row: &ResourceRow,
@@ -214,6 +214,25 @@ async fn refuse_team_cycle(
     Ok(())
 }
 
+/// Secret state (`current_version`, `deleted`) is the server's: a client's metadata update
+/// keeps the stored values.
+fn keep_secret_state(stored: &str, mut spec: Value) -> Value {
+    let old: Value = serde_json::from_str(stored).unwrap_or(Value::Null);
+    if let Some(obj) = spec.as_object_mut() {
+        obj.insert(
+            "current_version".into(),
+            old.get("current_version")
+                .cloned()
+                .unwrap_or(Value::from(0)),
+        );
+        obj.insert(
+            "deleted".into(),
+            old.get("deleted").cloned().unwrap_or(Value::Bool(false)),
+        );
+    }
+    spec
+}
+
 /// Creates a resource. The caller has validated the scope and authorized the write.
 pub async fn create(
     state: &AppState,
@@ -224,7 +243,10 @@ pub async fn create(
 ) -> AppResult<ResourceRow> {
     let name = tether_core::Name::parse(&manifest.metadata.name)
         .map_err(|e| AppError::new(ErrorCode::InvalidName, e.to_string()))?;
-    let spec = validate_spec(kind, &manifest.spec)?;
+    let mut spec = validate_spec(kind, &manifest.spec)?;
+    if kind == Kind::Secret {
+        spec = keep_secret_state("{}", spec);
+    }
     let now = state.clock.now_millis();
     let id = match kind {
         Kind::Organization => tether_core::id::OrgId::generate().to_string(),
@@ -301,7 +323,10 @@ pub async fn update(
     change: &Change<'_>,
 ) -> AppResult<(ResourceRow, bool)> {
     let kind = Kind::parse(&existing.kind).ok_or_else(|| AppError::internal("stored kind"))?;
-    let spec = validate_spec(kind, &manifest.spec)?;
+    let mut spec = validate_spec(kind, &manifest.spec)?;
+    if kind == Kind::Secret && change.event.is_none() {
+        spec = keep_secret_state(&existing.spec, spec);
+    }
     let mut row = existing.clone();
     row.spec = spec.to_string();
     row.labels = serde_json::to_string(&manifest.metadata.labels).map_err(AppError::internal)?;
@@ -352,7 +377,7 @@ pub async fn delete(
         Kind::Team => Some(format!("team:{}", existing.id)),
         Kind::Environment => Some(crate::model::env_object(&existing.id)),
         Kind::Organization => Some(crate::model::org_object(&existing.id)),
-        Kind::RoleBinding => None,
+        Kind::RoleBinding | Kind::Secret | Kind::Variable => None,
     };
     if let Some(obj) = touching {
         delta

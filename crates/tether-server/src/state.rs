@@ -38,6 +38,8 @@ pub struct Inner {
     pub max_body_bytes: usize,
     /// Public URL.
     pub public_url: String,
+    /// Keys for secrets: organization KEKs and the DEK cache.
+    pub secrets: crate::secrets::SecretKeys,
 }
 
 impl std::ops::Deref for AppState {

@@ -1,4 +1,10 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, reason = "test code")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test code"
+)]
 
 //! The repository conformance suite. It runs against SQLite by default and against PostgreSQL
 //! when `TETHER_TEST_DATABASE_URL` is set (each test gets a fresh database there). CI runs it

@@ -195,6 +195,12 @@ pub async fn restore(
     let (_, id) = path_params;
     let v = load_visible(&state, &ctx, &id).await?;
     let kind = Kind::parse(&v.resource_kind).ok_or_else(|| AppError::internal("stored kind"))?;
+    if kind == Kind::Secret {
+        return Err(AppError::new(
+            ErrorCode::Conflict,
+            "secret data is versioned on its own: use `tether secret rollback NAME --to N`",
+        ));
+    }
     let obj = version_object(&state, &v).await?;
     if !allowed(&state, &ctx, write_relation(kind), &obj)? {
         return Err(AppError::new(

@@ -145,6 +145,48 @@ pub const GUARDS: &[Guard] = &[
         Rel::Fixed("can_manage_iam"),
         Target::Kind,
     ),
+    g(
+        "POST",
+        "/v1/orgs/{org}/{kind}/{name}/versions",
+        Rel::KindWrite,
+        Target::Kind,
+    ),
+    g(
+        "GET",
+        "/v1/orgs/{org}/{kind}/{name}/versions",
+        READ,
+        Target::Kind,
+    ),
+    g(
+        "GET",
+        "/v1/orgs/{org}/{kind}/{name}/data",
+        Rel::Fixed("can_read_value"),
+        Target::Kind,
+    ),
+    g(
+        "POST",
+        "/v1/orgs/{org}/{kind}/{name}/versions/{version}/destroy",
+        Rel::KindWrite,
+        Target::Kind,
+    ),
+    g(
+        "POST",
+        "/v1/orgs/{org}/{kind}/{name}/rollback",
+        Rel::KindWrite,
+        Target::Kind,
+    ),
+    g(
+        "POST",
+        "/v1/orgs/{org}/{kind}/{name}/undelete",
+        Rel::KindWrite,
+        Target::Kind,
+    ),
+    g(
+        "GET",
+        "/v1/orgs/{org}/{kind}/{name}/resolved",
+        READ,
+        Target::Kind,
+    ),
     g("GET", "/v1/audit/{org}/versions", READ, Target::Org),
     g(
         "GET",
@@ -235,6 +277,7 @@ pub fn write_relation(kind: Kind) -> &'static str {
     match kind {
         Kind::Organization | Kind::Environment => "can_manage",
         Kind::Team | Kind::User | Kind::ServiceAccount | Kind::RoleBinding => "can_manage_iam",
+        Kind::Secret | Kind::Variable => "can_write",
     }
 }
 
@@ -450,7 +493,20 @@ async fn resolve_scoped(
                 }
                 // A missing item: answer as the scope would (404 if the scope is not visible,
                 // else the handler answers 404 or creates it).
-                None => scope_obj,
+                None => {
+                    if rel == "can_read_value" {
+                        require(
+                            state,
+                            &ctx,
+                            "can_read",
+                            &scope_obj,
+                            Some((kind.singular(), name)),
+                        )
+                        .await?;
+                        return Err(AppError::not_found(kind.singular(), name));
+                    }
+                    scope_obj
+                }
             }
         }
         None => scope_obj,

@@ -8,7 +8,9 @@ pub mod auth;
 pub mod extract;
 pub mod guard;
 pub mod ops;
+pub mod resolve;
 pub mod resources;
+pub mod secrets;
 
 use std::time::Instant;
 
@@ -31,7 +33,7 @@ use crate::state::AppState;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Tether API", description = "Tether control plane REST API."),
-    tags((name = "resources"), (name = "auth"), (name = "audit"), (name = "ops"))
+    tags((name = "resources"), (name = "secrets"), (name = "auth"), (name = "audit"), (name = "ops"))
 )]
 pub struct ApiDoc;
 
@@ -64,6 +66,12 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(auth::set_password))
         .routes(routes!(auth::list_keys, auth::create_key))
         .routes(routes!(auth::revoke_key))
+        .routes(routes!(secrets::write, secrets::versions))
+        .routes(routes!(secrets::data))
+        .routes(routes!(secrets::destroy))
+        .routes(routes!(secrets::rollback))
+        .routes(routes!(secrets::undelete))
+        .routes(routes!(resolve::resolved))
         .routes(routes!(audit::list_versions))
         .routes(routes!(audit::show_version))
         .routes(routes!(audit::restore))

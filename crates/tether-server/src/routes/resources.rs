@@ -160,13 +160,31 @@ async fn item_scope(state: &AppState, ctx: &Ctx, row: &ResourceRow) -> AppResult
     Ok(scope)
 }
 
+/// Listing options.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+pub struct ListQuery {
+    /// Environment, for environment-scoped kinds.
+    pub env: Option<String>,
+    /// Include soft-deleted secrets.
+    #[serde(default)]
+    pub deleted: bool,
+}
+
+fn is_deleted(row: &ResourceRow) -> bool {
+    serde_json::from_str::<serde_json::Value>(&row.spec)
+        .ok()
+        .and_then(|v| v.get("deleted").and_then(serde_json::Value::as_bool))
+        .unwrap_or(false)
+}
+
 /// Lists a collection (`?env=NAME` for environment-scoped kinds).
 #[utoipa::path(get, path = "/v1/orgs/{org}/{kind}", tag = "resources",
-    params(("org" = String, Path), ("kind" = String, Path, description = "envs, teams, users, service-accounts or role-bindings"), ("env" = Option<String>, Query)),
+    params(("org" = String, Path), ("kind" = String, Path, description = "envs, teams, users, service-accounts, role-bindings, secrets or variables"), ListQuery),
     responses((status = 200, description = "items")))]
 pub async fn list_items(
     State(state): State<AppState>,
     ctx: CtxExt,
+    axum::extract::Query(q): axum::extract::Query<ListQuery>,
 ) -> AppResult<Json<Vec<Resource>>> {
     let kind = ctx_kind(&ctx)?;
     let rows = state
@@ -177,7 +195,8 @@ pub async fn list_items(
             &kind.to_string(),
         )
         .await?;
-    Ok(Json(rows.iter().map(|r| render(r, &ctx.scope)).collect()))
+    let visible = rows.iter().filter(|r| q.deleted || !is_deleted(r));
+    Ok(Json(visible.map(|r| render(r, &ctx.scope)).collect()))
 }
 
 /// Creates an item in a collection.
@@ -292,6 +311,12 @@ pub async fn delete_item(
 ) -> AppResult<StatusCode> {
     let (_, _, name) = path_params;
     let row = ctx_item(&ctx, &name)?;
+    if row.kind == Kind::Secret.to_string() {
+        // Secrets are soft-deleted: reads fail until `undelete`; versions stay.
+        let scope = item_scope(&state, &ctx, row).await?;
+        crate::secret_ops::set_deleted(&state, &scope, row, true, ctx.principal()?).await?;
+        return Ok(StatusCode::NO_CONTENT);
+    }
     let change = Change {
         actor: ctx.principal()?,
         message: None,

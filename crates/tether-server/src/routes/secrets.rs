@@ -1,0 +1,207 @@
+//! Secret data routes under `/v1/orgs/{org}/secrets/{name}/...` (`?env=` for environment
+//! secrets). Metadata goes through the generic collection routes.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+use tether_core::Kind;
+use tether_store::ResourceRow;
+
+use crate::error::{AppError, AppResult};
+use crate::routes::extract::{ApiJson, CtxExt};
+use crate::routes::guard::Ctx;
+use crate::secret_ops::{self as ops, NewVersion, VersionInfo};
+use crate::state::AppState;
+
+/// A new version.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WriteRequest {
+    /// KEY → VALUE.
+    pub data: BTreeMap<String, String>,
+    /// Check-and-set: the version you expect to be current (0: the secret must not exist).
+    #[serde(default)]
+    pub if_version: Option<i64>,
+    /// Change message.
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// The result of a write.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct WriteResponse {
+    /// Secret name.
+    pub name: String,
+    /// The new version.
+    pub version: i64,
+}
+
+/// Secret data.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DataResponse {
+    /// Secret name.
+    pub name: String,
+    /// Version read.
+    pub version: i64,
+    /// KEY → VALUE.
+    pub data: BTreeMap<String, String>,
+}
+
+fn only_secrets(ctx: &Ctx, name: &str) -> AppResult<()> {
+    match ctx.kind {
+        Some(Kind::Secret) => Ok(()),
+        _ => Err(AppError::not_found("collection", name)),
+    }
+}
+
+fn secret<'a>(ctx: &'a Ctx, name: &str) -> AppResult<&'a ResourceRow> {
+    only_secrets(ctx, name)?;
+    ctx.item
+        .as_ref()
+        .ok_or_else(|| AppError::not_found("secret", name))
+}
+
+/// Writes a new version (creating the secret on first write).
+#[utoipa::path(post, path = "/v1/orgs/{org}/{kind}/{name}/versions", tag = "secrets",
+    params(("org" = String, Path), ("kind" = String, Path, description = "secrets"), ("name" = String, Path), ("env" = Option<String>, Query)),
+    request_body = WriteRequest, responses((status = 201, body = WriteResponse), (status = 409, description = "version conflict")))]
+pub async fn write(
+    State(state): State<AppState>,
+    ctx: CtxExt,
+    Path(p): Path<(String, String, String)>,
+    ApiJson(req): ApiJson<WriteRequest>,
+) -> AppResult<(StatusCode, Json<WriteResponse>)> {
+    let (_, _, name) = p;
+    only_secrets(&ctx, &name)?;
+    let v = NewVersion {
+        name: &name,
+        data: &req.data,
+        if_version: req.if_version,
+        message: req.message,
+    };
+    let (_, version) = ops::write_version(&state, &ctx.scope, ctx.principal()?, &v).await?;
+    Ok((StatusCode::CREATED, Json(WriteResponse { name, version })))
+}
+
+/// Lists a secret's versions (no data).
+#[utoipa::path(get, path = "/v1/orgs/{org}/{kind}/{name}/versions", tag = "secrets",
+    params(("org" = String, Path), ("kind" = String, Path), ("name" = String, Path), ("env" = Option<String>, Query)),
+    responses((status = 200, body = Vec<VersionInfo>)))]
+pub async fn versions(
+    State(state): State<AppState>,
+    ctx: CtxExt,
+    Path(p): Path<(String, String, String)>,
+) -> AppResult<Json<Vec<VersionInfo>>> {
+    let (_, _, name) = p;
+    Ok(Json(
+        ops::list_versions(&state, secret(&ctx, &name)?).await?,
+    ))
+}
+
+/// Which version to read.
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct DataQuery {
+    /// Environment.
+    pub env: Option<String>,
+    /// Version (default: current).
+    pub version: Option<i64>,
+}
+
+/// Reads a secret's data (needs `can_read_value`).
+#[utoipa::path(get, path = "/v1/orgs/{org}/{kind}/{name}/data", tag = "secrets",
+    params(("org" = String, Path), ("kind" = String, Path), ("name" = String, Path), DataQuery),
+    responses((status = 200, body = DataResponse), (status = 410, description = "destroyed")))]
+pub async fn data(
+    State(state): State<AppState>,
+    ctx: CtxExt,
+    Path(p): Path<(String, String, String)>,
+    Query(q): Query<DataQuery>,
+) -> AppResult<Json<DataResponse>> {
+    let (_, _, name) = p;
+    let row = secret(&ctx, &name)?;
+    let (version, data) = ops::read_version(&state, row, q.version).await?;
+    Ok(Json(DataResponse {
+        name,
+        version,
+        data,
+    }))
+}
+
+/// Destroys one version's data for good.
+#[utoipa::path(post, path = "/v1/orgs/{org}/{kind}/{name}/versions/{version}/destroy", tag = "secrets",
+    params(("org" = String, Path), ("kind" = String, Path), ("name" = String, Path), ("version" = i64, Path), ("env" = Option<String>, Query)),
+    responses((status = 204, description = "destroyed")))]
+pub async fn destroy(
+    State(state): State<AppState>,
+    ctx: CtxExt,
+    Path(p): Path<(String, String, String, i64)>,
+) -> AppResult<StatusCode> {
+    let (_, _, name, version) = p;
+    ops::destroy(
+        &state,
+        &ctx.scope,
+        secret(&ctx, &name)?,
+        version,
+        ctx.principal()?,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A rollback.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// The version whose data becomes the new version.
+    pub to: i64,
+    /// Check-and-set.
+    #[serde(default)]
+    pub if_version: Option<i64>,
+}
+
+/// Writes an old version's data as a new version.
+#[utoipa::path(post, path = "/v1/orgs/{org}/{kind}/{name}/rollback", tag = "secrets",
+    params(("org" = String, Path), ("kind" = String, Path), ("name" = String, Path), ("env" = Option<String>, Query)),
+    request_body = RollbackRequest, responses((status = 201, body = WriteResponse)))]
+pub async fn rollback(
+    State(state): State<AppState>,
+    ctx: CtxExt,
+    Path(p): Path<(String, String, String)>,
+    ApiJson(req): ApiJson<RollbackRequest>,
+) -> AppResult<(StatusCode, Json<WriteResponse>)> {
+    let (_, _, name) = p;
+    let version = ops::rollback(
+        &state,
+        &ctx.scope,
+        secret(&ctx, &name)?,
+        req.to,
+        req.if_version,
+        ctx.principal()?,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(WriteResponse { name, version })))
+}
+
+/// Undeletes a soft-deleted secret.
+#[utoipa::path(post, path = "/v1/orgs/{org}/{kind}/{name}/undelete", tag = "secrets",
+    params(("org" = String, Path), ("kind" = String, Path), ("name" = String, Path), ("env" = Option<String>, Query)),
+    responses((status = 204, description = "undeleted")))]
+pub async fn undelete(
+    State(state): State<AppState>,
+    ctx: CtxExt,
+    Path(p): Path<(String, String, String)>,
+) -> AppResult<StatusCode> {
+    let (_, _, name) = p;
+    ops::set_deleted(
+        &state,
+        &ctx.scope,
+        secret(&ctx, &name)?,
+        false,
+        ctx.principal()?,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

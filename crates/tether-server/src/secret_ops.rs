@@ -1,0 +1,391 @@
+//! Secret operations: write a version (check-and-set), read a version, list versions, destroy,
+//! rollback, soft delete and undelete. Each write commits the secret's row, its encrypted
+//! version, its audit record (metadata only, never values) and its tuples together.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use tether_core::id::ResourceId;
+use tether_core::{ErrorCode, Kind};
+use tether_store::resources::{find_resource, insert_resource, update_resource};
+use tether_store::secrets::{
+    SecretVersionRow, destroy_secret_version, insert_secret_version, secret_version,
+    tx_secret_versions,
+};
+use tether_store::{ResourceRow, StoreError};
+
+use crate::auth::Principal;
+use crate::error::{AppError, AppResult};
+use crate::kinds::SecretSpec;
+use crate::resources::{
+    Change, ScopeNames, TupleDelta, VersionInput, record_version, snapshot, write_grants,
+};
+use crate::secrets::{aad_for, validate_data};
+use crate::state::AppState;
+
+/// A new version to write.
+pub struct NewVersion<'a> {
+    /// The secret's name.
+    pub name: &'a str,
+    /// The data.
+    pub data: &'a BTreeMap<String, String>,
+    /// Check-and-set: the version the writer expects to be current (0: must not exist).
+    pub if_version: Option<i64>,
+    /// The change message.
+    pub message: Option<String>,
+}
+
+fn spec_of(row: &ResourceRow) -> AppResult<SecretSpec> {
+    serde_json::from_str(&row.spec).map_err(AppError::internal)
+}
+
+fn conflict(expected: i64, current: i64) -> AppError {
+    AppError::new(
+        ErrorCode::VersionConflict,
+        format!("expected version {expected}, but the current version is {current}"),
+    )
+}
+
+/// Writes a new version, creating the secret on first write. Retries a lost race (two writers
+/// picking the same version) unless the caller asked for check-and-set.
+pub async fn write_version(
+    state: &AppState,
+    scope: &ScopeNames,
+    actor: &Principal,
+    v: &NewVersion<'_>,
+) -> AppResult<(ResourceRow, i64)> {
+    validate_data(v.data, state.secrets.limits)?;
+    tether_core::Name::parse(v.name)
+        .map_err(|e| AppError::new(ErrorCode::InvalidName, e.to_string()))?;
+    let mut attempts = 0;
+    loop {
+        match try_write(state, scope, actor, v).await {
+            Err(e)
+                if e.cause.as_deref() == Some(RACE) && v.if_version.is_none() && attempts < 5 =>
+            {
+                attempts += 1
+            }
+            Err(e) if e.cause.as_deref() == Some(RACE) => {
+                return Err(AppError::new(
+                    ErrorCode::VersionConflict,
+                    "another writer created this version first; retry",
+                ));
+            }
+            other => return other,
+        }
+    }
+}
+
+const RACE: &str = "secret version race";
+
+async fn try_write(
+    state: &AppState,
+    scope: &ScopeNames,
+    actor: &Principal,
+    v: &NewVersion<'_>,
+) -> AppResult<(ResourceRow, i64)> {
+    let now = state.clock.now_millis();
+    let (kek_version, kek) = state
+        .secrets
+        .active(&state.store, &scope.org_id, now)
+        .await?;
+    let mut tx = state.store.begin().await?;
+    let current = find_resource(&mut *tx, &scope.org_id, &scope.env_id, "Secret", v.name).await?;
+    let mut spec = match &current {
+        Some(row) => spec_of(row)?,
+        None => serde_json::from_value(serde_json::json!({})).map_err(AppError::internal)?,
+    };
+    if spec.deleted {
+        return Err(AppError::new(
+            ErrorCode::Conflict,
+            format!("secret '{}' is deleted; undelete it first", v.name),
+        ));
+    }
+    if let Some(expected) = v.if_version
+        && expected != spec.current_version
+    {
+        return Err(conflict(expected, spec.current_version));
+    }
+    let version = spec.current_version + 1;
+    let mut row = current
+        .clone()
+        .unwrap_or_else(|| new_row(scope, v.name, actor, now));
+    let aad = aad_for(&scope.org_id, &scope.env_id, &row.id, version)?;
+    let plain = zeroize::Zeroizing::new(serde_json::to_vec(v.data).map_err(AppError::internal)?);
+    let blob = state
+        .secrets
+        .seal(&kek, &aad, (row.id.clone(), version), &plain)?;
+    let record = SecretVersionRow {
+        secret_id: row.id.clone(),
+        version,
+        org_id: scope.org_id.clone(),
+        env_id: scope.env_id.clone(),
+        blob: Some(blob),
+        kek_version,
+        created_at: now,
+        created_by: actor.display(),
+        destroyed_at: None,
+    };
+    insert_secret_version(&mut tx, &record)
+        .await
+        .map_err(|e| match e {
+            StoreError::AlreadyExists => AppError {
+                api: tether_core::ApiError::internal(),
+                cause: Some(RACE.into()),
+            },
+            other => other.into(),
+        })?;
+    prune_versions(&mut tx, &row.id, version, spec.max_versions, now).await?;
+    spec.current_version = version;
+    let before = current.as_ref().map(|r| snapshot(r, scope)).transpose()?;
+    row.spec = serde_json::to_string(&spec).map_err(AppError::internal)?;
+    row.updated_at = now;
+    row.updated_by = actor.display();
+    let mut delta = TupleDelta::default();
+    if current.is_none() {
+        write_grants(
+            &mut tx,
+            Kind::Secret,
+            &row,
+            &serde_json::to_value(&spec).map_err(AppError::internal)?,
+            &mut delta,
+        )
+        .await?;
+    }
+    let change = Change {
+        actor,
+        message: v
+            .message
+            .clone()
+            .or_else(|| Some(format!("version {version}"))),
+        event: None,
+    };
+    let input = VersionInput {
+        event: if current.is_some() {
+            "update"
+        } else {
+            "create"
+        },
+        before,
+        after: Some(snapshot(&row, scope)?),
+        previous: current.as_ref().map(|r| r.version_id.clone()),
+    };
+    row.version_id = record_version(&mut tx, state, &row, &change, input).await?;
+    match current {
+        Some(_) => update_resource(&mut tx, &row).await?,
+        None => insert_resource(&mut tx, &row).await.map_err(|e| match e {
+            StoreError::AlreadyExists => AppError {
+                api: tether_core::ApiError::internal(),
+                cause: Some(RACE.into()),
+            },
+            other => other.into(),
+        })?,
+    }
+    tx.commit().await.map_err(AppError::internal)?;
+    delta.apply(state);
+    metrics::counter!("tether_secret_versions_written_total").increment(1);
+    Ok((row, version))
+}
+
+fn new_row(scope: &ScopeNames, name: &str, actor: &Principal, now: i64) -> ResourceRow {
+    ResourceRow {
+        id: ResourceId::generate().to_string(),
+        org_id: scope.org_id.clone(),
+        env_id: scope.env_id.clone(),
+        kind: Kind::Secret.to_string(),
+        name: name.to_owned(),
+        spec: String::new(),
+        labels: "{}".into(),
+        created_at: now,
+        created_by: actor.display(),
+        updated_at: now,
+        updated_by: actor.display(),
+        version_id: String::new(),
+    }
+}
+
+/// Destroys the data of versions that fall out of `max_versions`.
+async fn prune_versions(
+    tx: &mut tether_store::Tx,
+    secret_id: &str,
+    newest: i64,
+    max: u32,
+    now: i64,
+) -> AppResult<()> {
+    if max == 0 {
+        return Ok(());
+    }
+    let keep_from = newest - i64::from(max) + 1;
+    for old in tx_secret_versions(tx, secret_id).await? {
+        if old.version < keep_from && old.blob.is_some() {
+            destroy_secret_version(tx, secret_id, old.version, now).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads and decrypts a version (the current one by default).
+pub async fn read_version(
+    state: &AppState,
+    row: &ResourceRow,
+    version: Option<i64>,
+) -> AppResult<(i64, BTreeMap<String, String>)> {
+    let spec = spec_of(row)?;
+    if spec.deleted {
+        return Err(AppError::not_found("secret", &row.name));
+    }
+    let v = version.unwrap_or(spec.current_version);
+    let rec = match v {
+        0 => None,
+        _ => secret_version(state.store.reader(), &row.id, v).await?,
+    };
+    let rec = rec.ok_or_else(|| {
+        AppError::new(
+            ErrorCode::NotFound,
+            format!("secret '{}' has no version {v}", row.name),
+        )
+    })?;
+    let blob = rec.blob.as_deref().ok_or_else(|| {
+        AppError::new(
+            ErrorCode::VersionDestroyed,
+            format!("version {v} of secret '{}' was destroyed", row.name),
+        )
+    })?;
+    let aad = aad_for(&rec.org_id, &rec.env_id, &rec.secret_id, v)?;
+    let plain = state
+        .secrets
+        .open(
+            &state.store,
+            &rec.org_id,
+            rec.kek_version,
+            &aad,
+            (rec.secret_id.clone(), v),
+            blob,
+        )
+        .await?;
+    let data = serde_json::from_slice(&plain).map_err(AppError::internal)?;
+    Ok((v, data))
+}
+
+/// A version as listed: never data.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct VersionInfo {
+    /// Version number.
+    pub version: i64,
+    /// When (RFC 3339).
+    pub created_at: String,
+    /// Who.
+    pub created_by: String,
+    /// When destroyed, if it was.
+    pub destroyed_at: Option<String>,
+    /// Whether this is the current version.
+    pub current: bool,
+}
+
+/// Lists a secret's versions.
+pub async fn list_versions(state: &AppState, row: &ResourceRow) -> AppResult<Vec<VersionInfo>> {
+    let spec = spec_of(row)?;
+    let ts = tether_core::clock::rfc3339;
+    Ok(state
+        .store
+        .secret_versions(&row.id)
+        .await?
+        .iter()
+        .map(|v| VersionInfo {
+            version: v.version,
+            created_at: ts(v.created_at),
+            created_by: v.created_by.clone(),
+            destroyed_at: v.destroyed_at.map(ts),
+            current: v.version == spec.current_version,
+        })
+        .collect())
+}
+
+/// Destroys one version's data for good.
+pub async fn destroy(
+    state: &AppState,
+    scope: &ScopeNames,
+    row: &ResourceRow,
+    version: i64,
+    actor: &Principal,
+) -> AppResult<()> {
+    let mut tx = state.store.begin().await?;
+    if !destroy_secret_version(&mut tx, &row.id, version, state.clock.now_millis()).await? {
+        return Err(AppError::new(
+            ErrorCode::NotFound,
+            format!("secret '{}' has no version {version}", row.name),
+        ));
+    }
+    let change = Change {
+        actor,
+        message: Some(format!("destroyed version {version}")),
+        event: Some("destroy"),
+    };
+    let snap = snapshot(row, scope)?;
+    let input = VersionInput {
+        event: "destroy",
+        before: Some(snap.clone()),
+        after: Some(snap),
+        previous: Some(row.version_id.clone()),
+    };
+    let mut updated = row.clone();
+    updated.version_id = record_version(&mut tx, state, row, &change, input).await?;
+    update_resource(&mut tx, &updated).await?;
+    tx.commit().await.map_err(AppError::internal)?;
+    Ok(())
+}
+
+/// Sets or clears the soft-delete flag.
+pub async fn set_deleted(
+    state: &AppState,
+    scope: &ScopeNames,
+    row: &ResourceRow,
+    deleted: bool,
+    actor: &Principal,
+) -> AppResult<ResourceRow> {
+    let mut spec = spec_of(row)?;
+    if spec.deleted == deleted {
+        return Ok(row.clone());
+    }
+    spec.deleted = deleted;
+    let mut tx = state.store.begin().await?;
+    let mut updated = row.clone();
+    updated.spec = serde_json::to_string(&spec).map_err(AppError::internal)?;
+    updated.updated_at = state.clock.now_millis();
+    updated.updated_by = actor.display();
+    let event = if deleted { "delete" } else { "undelete" };
+    let change = Change {
+        actor,
+        message: None,
+        event: Some(event),
+    };
+    let input = VersionInput {
+        event,
+        before: Some(snapshot(row, scope)?),
+        after: Some(snapshot(&updated, scope)?),
+        previous: Some(row.version_id.clone()),
+    };
+    updated.version_id = record_version(&mut tx, state, &updated, &change, input).await?;
+    update_resource(&mut tx, &updated).await?;
+    tx.commit().await.map_err(AppError::internal)?;
+    Ok(updated)
+}
+
+/// Writes version `to`'s data again as a new version.
+pub async fn rollback(
+    state: &AppState,
+    scope: &ScopeNames,
+    row: &ResourceRow,
+    to: i64,
+    if_version: Option<i64>,
+    actor: &Principal,
+) -> AppResult<i64> {
+    let (_, data) = read_version(state, row, Some(to)).await?;
+    let v = NewVersion {
+        name: &row.name,
+        data: &data,
+        if_version,
+        message: Some(format!("rollback to version {to}")),
+    };
+    Ok(write_version(state, scope, actor, &v).await?.1)
+}

@@ -1,0 +1,300 @@
+//! The secrets engine: per-organization KEKs wrapped by the root key, a fresh AES-256 data key
+//! per secret version bound to its row by the AAD `tether:v1:{org}:{env|-}:{secret}:{version}`,
+//! and a bounded, short-lived DEK cache so repeated reads do not unwrap again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tether_core::ErrorCode;
+use tether_crypto::envelope::{Envelope, seal_with_dek};
+use tether_crypto::{Aad, DataKey, KekProvider, KekRef, LocalKek, OrgKek, RootKey};
+use tether_store::secrets::{OrgKekRow, active_kek, insert_kek};
+use tether_store::{Store, StoreError};
+use zeroize::Zeroizing;
+
+use crate::error::{AppError, AppResult};
+
+/// Limits on secret data.
+#[derive(Debug, Clone, Copy)]
+pub struct SecretLimits {
+    /// Largest value in bytes.
+    pub max_value_bytes: usize,
+    /// Most keys in one secret.
+    pub max_keys: usize,
+}
+
+impl Default for SecretLimits {
+    fn default() -> Self {
+        Self {
+            max_value_bytes: 64 * 1024,
+            max_keys: 100,
+        }
+    }
+}
+
+/// Validates a secret's data map: key names, value sizes, key count.
+pub fn validate_data(data: &BTreeMap<String, String>, limits: SecretLimits) -> AppResult<()> {
+    if data.is_empty() {
+        return Err(AppError::new(
+            ErrorCode::InvalidArgument,
+            "a secret version needs at least one KEY=VALUE",
+        ));
+    }
+    if data.len() > limits.max_keys {
+        return Err(AppError::new(
+            ErrorCode::InvalidArgument,
+            format!("a secret has at most {} keys", limits.max_keys),
+        ));
+    }
+    for (k, v) in data {
+        valid_key(k)?;
+        if v.len() > limits.max_value_bytes {
+            return Err(AppError::new(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "the value of '{k}' is larger than {} bytes",
+                    limits.max_value_bytes
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Key names are environment-variable friendly: a letter or `_`, then letters, digits, `_`,
+/// `.` or `-`, at most 256 characters.
+pub fn valid_key(k: &str) -> AppResult<()> {
+    let ok_first = k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_');
+    let ok_rest = k
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !ok_first || !ok_rest || k.len() > 256 {
+        let shown: String = k.chars().take(64).collect();
+        return Err(AppError::new(
+            ErrorCode::InvalidArgument,
+            format!(
+                "invalid key name '{shown}': start with a letter or '_', then letters, digits, '_', '.', '-'"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+struct CachedDek {
+    dek: Arc<DataKey>,
+    at: Instant,
+}
+
+/// Keys for secrets: the root key, the organizations' KEKs (unwrapped on first use), and the
+/// DEK cache. Every KEK unwrap of a DEK is counted in `tether_kek_unwrap_total`.
+pub struct SecretKeys {
+    root: RootKey,
+    keks: RwLock<HashMap<(String, i64), Arc<LocalKek>>>,
+    deks: Mutex<HashMap<(String, i64), CachedDek>>,
+    ttl: Duration,
+    capacity: usize,
+    /// Limits on data.
+    pub limits: SecretLimits,
+}
+
+fn kek_ref(org_id: &str, version: i64) -> AppResult<KekRef> {
+    KekRef::local(org_id, &version.to_string()).map_err(AppError::internal)
+}
+
+fn unavailable(e: impl std::fmt::Display) -> AppError {
+    AppError {
+        api: tether_core::ApiError::code(ErrorCode::KekUnavailable),
+        cause: Some(e.to_string()),
+    }
+}
+
+impl SecretKeys {
+    /// Builds the keyring.
+    pub fn new(root: RootKey) -> Self {
+        Self {
+            root,
+            keks: RwLock::new(HashMap::new()),
+            deks: Mutex::new(HashMap::new()),
+            ttl: Duration::from_secs(300),
+            capacity: 10_000,
+            limits: SecretLimits::default(),
+        }
+    }
+
+    fn local_kek(&self, row: &OrgKekRow) -> AppResult<Arc<LocalKek>> {
+        let key = (row.org_id.clone(), row.version);
+        if let Some(k) = self.keks.read().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(k);
+        }
+        let wrapped = row
+            .wrapped
+            .as_deref()
+            .ok_or_else(|| unavailable("KEK has no local key material"))?;
+        let kek = self.root.unwrap_kek(wrapped).map_err(unavailable)?;
+        let local = Arc::new(LocalKek::new(kek_ref(&row.org_id, row.version)?, kek));
+        if let Ok(mut m) = self.keks.write() {
+            m.insert(key, local.clone());
+        }
+        Ok(local)
+    }
+
+    /// The organization's active KEK, creating version 1 on first use.
+    pub async fn active(
+        &self,
+        store: &Store,
+        org_id: &str,
+        now: i64,
+    ) -> AppResult<(i64, Arc<LocalKek>)> {
+        if let Some(row) = active_kek(store.reader(), org_id).await? {
+            return Ok((row.version, self.local_kek(&row)?));
+        }
+        let row = self.new_kek_row(org_id, 1, now)?;
+        let mut tx = store.begin().await?;
+        match insert_kek(&mut tx, &row).await {
+            Ok(()) => tx.commit().await.map_err(AppError::internal)?,
+            Err(StoreError::AlreadyExists) => drop(tx),
+            Err(e) => return Err(e.into()),
+        }
+        let row = active_kek(store.reader(), org_id)
+            .await?
+            .ok_or_else(|| AppError::internal("no active KEK after creating one"))?;
+        Ok((row.version, self.local_kek(&row)?))
+    }
+
+    /// A fresh local KEK row, wrapped by the root key.
+    pub fn new_kek_row(&self, org_id: &str, version: i64, now: i64) -> AppResult<OrgKekRow> {
+        let wrapped = self
+            .root
+            .wrap_kek(&OrgKek::generate())
+            .map_err(AppError::internal)?;
+        Ok(OrgKekRow {
+            org_id: org_id.into(),
+            version,
+            provider: "local".into(),
+            key_id: format!("{org_id}/{version}"),
+            wrapped: Some(wrapped),
+            created_at: now,
+            active: true,
+        })
+    }
+
+    /// A KEK by version.
+    pub async fn by_version(
+        &self,
+        store: &Store,
+        org_id: &str,
+        version: i64,
+    ) -> AppResult<Arc<LocalKek>> {
+        if let Some(k) = self
+            .keks
+            .read()
+            .ok()
+            .and_then(|m| m.get(&(org_id.to_owned(), version)).cloned())
+        {
+            return Ok(k);
+        }
+        let row = store
+            .org_kek(org_id, version)
+            .await?
+            .ok_or_else(|| unavailable(format!("KEK {org_id} v{version} is missing")))?;
+        self.local_kek(&row)
+    }
+
+    /// Seals data under a fresh DEK wrapped by `kek`, and caches the DEK.
+    pub fn seal(
+        &self,
+        kek: &LocalKek,
+        aad: &Aad,
+        cache_key: (String, i64),
+        plaintext: &[u8],
+    ) -> AppResult<Vec<u8>> {
+        let dek = DataKey::generate();
+        let wrapped = kek.wrap_dek(&dek).map_err(unavailable)?;
+        let blob = seal_with_dek(&dek, &wrapped, aad, plaintext).map_err(AppError::internal)?;
+        self.remember(cache_key, Arc::new(dek));
+        Ok(blob)
+    }
+
+    /// Opens a blob, using the cached DEK when there is one.
+    pub async fn open(
+        &self,
+        store: &Store,
+        org_id: &str,
+        kek_version: i64,
+        aad: &Aad,
+        cache_key: (String, i64),
+        blob: &[u8],
+    ) -> AppResult<Zeroizing<Vec<u8>>> {
+        let envelope = Envelope::parse(blob).map_err(AppError::internal)?;
+        let dek = match self.cached(&cache_key) {
+            Some(d) => d,
+            None => {
+                let kek = self.by_version(store, org_id, kek_version).await?;
+                metrics::counter!("tether_kek_unwrap_total").increment(1);
+                let d = Arc::new(
+                    kek.unwrap_dek(envelope.wrapped_dek())
+                        .map_err(unavailable)?,
+                );
+                self.remember(cache_key, d.clone());
+                d
+            }
+        };
+        envelope.open_with_dek(&dek, aad).map_err(|e| AppError {
+            api: tether_core::ApiError::internal(),
+            cause: Some(format!("secret does not open: {e}")),
+        })
+    }
+
+    fn cached(&self, key: &(String, i64)) -> Option<Arc<DataKey>> {
+        let mut m = self.deks.lock().ok()?;
+        match m.get(key) {
+            Some(c) if c.at.elapsed() < self.ttl => Some(c.dek.clone()),
+            Some(_) => {
+                m.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn remember(&self, key: (String, i64), dek: Arc<DataKey>) {
+        let Ok(mut m) = self.deks.lock() else { return };
+        if m.len() >= self.capacity {
+            let ttl = self.ttl;
+            m.retain(|_, c| c.at.elapsed() < ttl);
+            if m.len() >= self.capacity {
+                // Still full of live entries: drop the oldest (the DEK zeroizes on drop).
+                if let Some(oldest) = m.iter().min_by_key(|(_, c)| c.at).map(|(k, _)| k.clone()) {
+                    m.remove(&oldest);
+                }
+            }
+        }
+        m.insert(
+            key,
+            CachedDek {
+                dek,
+                at: Instant::now(),
+            },
+        );
+    }
+
+    /// Forgets cached DEKs and KEKs of an organization (after rotation).
+    pub fn forget_org(&self, org_id: &str) {
+        if let Ok(mut m) = self.keks.write() {
+            m.retain(|(o, _), _| o != org_id);
+        }
+    }
+
+    /// The root key (for rotation).
+    pub fn root(&self) -> &RootKey {
+        &self.root
+    }
+}
+
+/// The AAD that binds a version's ciphertext to its row.
+pub fn aad_for(org_id: &str, env_id: &str, secret_id: &str, version: i64) -> AppResult<Aad> {
+    let env = (!env_id.is_empty()).then_some(env_id);
+    let v = u64::try_from(version).map_err(AppError::internal)?;
+    Aad::for_secret_version(org_id, env, secret_id, v).map_err(AppError::internal)
+}

@@ -1,0 +1,229 @@
+//! Organization KEKs and encrypted secret versions.
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, Executor, Row};
+
+use crate::{Result, Store, Tx};
+
+/// A stored organization KEK.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgKekRow {
+    /// Organization.
+    pub org_id: String,
+    /// KEK version (1, 2, ...).
+    pub version: i64,
+    /// `local` or a KMS provider.
+    pub provider: String,
+    /// Provider key id.
+    pub key_id: String,
+    /// The key wrapped by the root key (local provider only).
+    pub wrapped: Option<Vec<u8>>,
+    /// Creation time.
+    pub created_at: i64,
+    /// Whether new DEKs are wrapped by this KEK.
+    pub active: bool,
+}
+
+fn kek_from_row(r: &AnyRow) -> Result<OrgKekRow> {
+    Ok(OrgKekRow {
+        org_id: r.try_get("org_id")?,
+        version: r.try_get("version")?,
+        provider: r.try_get("provider")?,
+        key_id: r.try_get("key_id")?,
+        wrapped: r.try_get("wrapped")?,
+        created_at: r.try_get("created_at")?,
+        active: r.try_get::<i64, _>("active")? == 1,
+    })
+}
+
+/// One encrypted secret version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretVersionRow {
+    /// The secret's resource id.
+    pub secret_id: String,
+    /// Version number, from 1.
+    pub version: i64,
+    /// Organization.
+    pub org_id: String,
+    /// Environment, or ''.
+    pub env_id: String,
+    /// The envelope; `None` once destroyed.
+    pub blob: Option<Vec<u8>>,
+    /// The KEK version that wraps the DEK.
+    pub kek_version: i64,
+    /// Creation time.
+    pub created_at: i64,
+    /// Writer.
+    pub created_by: String,
+    /// Destruction time.
+    pub destroyed_at: Option<i64>,
+}
+
+fn version_from_row(r: &AnyRow) -> Result<SecretVersionRow> {
+    Ok(SecretVersionRow {
+        secret_id: r.try_get("secret_id")?,
+        version: r.try_get("version")?,
+        org_id: r.try_get("org_id")?,
+        env_id: r.try_get("env_id")?,
+        blob: r.try_get("blob")?,
+        kek_version: r.try_get("kek_version")?,
+        created_at: r.try_get("created_at")?,
+        created_by: r.try_get("created_by")?,
+        destroyed_at: r.try_get("destroyed_at")?,
+    })
+}
+
+/// The active KEK of an organization.
+pub async fn active_kek<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    org_id: &str,
+) -> Result<Option<OrgKekRow>> {
+    let row = sqlx::query("SELECT * FROM org_keks WHERE org_id = $1 AND active = 1")
+        .bind(org_id)
+        .fetch_optional(db)
+        .await?;
+    row.as_ref().map(kek_from_row).transpose()
+}
+
+/// Inserts a KEK; when it is active, the previous active KEK is deactivated.
+pub async fn insert_kek(tx: &mut Tx, k: &OrgKekRow) -> Result<()> {
+    if k.active {
+        sqlx::query("UPDATE org_keks SET active = 0 WHERE org_id = $1")
+            .bind(&k.org_id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    sqlx::query(
+        "INSERT INTO org_keks (org_id, version, provider, key_id, wrapped, created_at, active) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&k.org_id)
+    .bind(k.version)
+    .bind(&k.provider)
+    .bind(&k.key_id)
+    .bind(k.wrapped.as_deref())
+    .bind(k.created_at)
+    .bind(i64::from(k.active))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Inserts a secret version. A clash on (secret, version) is `AlreadyExists` (a concurrent
+/// writer got there first).
+pub async fn insert_secret_version(tx: &mut Tx, v: &SecretVersionRow) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO secret_versions (secret_id, version, org_id, env_id, blob, kek_version, \
+         created_at, created_by, destroyed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(&v.secret_id)
+    .bind(v.version)
+    .bind(&v.org_id)
+    .bind(&v.env_id)
+    .bind(v.blob.as_deref())
+    .bind(v.kek_version)
+    .bind(v.created_at)
+    .bind(&v.created_by)
+    .bind(v.destroyed_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Destroys a version's ciphertext (irreversible). Returns false if it did not exist.
+pub async fn destroy_secret_version(
+    tx: &mut Tx,
+    secret_id: &str,
+    version: i64,
+    at: i64,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE secret_versions SET blob = NULL, destroyed_at = COALESCE(destroyed_at, $3) \
+         WHERE secret_id = $1 AND version = $2",
+    )
+    .bind(secret_id)
+    .bind(version)
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Replaces a version's blob (KEK rotation rewraps the DEK; the data is not re-encrypted).
+pub async fn rewrap_secret_version(
+    tx: &mut Tx,
+    secret_id: &str,
+    version: i64,
+    blob: &[u8],
+    kek_version: i64,
+) -> Result<()> {
+    sqlx::query("UPDATE secret_versions SET blob = $3, kek_version = $4 WHERE secret_id = $1 AND version = $2")
+        .bind(secret_id)
+        .bind(version)
+        .bind(blob)
+        .bind(kek_version)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// One version, on the pool or in a transaction.
+pub async fn secret_version<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    secret_id: &str,
+    version: i64,
+) -> Result<Option<SecretVersionRow>> {
+    let row = sqlx::query("SELECT * FROM secret_versions WHERE secret_id = $1 AND version = $2")
+        .bind(secret_id)
+        .bind(version)
+        .fetch_optional(db)
+        .await?;
+    row.as_ref().map(version_from_row).transpose()
+}
+
+/// Every version of a secret (in a transaction), oldest first.
+pub async fn tx_secret_versions(tx: &mut Tx, secret_id: &str) -> Result<Vec<SecretVersionRow>> {
+    let rows = sqlx::query("SELECT * FROM secret_versions WHERE secret_id = $1 ORDER BY version")
+        .bind(secret_id)
+        .fetch_all(&mut **tx)
+        .await?;
+    rows.iter().map(version_from_row).collect()
+}
+
+impl Store {
+    /// A KEK by version.
+    pub async fn org_kek(&self, org_id: &str, version: i64) -> Result<Option<OrgKekRow>> {
+        let row = sqlx::query("SELECT * FROM org_keks WHERE org_id = $1 AND version = $2")
+            .bind(org_id)
+            .bind(version)
+            .fetch_optional(&self.read)
+            .await?;
+        row.as_ref().map(kek_from_row).transpose()
+    }
+
+    /// Every version of a secret, oldest first.
+    pub async fn secret_versions(&self, secret_id: &str) -> Result<Vec<SecretVersionRow>> {
+        let rows =
+            sqlx::query("SELECT * FROM secret_versions WHERE secret_id = $1 ORDER BY version")
+                .bind(secret_id)
+                .fetch_all(&self.read)
+                .await?;
+        rows.iter().map(version_from_row).collect()
+    }
+
+    /// Versions of an organization's secrets wrapped by an older KEK (for rotation).
+    pub async fn versions_to_rewrap(
+        &self,
+        org_id: &str,
+        kek_version: i64,
+    ) -> Result<Vec<SecretVersionRow>> {
+        let rows = sqlx::query(
+            "SELECT * FROM secret_versions WHERE org_id = $1 AND kek_version <> $2 AND blob IS NOT NULL",
+        )
+        .bind(org_id)
+        .bind(kek_version)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(version_from_row).collect()
+    }
+}
