@@ -99,11 +99,36 @@ pub fn classify(err: &(dyn StdError + 'static)) -> RunnerError {
         }
         current = e.source();
     }
+    // h2 re-creates I/O errors from their kind and text, so a TLS alert received after the
+    // handshake (TLS 1.3: a revoked client certificate) arrives only as text.
+    if let Some(cause) = alert_in_text(&chain_text(err)) {
+        return RunnerError::Fatal(cause);
+    }
     match status_code {
         Some((tonic::Code::Unauthenticated | tonic::Code::PermissionDenied, msg)) => {
             RunnerError::Fatal(FatalCause::Refused(msg))
         }
         _ => RunnerError::Transient(chain_text(err)),
+    }
+}
+
+/// The fatal cause of a `received fatal alert: X` message, as rustls words it.
+fn alert_in_text(text: &str) -> Option<FatalCause> {
+    let (_, rest) = text.split_once("received fatal alert: ")?;
+    let name: String = rest
+        .chars()
+        .take_while(char::is_ascii_alphanumeric)
+        .collect();
+    match name.as_str() {
+        "CertificateRevoked" => Some(FatalCause::CertificateRevoked),
+        "CertificateExpired" => Some(FatalCause::CertificateExpired),
+        "UnknownCA" => Some(FatalCause::UnknownCaAtServer),
+        "BadCertificate"
+        | "UnsupportedCertificate"
+        | "CertificateUnknown"
+        | "AccessDenied"
+        | "CertificateRequired" => Some(FatalCause::CertificateRejected(name)),
+        _ => None,
     }
 }
 
@@ -176,6 +201,25 @@ mod tests {
         let err = classify(&e);
         assert!(err.one_line().contains("unknown CA"));
         assert_eq!(err.exit_code(), 3);
+    }
+
+    #[test]
+    fn alerts_known_only_as_text_are_recognised() {
+        let e = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "received fatal alert: CertificateRevoked",
+        );
+        assert!(matches!(
+            classify(&e),
+            RunnerError::Fatal(FatalCause::CertificateRevoked)
+        ));
+        let e = std::io::Error::other("received fatal alert: UnknownCA");
+        assert!(matches!(
+            classify(&e),
+            RunnerError::Fatal(FatalCause::UnknownCaAtServer)
+        ));
+        let e = std::io::Error::other("received fatal alert: DecodeError");
+        assert!(classify(&e).is_transient());
     }
 
     #[test]
