@@ -8,7 +8,8 @@ use serde_json::{Map, Value};
 
 use super::Limits;
 use crate::error::AuthzError;
-use crate::model::{AuthorizationModel, RelationDefinition, TypeRestriction, Userset};
+use crate::model::{AuthorizationModel, RelRef, RelationDefinition, TypeRestriction, Userset};
+use crate::store::hash::FoldBuild;
 use crate::store::{Subject, TupleReader};
 use crate::tuple::{ObjectRef, TupleCondition, UserRef, parse_object, parse_user};
 
@@ -21,7 +22,7 @@ pub(crate) struct Resolver<'a> {
     pub(crate) user: UserRef<'a>,
     pub(crate) context: &'a Map<String, Value>,
     limits: &'a Limits,
-    memo: HashMap<NodeKey<'a>, bool>,
+    memo: HashMap<NodeKey<'a>, bool, FoldBuild>,
     stack: Vec<NodeKey<'a>>,
     cycle_cuts: u64,
 }
@@ -135,10 +136,10 @@ pub(crate) fn condition_ok(
 ) -> Result<bool, AuthzError> {
     let name = cond.map(|c| c.name.as_str()).filter(|n| !n.is_empty());
     let allowed = rel.directly_related.iter().any(|r| {
-        r.type_name == kind.type_name
-            && r.relation == kind.relation
+        r.condition.as_deref() == name
             && r.wildcard == kind.wildcard
-            && r.condition.as_deref() == name
+            && r.relation == kind.relation
+            && r.type_name == kind.type_name
     });
     if !allowed {
         return Ok(false);
@@ -166,7 +167,7 @@ impl<'a> Resolver<'a> {
             user,
             context,
             limits,
-            memo: HashMap::new(),
+            memo: HashMap::with_capacity_and_hasher(32, FoldBuild::default()),
             stack: Vec::new(),
             cycle_cuts: 0,
         }
@@ -211,7 +212,7 @@ impl<'a> Resolver<'a> {
     pub(crate) fn eval_part(
         &mut self,
         object: ObjectRef<'a>,
-        rel: &'a RelationDefinition,
+        rel: RelRef<'a>,
         rewrite: &'a Userset,
         depth: u32,
     ) -> Result<bool, AuthzError> {
@@ -243,12 +244,12 @@ impl<'a> Resolver<'a> {
             self.cycle_cuts += 1;
             return Ok(false);
         }
-        let Some(rel) = self.model.relation(object.object_type, relation) else {
+        let Some(rel) = self.model.rel(object.object_type, relation) else {
             return Ok(false);
         };
         let cuts_before = self.cycle_cuts;
         self.stack.push(key);
-        let result = self.eval(object, rel, &rel.rewrite, depth);
+        let result = self.eval(object, rel, &rel.def.rewrite, depth);
         self.stack.pop();
         if let Ok(b) = result
             && self.cycle_cuts == cuts_before
@@ -261,7 +262,7 @@ impl<'a> Resolver<'a> {
     fn eval(
         &mut self,
         object: ObjectRef<'a>,
-        rel: &'a RelationDefinition,
+        rel: RelRef<'a>,
         rewrite: &'a Userset,
         depth: u32,
     ) -> Result<bool, AuthzError> {
@@ -304,7 +305,7 @@ impl<'a> Resolver<'a> {
     fn intersection(
         &mut self,
         object: ObjectRef<'a>,
-        rel: &'a RelationDefinition,
+        rel: RelRef<'a>,
         children: &'a [Userset],
         depth: u32,
     ) -> Result<bool, AuthzError> {
@@ -333,11 +334,11 @@ impl<'a> Resolver<'a> {
     fn direct(
         &mut self,
         object: ObjectRef<'a>,
-        rel: &'a RelationDefinition,
+        rel: RelRef<'a>,
         depth: u32,
     ) -> Result<bool, AuthzError> {
         let mut acc = AnyOf::new();
-        for kind in restriction_kinds(rel) {
+        for kind in rel.kinds() {
             let r = if kind.relation.is_some() {
                 self.direct_userset(object, rel, kind, depth)
             } else {
@@ -354,7 +355,7 @@ impl<'a> Resolver<'a> {
     fn direct_user(
         &mut self,
         object: ObjectRef<'a>,
-        rel: &'a RelationDefinition,
+        rel: RelRef<'a>,
         kind: &'a TypeRestriction,
     ) -> Result<bool, AuthzError> {
         if kind.type_name != self.user.user_type() || self.user.relation().is_some() {
@@ -372,9 +373,9 @@ impl<'a> Resolver<'a> {
         };
         match self
             .reader
-            .find(object.object_type, object.id, &rel.name, subject)?
+            .find(object.object_type, object.id, &rel.def.name, subject)?
         {
-            Some(cond) => self.condition_ok(rel, kind, cond),
+            Some(cond) => self.condition_ok(rel.def, kind, cond),
             None => Ok(false),
         }
     }
@@ -383,26 +384,26 @@ impl<'a> Resolver<'a> {
     fn direct_userset(
         &mut self,
         object: ObjectRef<'a>,
-        rel: &'a RelationDefinition,
+        rel: RelRef<'a>,
         kind: &'a TypeRestriction,
         depth: u32,
     ) -> Result<bool, AuthzError> {
         let urel = kind.relation.as_deref().unwrap_or_default();
-        let mut usersets: Vec<(&'a str, Option<&'a TupleCondition>)> = Vec::new();
+        let mut usersets = Hits::default();
         self.reader.read_users(
             object.object_type,
             object.id,
-            &rel.name,
+            &rel.def.name,
             &kind.type_name,
             Some(urel),
             &mut |id, c| {
-                usersets.push((id, c));
+                usersets.push(id, c);
                 ControlFlow::Continue(())
             },
         )?;
         let mut acc = AnyOf::new();
-        for (id, cond) in usersets {
-            let r = match self.condition_ok(rel, kind, cond) {
+        for (id, cond) in usersets.iter() {
+            let r = match self.condition_ok(rel.def, kind, cond) {
                 Ok(true) => {
                     let o = ObjectRef {
                         object_type: &kind.type_name,
@@ -426,18 +427,18 @@ impl<'a> Resolver<'a> {
         computed: &'a str,
         depth: u32,
     ) -> Result<bool, AuthzError> {
-        let Some(ts) = self.model.relation(object.object_type, tupleset) else {
+        let Some(ts) = self.model.rel(object.object_type, tupleset) else {
             return Ok(false);
         };
         let mut acc = AnyOf::new();
-        for kind in restriction_kinds(ts) {
+        for kind in ts.kinds() {
             if kind.relation.is_some()
                 || kind.wildcard
                 || self.model.relation(&kind.type_name, computed).is_none()
             {
                 continue;
             }
-            let mut parents: Vec<(&'a str, Option<&'a TupleCondition>)> = Vec::new();
+            let mut parents = Hits::default();
             self.reader.read_users(
                 object.object_type,
                 object.id,
@@ -446,13 +447,13 @@ impl<'a> Resolver<'a> {
                 None,
                 &mut |id, c| {
                     if id != "*" {
-                        parents.push((id, c));
+                        parents.push(id, c);
                     }
                     ControlFlow::Continue(())
                 },
             )?;
-            for (id, cond) in parents {
-                let r = match self.condition_ok(ts, kind, cond) {
+            for (id, cond) in parents.iter() {
+                let r = match self.condition_ok(ts.def, kind, cond) {
                     Ok(true) => {
                         let o = ObjectRef {
                             object_type: &kind.type_name,
@@ -468,5 +469,33 @@ impl<'a> Resolver<'a> {
             }
         }
         acc.finish()
+    }
+}
+
+/// Tuples read for one step: up to four inline, more on the heap.
+#[derive(Default)]
+struct Hits<'a> {
+    inline: [(&'a str, Option<&'a TupleCondition>); 4],
+    len: usize,
+    spill: Vec<(&'a str, Option<&'a TupleCondition>)>,
+}
+
+impl<'a> Hits<'a> {
+    fn push(&mut self, id: &'a str, c: Option<&'a TupleCondition>) {
+        match self.inline.get_mut(self.len) {
+            Some(slot) => {
+                *slot = (id, c);
+                self.len += 1;
+            }
+            None => self.spill.push((id, c)),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&'a str, Option<&'a TupleCondition>)> + '_ {
+        self.inline
+            .iter()
+            .take(self.len)
+            .chain(self.spill.iter())
+            .copied()
     }
 }

@@ -13,8 +13,8 @@ use super::check::{AnyOf, NodeKey, Resolver, restriction_kinds, validate_user};
 use super::graph::{Leaf, Mode, leaves};
 use super::{Engine, Layered};
 use crate::error::AuthzError;
-use crate::model::{AuthorizationModel, RelationDefinition, TypeRestriction, Userset};
-use crate::store::hash::FxHasher;
+use crate::model::{AuthorizationModel, RelRef, RelationDefinition, TypeRestriction, Userset};
+use crate::store::hash::{FoldBuild, FxHasher};
 use crate::store::{Subject, TupleReader};
 use crate::tuple::{ObjectRef, Tuple, TupleCondition, UserRef, parse_user};
 
@@ -49,11 +49,11 @@ type Kind<'a> = (&'a str, Option<&'a str>, bool);
 #[derive(Default)]
 struct Graph<'a> {
     /// Subject kind → relations whose direct assignment accepts it.
-    direct: HashMap<Kind<'a>, Vec<(&'a RelationDefinition, &'a str, &'a TypeRestriction, Mode)>>,
+    direct: FoldMap<Kind<'a>, Vec<(&'a RelationDefinition, &'a str, &'a TypeRestriction, Mode)>>,
     /// (type, relation) → relations on the same type computed from it.
-    computed: HashMap<(&'a str, &'a str), Vec<(&'a str, Mode)>>,
+    computed: FoldMap<(&'a str, &'a str), Vec<(&'a str, Mode)>>,
     /// (parent type, relation) → (child type, child relation, tupleset def, restriction, mode).
-    ttu: HashMap<(&'a str, &'a str), Vec<TtuEdge<'a>>>,
+    ttu: FoldMap<(&'a str, &'a str), Vec<TtuEdge<'a>>>,
     /// Relations whose rewrite, and every relation it depends on, uses only
     /// unions: reverse expansion finds all their nodes before any candidate
     /// that needs verification is resolved.
@@ -200,6 +200,7 @@ fn rewrite_deps<'a>(
 }
 
 type FxSet<T> = HashSet<T, BuildHasherDefault<FxHasher>>;
+type FoldMap<K, V> = HashMap<K, V, FoldBuild>;
 
 struct Lister<'a, 'g> {
     resolver: Resolver<'a>,
@@ -238,10 +239,17 @@ impl Engine {
         let user = parse_user(&req.user).map_err(AuthzError::Validation)?;
         validate_user(model, &user).map_err(|e| AuthzError::Validation(e.to_string()))?;
         let extra = self.contextual_store(model, &req.contextual_tuples)?;
-        let reader = Layered::new(tuples, extra.as_ref());
+        let layered;
+        let reader: &dyn TupleReader = match &extra {
+            Some(extra) => {
+                layered = Layered::new(tuples, Some(extra));
+                &layered
+            }
+            None => tuples,
+        };
         let graph = Graph::build(model);
         let mut lister = Lister {
-            resolver: Resolver::new(model, &reader, user, &req.context, &self.limits),
+            resolver: Resolver::new(model, reader, user, &req.context, &self.limits),
             graph: &graph,
             found: FxSet::default(),
             rejected: FxSet::default(),
@@ -261,7 +269,13 @@ impl Engine {
         let objects = lister
             .results
             .iter()
-            .map(|id| format!("{}:{id}", req.object_type))
+            .map(|id| {
+                let mut s = String::with_capacity(req.object_type.len() + 1 + id.len());
+                s.push_str(&req.object_type);
+                s.push(':');
+                s.push_str(id);
+                s
+            })
             .collect();
         Ok(ListObjectsResponse {
             objects,
@@ -328,7 +342,7 @@ impl<'a> Lister<'a, '_> {
             return Ok(true);
         }
         let model = self.resolver.model;
-        let Some(rel) = model.relation(node.0, node.2) else {
+        let Some(rel) = model.rel(node.0, node.2) else {
             return Ok(false);
         };
         let object = ObjectRef {
@@ -336,7 +350,7 @@ impl<'a> Lister<'a, '_> {
             id: node.1,
         };
         self.resolver.push_frame(node);
-        let r = self.eval_known(object, rel, &rel.rewrite);
+        let r = self.eval_known(object, rel, &rel.def.rewrite);
         self.resolver.pop_frame();
         r
     }
@@ -346,7 +360,7 @@ impl<'a> Lister<'a, '_> {
     fn eval_known(
         &mut self,
         object: ObjectRef<'a>,
-        rel: &'a RelationDefinition,
+        rel: RelRef<'a>,
         rewrite: &'a Userset,
     ) -> Result<bool, AuthzError> {
         match rewrite {

@@ -97,10 +97,17 @@ impl Engine {
         req: &CheckRequest,
     ) -> Result<bool, AuthzError> {
         let extra = self.contextual_store(model, &req.contextual_tuples)?;
-        let reader = Layered::new(tuples, extra.as_ref());
+        let layered;
+        let reader: &dyn TupleReader = match &extra {
+            Some(extra) => {
+                layered = Layered::new(tuples, Some(extra));
+                &layered
+            }
+            None => tuples,
+        };
         let (object, user) =
             check::parse_check_input(model, &req.object, &req.relation, &req.user)?;
-        let mut resolver = Resolver::new(model, &reader, user, &req.context, &self.limits);
+        let mut resolver = Resolver::new(model, reader, user, &req.context, &self.limits);
         resolver.check(object, &req.relation)
     }
 

@@ -14,20 +14,41 @@ pub use types::{
 use crate::condition::CompiledCondition;
 use crate::dsl::{SourceMap, parse_dsl, print_dsl};
 use crate::error::AuthzError;
+use crate::store::hash::FoldBuild;
 use crate::validate::validate_model;
 
 /// A validated authorization model (schema 1.1), ready for queries.
 #[derive(Debug, Clone)]
 pub struct AuthorizationModel {
     data: ModelData,
-    index: HashMap<String, TypeIndex>,
-    conditions: HashMap<String, CompiledCondition>,
+    index: HashMap<String, TypeIndex, FoldBuild>,
+    conditions: HashMap<String, CompiledCondition, FoldBuild>,
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct TypeIndex {
     pub(crate) position: usize,
-    pub(crate) relations: HashMap<String, usize>,
+    pub(crate) relations: HashMap<String, usize, FoldBuild>,
+    /// Per relation: indexes of its distinct direct-restriction kinds
+    /// (type, userset relation, wildcard), conditions aside.
+    pub(crate) kinds: Vec<Vec<usize>>,
+}
+
+/// A relation with its precomputed restriction kinds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RelRef<'a> {
+    /// The relation.
+    pub(crate) def: &'a RelationDefinition,
+    kinds: &'a [usize],
+}
+
+impl<'a> RelRef<'a> {
+    /// Distinct user kinds `(type, relation, wildcard)` of the direct restrictions.
+    pub(crate) fn kinds(self) -> impl Iterator<Item = &'a TypeRestriction> {
+        self.kinds
+            .iter()
+            .filter_map(move |i| self.def.directly_related.get(*i))
+    }
 }
 
 impl AuthorizationModel {
@@ -52,7 +73,7 @@ impl AuthorizationModel {
         if !errors.is_empty() {
             return Err(AuthzError::InvalidModel(errors));
         }
-        let mut conditions = HashMap::new();
+        let mut conditions = HashMap::default();
         for (name, def) in &data.conditions {
             conditions.insert(name.clone(), CompiledCondition::compile(def)?);
         }
@@ -92,6 +113,17 @@ impl AuthorizationModel {
         t.relations.get(*idx.relations.get(relation)?)
     }
 
+    /// Look up a relation with its precomputed restriction kinds.
+    pub(crate) fn rel(&self, type_name: &str, relation: &str) -> Option<RelRef<'_>> {
+        let idx = self.index.get(type_name)?;
+        let t = self.data.types.get(idx.position)?;
+        let i = *idx.relations.get(relation)?;
+        Some(RelRef {
+            def: t.relations.get(i)?,
+            kinds: idx.kinds.get(i)?,
+        })
+    }
+
     /// Whether a type exists.
     pub fn has_type(&self, name: &str) -> bool {
         self.index.contains_key(name)
@@ -102,8 +134,8 @@ impl AuthorizationModel {
     }
 }
 
-fn build_index(data: &ModelData) -> HashMap<String, TypeIndex> {
-    let mut index = HashMap::new();
+fn build_index(data: &ModelData) -> HashMap<String, TypeIndex, FoldBuild> {
+    let mut index = HashMap::default();
     for (position, t) in data.types.iter().enumerate() {
         let relations = t
             .relations
@@ -111,13 +143,30 @@ fn build_index(data: &ModelData) -> HashMap<String, TypeIndex> {
             .enumerate()
             .map(|(i, r)| (r.name.clone(), i))
             .collect();
+        let kinds = t.relations.iter().map(distinct_kinds).collect();
         index.insert(
             t.name.clone(),
             TypeIndex {
                 position,
                 relations,
+                kinds,
             },
         );
     }
     index
+}
+
+fn distinct_kinds(rel: &RelationDefinition) -> Vec<usize> {
+    let mut kinds: Vec<usize> = Vec::new();
+    for (i, r) in rel.directly_related.iter().enumerate() {
+        let dup = kinds.iter().any(|k| {
+            rel.directly_related.get(*k).is_some_and(|k| {
+                k.type_name == r.type_name && k.relation == r.relation && k.wildcard == r.wildcard
+            })
+        });
+        if !dup {
+            kinds.push(i);
+        }
+    }
+    kinds
 }

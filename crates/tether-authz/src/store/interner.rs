@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::hash::FoldBuild;
 use crate::error::AuthzError;
 
 /// Interned string id.
@@ -13,11 +14,12 @@ pub(crate) const NONE: Sym = u32::MAX;
 
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Interner {
-    ids: HashMap<Arc<str>, Sym>,
+    ids: HashMap<Arc<str>, Sym, FoldBuild>,
     strings: Vec<Arc<str>>,
 }
 
 impl Interner {
+    #[inline]
     pub(crate) fn get(&self, s: &str) -> Option<Sym> {
         self.ids.get(s).copied()
     }
@@ -36,6 +38,7 @@ impl Interner {
         Ok(id)
     }
 
+    #[inline]
     pub(crate) fn resolve(&self, id: Sym) -> &str {
         usize::try_from(id)
             .ok()
@@ -43,6 +46,7 @@ impl Interner {
             .map_or("", |s| s)
     }
 
+    #[inline]
     pub(crate) fn opt(&self, s: Option<&str>) -> Option<Sym> {
         match s {
             None => Some(NONE),
