@@ -16,6 +16,18 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
+echo "== Python test tools (python-dotenv)"
+venv=${TETHER_TEST_VENV:-/tmp/tether-test-venv}
+if [ ! -x "$venv/bin/python" ]; then
+  command -v python3 >/dev/null && python3 -m venv "$venv" 2>/dev/null || {
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+    python3 -m venv "$venv"
+  }
+fi
+"$venv/bin/pip" install -q --disable-pip-version-check 'python-dotenv==1.1.1'
+export TETHER_TEST_PYTHON="$venv/bin/python"
+
 echo "== starting PostgreSQL"
 eval "$(bash scripts/pg.sh start)"
 trap 'bash scripts/pg.sh stop "$TETHER_PG_DIR"' EXIT

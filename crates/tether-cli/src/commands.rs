@@ -11,6 +11,7 @@ use tether_core::Kind;
 use crate::client::{Client, enc, jp};
 use crate::config::CliConfig;
 use crate::output::{Format, RESOURCE_COLUMNS, print};
+use crate::secrets_cmd::{self, Target};
 use crate::{Cli, Command};
 
 /// Options every client command takes.
@@ -73,6 +74,69 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Key(cmd) => key(&mut connect(&cli.global)?, cmd).await,
         Command::User(cmd) => user(&mut connect(&cli.global)?, cmd).await,
         Command::Audit(cmd) => audit(&mut connect(&cli.global)?, cmd).await,
+        Command::Secret(cmd) => {
+            let mut c = connect(&cli.global)?;
+            secrets_cmd::secret(
+                Target {
+                    client: &mut c.client,
+                    org: &c.org,
+                },
+                cmd,
+            )
+            .await
+        }
+        Command::Var(cmd) => {
+            let mut c = connect(&cli.global)?;
+            secrets_cmd::var(
+                Target {
+                    client: &mut c.client,
+                    org: &c.org,
+                },
+                cmd,
+            )
+            .await
+        }
+        Command::EnvVars {
+            sel,
+            reveal,
+            output,
+        } => {
+            let mut c = connect(&cli.global)?;
+            secrets_cmd::env_vars(
+                Target {
+                    client: &mut c.client,
+                    org: &c.org,
+                },
+                sel,
+                reveal,
+                output,
+            )
+            .await
+        }
+        Command::DotEnv { sel, out } => {
+            let mut c = connect(&cli.global)?;
+            secrets_cmd::dot_env(
+                Target {
+                    client: &mut c.client,
+                    org: &c.org,
+                },
+                sel,
+                out,
+            )
+            .await
+        }
+        Command::Run { sel, cmd } => {
+            let mut c = connect(&cli.global)?;
+            secrets_cmd::run(
+                Target {
+                    client: &mut c.client,
+                    org: &c.org,
+                },
+                sel,
+                cmd,
+            )
+            .await
+        }
     }
 }
 

@@ -4,6 +4,7 @@ mod client;
 mod commands;
 mod config;
 mod output;
+mod secrets_cmd;
 mod server;
 
 use std::process::ExitCode;
@@ -14,7 +15,7 @@ use crate::commands::{Global, run};
 
 /// Tether: a self-hostable security control plane.
 #[derive(Parser)]
-#[command(name = "tether", version, about, propagate_version = true)]
+#[command(name = "tether", version, about)]
 pub struct Cli {
     #[command(flatten)]
     global: Global,
@@ -42,6 +43,39 @@ pub enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(commands::UserCmd),
+    /// Secrets: versioned, encrypted KEY=VALUE maps.
+    #[command(subcommand)]
+    Secret(secrets_cmd::SecretCmd),
+    /// Variables: non-sensitive values.
+    #[command(subcommand)]
+    Var(secrets_cmd::VarCmd),
+    /// Show an environment's resolved configuration (masked unless --reveal).
+    EnvVars {
+        #[command(flatten)]
+        sel: secrets_cmd::Selection,
+        /// Show values.
+        #[arg(long)]
+        reveal: bool,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = output::Format::Table)]
+        output: output::Format,
+    },
+    /// Write an environment's resolved configuration as a .env file.
+    DotEnv {
+        #[command(flatten)]
+        sel: secrets_cmd::Selection,
+        /// Write to this file (mode 0600) instead of standard output.
+        #[arg(short, long)]
+        out: Option<String>,
+    },
+    /// Run a command with an environment's resolved configuration in its environment.
+    Run {
+        #[command(flatten)]
+        sel: secrets_cmd::Selection,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
     /// Resource history and the request log.
     #[command(subcommand)]
     Audit(commands::AuditCmd),

@@ -48,6 +48,24 @@ impl Name {
         Ok(Self(input.to_owned()))
     }
 
+    /// Validates a name for a kind: variables are named like environment variables
+    /// (`[A-Za-z_][A-Za-z0-9_]*`, at most 255 characters); every other kind uses slugs.
+    pub fn parse_for(kind: crate::Kind, input: &str) -> Result<Self, NameError> {
+        if kind != crate::Kind::Variable {
+            return Self::parse(input);
+        }
+        let first_ok = input.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_');
+        let rest_ok = input.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !first_ok || !rest_ok || input.len() > 255 {
+            let name = input.chars().take(MAX_NAME_LEN).collect();
+            return Err(NameError {
+                name,
+                reason: "a variable is named like an environment variable: a letter or '_', then letters, digits or '_'",
+            });
+        }
+        Ok(Self(input.to_owned()))
+    }
+
     /// The name as a string.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -88,6 +106,15 @@ mod tests {
         for ok in ["a", "prod", "team-1", "svc_acct", "a1-b2"] {
             assert!(Name::parse(ok).is_ok(), "{ok}");
         }
+    }
+
+    #[test]
+    fn variables_use_environment_variable_names() {
+        assert!(Name::parse_for(crate::Kind::Variable, "DATABASE_URL").is_ok());
+        assert!(Name::parse_for(crate::Kind::Variable, "_x1").is_ok());
+        assert!(Name::parse_for(crate::Kind::Variable, "1X").is_err());
+        assert!(Name::parse_for(crate::Kind::Variable, "A-B").is_err());
+        assert!(Name::parse_for(crate::Kind::Team, "DATABASE_URL").is_err());
     }
 
     #[test]

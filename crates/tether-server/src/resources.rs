@@ -241,7 +241,7 @@ pub async fn create(
     manifest: &Resource,
     change: &Change<'_>,
 ) -> AppResult<ResourceRow> {
-    let name = tether_core::Name::parse(&manifest.metadata.name)
+    let name = tether_core::Name::parse_for(kind, &manifest.metadata.name)
         .map_err(|e| AppError::new(ErrorCode::InvalidName, e.to_string()))?;
     let mut spec = validate_spec(kind, &manifest.spec)?;
     if kind == Kind::Secret {

@@ -356,3 +356,38 @@ pub async fn tamper(database_url: &str, sql: &str) -> u64 {
         .unwrap();
     done.rows_affected()
 }
+
+/// Reads one text column of every row a query returns, directly from the database (to prove
+/// what is and is not stored).
+pub async fn query_strings(database_url: &str, sql: &str) -> Vec<String> {
+    use sqlx::{Connection, Row};
+    sqlx::any::install_default_drivers();
+    let url = if database_url.starts_with("sqlite") {
+        format!("{database_url}?mode=ro")
+    } else {
+        database_url.to_owned()
+    };
+    let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| r.try_get::<String, _>(0).unwrap_or_default())
+        .collect()
+}
+
+/// The Python interpreter with the test tools (python-dotenv), from `scripts/test.sh`.
+/// Outside CI a missing interpreter skips the calling test with a message; in CI it fails.
+pub fn test_python() -> Option<String> {
+    match std::env::var("TETHER_TEST_PYTHON") {
+        Ok(p) if !p.is_empty() => Some(p),
+        _ if std::env::var("CI").is_ok() => {
+            panic!("TETHER_TEST_PYTHON is not set: run the tests with scripts/test.sh")
+        }
+        _ => {
+            eprintln!("SKIPPED: TETHER_TEST_PYTHON is not set (scripts/test.sh sets it)");
+            None
+        }
+    }
+}

@@ -12,6 +12,7 @@ mod audit;
 mod errors;
 mod identity;
 mod reliability;
+mod secrets;
 mod walkthrough;
 
 use tether_testkit::TestServer;

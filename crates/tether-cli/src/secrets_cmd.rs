@@ -1,0 +1,655 @@
+//! `tether secret`, `tether var`, `tether env-vars`, `tether dot-env`, `tether run`.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result, anyhow, bail};
+use base64::Engine as _;
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::client::{Client, enc, jp};
+use crate::output::{Format, RESOURCE_COLUMNS, print};
+
+/// The org and client a command runs with.
+pub struct Target<'a> {
+    /// HTTP client.
+    pub client: &'a mut Client,
+    /// Organization.
+    pub org: &'a str,
+}
+
+fn env_q(env: Option<&str>) -> String {
+    env.map(|e| format!("?env={}", enc(e))).unwrap_or_default()
+}
+
+fn secret_path(org: &str, name: &str, suffix: &str, env: Option<&str>) -> String {
+    format!(
+        "/v1/orgs/{}/secrets/{}{suffix}{}",
+        enc(org),
+        enc(name),
+        env_q(env)
+    )
+}
+
+/// `tether secret ...`
+#[derive(Subcommand, Debug)]
+pub enum SecretCmd {
+    /// Write a new version: `tether secret set NAME KEY=VALUE...`.
+    Set {
+        /// Secret name.
+        name: String,
+        /// KEY=VALUE pairs.
+        pairs: Vec<String>,
+        /// Environment (default: organization level).
+        #[arg(long)]
+        env: Option<String>,
+        /// KEY=PATH: the file's content becomes KEY's value (UTF-8, or see --base64).
+        #[arg(long = "from-file")]
+        from_file: Vec<String>,
+        /// Store file contents base64-encoded (for binary files).
+        #[arg(long)]
+        base64: bool,
+        /// Check-and-set: fail unless the current version is N (0: the secret must not exist).
+        #[arg(long)]
+        if_version: Option<i64>,
+        /// Change message.
+        #[arg(short, long)]
+        message: Option<String>,
+    },
+    /// Read a secret's data.
+    Get {
+        /// Secret name.
+        name: String,
+        /// Environment.
+        #[arg(long)]
+        env: Option<String>,
+        /// Version (default: current).
+        #[arg(long)]
+        version: Option<i64>,
+        /// table, json, yaml, or env (KEY="VALUE" lines).
+        #[arg(short, long, default_value = "table")]
+        output: String,
+    },
+    /// List secrets (metadata only).
+    List {
+        /// Environment.
+        #[arg(long)]
+        env: Option<String>,
+        /// Include deleted secrets.
+        #[arg(long)]
+        deleted: bool,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// List a secret's versions.
+    Versions {
+        /// Secret name.
+        name: String,
+        /// Environment.
+        #[arg(long)]
+        env: Option<String>,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Soft-delete a secret (undo with `undelete`).
+    Delete {
+        /// Secret name.
+        name: String,
+        /// Environment.
+        #[arg(long)]
+        env: Option<String>,
+    },
+    /// Undelete a secret.
+    Undelete {
+        /// Secret name.
+        name: String,
+        /// Environment.
+        #[arg(long)]
+        env: Option<String>,
+    },
+    /// Destroy one version's data for good.
+    Destroy {
+        /// Secret name.
+        name: String,
+        /// Version.
+        #[arg(long)]
+        version: i64,
+        /// Environment.
+        #[arg(long)]
+        env: Option<String>,
+    },
+    /// Write an old version's data as a new version.
+    Rollback {
+        /// Secret name.
+        name: String,
+        /// The version to go back to.
+        #[arg(long)]
+        to: i64,
+        /// Environment.
+        #[arg(long)]
+        env: Option<String>,
+        /// Check-and-set.
+        #[arg(long)]
+        if_version: Option<i64>,
+    },
+    /// Show or change metadata: description, max versions, custom metadata.
+    Metadata {
+        /// Secret name.
+        name: String,
+        /// Environment.
+        #[arg(long)]
+        env: Option<String>,
+        /// Description.
+        #[arg(long)]
+        description: Option<String>,
+        /// Keep at most N versions with data (0: all).
+        #[arg(long)]
+        max_versions: Option<u32>,
+        /// Custom metadata KEY=VALUE (repeatable).
+        #[arg(long = "meta")]
+        meta: Vec<String>,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Format::Yaml)]
+        output: Format,
+    },
+}
+
+fn split_pair(p: &str) -> Result<(String, String)> {
+    let (k, v) = p.split_once('=').ok_or_else(|| {
+        anyhow!(
+            "'{}' is not KEY=VALUE",
+            p.chars().take(40).collect::<String>()
+        )
+    })?;
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+fn collect_data(pairs: &[String], files: &[String], b64: bool) -> Result<BTreeMap<String, String>> {
+    let mut data = BTreeMap::new();
+    for p in pairs {
+        let (k, v) = split_pair(p)?;
+        data.insert(k, v);
+    }
+    for f in files {
+        let (k, path) = split_pair(f)?;
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {path}"))?;
+        let value = if b64 {
+            base64::engine::general_purpose::STANDARD.encode(&bytes)
+        } else {
+            String::from_utf8(bytes).map_err(|_| {
+                anyhow!("{path} is not UTF-8 text; use --base64 to store binary data")
+            })?
+        };
+        data.insert(k, value);
+    }
+    if data.is_empty() {
+        bail!("give at least one KEY=VALUE or --from-file KEY=PATH");
+    }
+    Ok(data)
+}
+
+/// Runs `tether secret ...`.
+pub async fn secret(t: Target<'_>, cmd: SecretCmd) -> Result<()> {
+    let org = t.org;
+    match cmd {
+        SecretCmd::Set {
+            name,
+            pairs,
+            env,
+            from_file,
+            base64,
+            if_version,
+            message,
+        } => {
+            let data = collect_data(&pairs, &from_file, base64)?;
+            let body = json!({"data": data, "if_version": if_version, "message": message});
+            let v = t
+                .client
+                .call(
+                    Method::POST,
+                    &secret_path(org, &name, "/versions", env.as_deref()),
+                    Some(&body),
+                )
+                .await?;
+            println!("secret '{name}' is now at version {}", jp(&v, "/version"));
+            Ok(())
+        }
+        SecretCmd::Get {
+            name,
+            env,
+            version,
+            output,
+        } => {
+            let mut path = secret_path(org, &name, "/data", env.as_deref());
+            if let Some(n) = version {
+                path.push_str(&format!(
+                    "{}version={n}",
+                    if env.is_some() { "&" } else { "?" }
+                ));
+            }
+            let v = t.client.call(Method::GET, &path, None).await?;
+            print_data(&v, &output)
+        }
+        SecretCmd::List {
+            env,
+            deleted,
+            output,
+        } => {
+            let mut path = format!("/v1/orgs/{}/secrets{}", enc(org), env_q(env.as_deref()));
+            if deleted {
+                path.push_str(if env.is_some() {
+                    "&deleted=true"
+                } else {
+                    "?deleted=true"
+                });
+            }
+            let v = t.client.call(Method::GET, &path, None).await?;
+            print(
+                &v,
+                output,
+                &[
+                    ("NAME", "/metadata/name"),
+                    ("ENV", "/metadata/env"),
+                    ("VERSION", "/spec/current_version"),
+                    ("DELETED", "/spec/deleted"),
+                    ("UPDATED", "/status/audit/updated_at"),
+                    ("BY", "/status/audit/updated_by"),
+                ],
+            )
+        }
+        SecretCmd::Versions { name, env, output } => {
+            let v = t
+                .client
+                .call(
+                    Method::GET,
+                    &secret_path(org, &name, "/versions", env.as_deref()),
+                    None,
+                )
+                .await?;
+            print(
+                &v,
+                output,
+                &[
+                    ("VERSION", "/version"),
+                    ("CREATED", "/created_at"),
+                    ("BY", "/created_by"),
+                    ("DESTROYED", "/destroyed_at"),
+                    ("CURRENT", "/current"),
+                ],
+            )
+        }
+        SecretCmd::Delete { name, env } => {
+            t.client
+                .call(
+                    Method::DELETE,
+                    &secret_path(org, &name, "", env.as_deref()),
+                    None,
+                )
+                .await?;
+            println!("secret '{name}' deleted (undo with `tether secret undelete {name}`)");
+            Ok(())
+        }
+        SecretCmd::Undelete { name, env } => {
+            t.client
+                .call(
+                    Method::POST,
+                    &secret_path(org, &name, "/undelete", env.as_deref()),
+                    None,
+                )
+                .await?;
+            println!("secret '{name}' undeleted");
+            Ok(())
+        }
+        SecretCmd::Destroy { name, version, env } => {
+            t.client
+                .call(
+                    Method::POST,
+                    &secret_path(
+                        org,
+                        &name,
+                        &format!("/versions/{version}/destroy"),
+                        env.as_deref(),
+                    ),
+                    None,
+                )
+                .await?;
+            println!("version {version} of secret '{name}' destroyed");
+            Ok(())
+        }
+        SecretCmd::Rollback {
+            name,
+            to,
+            env,
+            if_version,
+        } => {
+            let body = json!({"to": to, "if_version": if_version});
+            let v = t
+                .client
+                .call(
+                    Method::POST,
+                    &secret_path(org, &name, "/rollback", env.as_deref()),
+                    Some(&body),
+                )
+                .await?;
+            println!(
+                "secret '{name}' rolled back to the data of version {to}; new version {}",
+                jp(&v, "/version")
+            );
+            Ok(())
+        }
+        SecretCmd::Metadata {
+            name,
+            env,
+            description,
+            max_versions,
+            meta,
+            output,
+        } => {
+            let path = secret_path(org, &name, "", env.as_deref());
+            let mut current = t.client.call(Method::GET, &path, None).await?;
+            if description.is_none() && max_versions.is_none() && meta.is_empty() {
+                return print(&current, output, RESOURCE_COLUMNS);
+            }
+            let spec = current
+                .pointer_mut("/spec")
+                .and_then(Value::as_object_mut)
+                .ok_or_else(|| anyhow!("the server sent no spec"))?;
+            if let Some(d) = description {
+                spec.insert("description".into(), Value::String(d));
+            }
+            if let Some(m) = max_versions {
+                spec.insert("max_versions".into(), json!(m));
+            }
+            let mut custom = spec
+                .get("custom_metadata")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            for m in &meta {
+                let (k, v) = split_pair(m)?;
+                custom.insert(k, Value::String(v));
+            }
+            spec.insert("custom_metadata".into(), Value::Object(custom));
+            let labels = jp(&current, "/metadata/labels")
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+            let body = json!({"metadata": {"name": name, "env": env, "labels": labels}, "spec": jp(&current, "/spec")});
+            let v = t.client.call(Method::PUT, &path, Some(&body)).await?;
+            print(&v, output, RESOURCE_COLUMNS)
+        }
+    }
+}
+
+fn print_data(v: &Value, output: &str) -> Result<()> {
+    let data = jp(v, "/data").as_object().cloned().unwrap_or_default();
+    match output {
+        "json" => println!("{}", serde_json::to_string_pretty(v)?),
+        "yaml" => print!("{}", serde_saphyr::to_string(v)?),
+        "env" => {
+            for (k, val) in &data {
+                println!("{k}={}", dotenv_quote(val.as_str().unwrap_or_default()));
+            }
+        }
+        "table" => {
+            let rows: Vec<Value> = data
+                .iter()
+                .map(|(k, val)| json!({"key": k, "value": val}))
+                .collect();
+            print(
+                &Value::Array(rows),
+                Format::Table,
+                &[("KEY", "/key"), ("VALUE", "/value")],
+            )?;
+        }
+        other => bail!("unknown output '{other}' (table, json, yaml, env)"),
+    }
+    Ok(())
+}
+
+/// Quotes a value for a `.env` file. Values are double-quoted with `\`, `"`, newlines and
+/// carriage returns escaped, so `#`, `=`, spaces and quotes survive every common dotenv
+/// reader. A value holding `${` is single-quoted instead (only `\` and `'` escaped, newlines
+/// kept), because readers interpolate `${...}` inside double quotes but not inside single ones.
+pub fn dotenv_quote(value: &str) -> String {
+    let single = value.contains("${");
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push(if single { '\'' } else { '"' });
+    for c in value.chars() {
+        match (c, single) {
+            ('\\', _) => out.push_str("\\\\"),
+            ('\'', true) => out.push_str("\\'"),
+            ('"', false) => out.push_str("\\\""),
+            ('\n', false) => out.push_str("\\n"),
+            ('\r', false) => out.push_str("\\r"),
+            (c, _) => out.push(c),
+        }
+    }
+    out.push(if single { '\'' } else { '"' });
+    out
+}
+
+/// `tether var ...`
+#[derive(Subcommand, Debug)]
+pub enum VarCmd {
+    /// Set a variable.
+    Set {
+        /// Name.
+        name: String,
+        /// Value (may reference ${var:X} or ${secret:X.KEY}).
+        value: String,
+        /// Environment.
+        #[arg(long)]
+        env: Option<String>,
+        /// Description.
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Show a variable.
+    Get {
+        /// Name.
+        name: String,
+        /// Environment.
+        #[arg(long)]
+        env: Option<String>,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// List variables.
+    List {
+        /// Environment.
+        #[arg(long)]
+        env: Option<String>,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Delete a variable.
+    Delete {
+        /// Name.
+        name: String,
+        /// Environment.
+        #[arg(long)]
+        env: Option<String>,
+    },
+}
+
+const VAR_COLUMNS: &[(&str, &str)] = &[
+    ("NAME", "/metadata/name"),
+    ("ENV", "/metadata/env"),
+    ("VALUE", "/spec/value"),
+    ("UPDATED", "/status/audit/updated_at"),
+];
+
+/// Runs `tether var ...`.
+pub async fn var(t: Target<'_>, cmd: VarCmd) -> Result<()> {
+    let item = |name: &str, env: Option<&str>| {
+        format!(
+            "/v1/orgs/{}/variables/{}{}",
+            enc(t.org),
+            enc(name),
+            env_q(env)
+        )
+    };
+    match cmd {
+        VarCmd::Set {
+            name,
+            value,
+            env,
+            description,
+        } => {
+            let body = json!({"metadata": {"name": name, "env": env}, "spec": {"value": value, "description": description}});
+            t.client
+                .call(Method::PUT, &item(&name, env.as_deref()), Some(&body))
+                .await?;
+            println!("variable '{name}' set");
+            Ok(())
+        }
+        VarCmd::Get { name, env, output } => {
+            let v = t
+                .client
+                .call(Method::GET, &item(&name, env.as_deref()), None)
+                .await?;
+            print(&v, output, VAR_COLUMNS)
+        }
+        VarCmd::List { env, output } => {
+            let v = t
+                .client
+                .call(
+                    Method::GET,
+                    &format!("/v1/orgs/{}/variables{}", enc(t.org), env_q(env.as_deref())),
+                    None,
+                )
+                .await?;
+            print(&v, output, VAR_COLUMNS)
+        }
+        VarCmd::Delete { name, env } => {
+            t.client
+                .call(Method::DELETE, &item(&name, env.as_deref()), None)
+                .await?;
+            println!("variable '{name}' deleted");
+            Ok(())
+        }
+    }
+}
+
+/// Which names to export.
+#[derive(Args, Debug, Clone)]
+pub struct Selection {
+    /// Environment.
+    #[arg(long)]
+    pub env: String,
+    /// Only these names (comma-separated).
+    #[arg(long)]
+    pub only: Option<String>,
+    /// Only names starting with this prefix.
+    #[arg(long)]
+    pub prefix: Option<String>,
+}
+
+/// Fetches the resolved configuration of an environment.
+pub async fn resolve(
+    client: &mut Client,
+    org: &str,
+    sel: &Selection,
+    reveal: bool,
+) -> Result<Value> {
+    let mut path = format!(
+        "/v1/orgs/{}/envs/{}/resolved?reveal={reveal}",
+        enc(org),
+        enc(&sel.env)
+    );
+    if let Some(o) = &sel.only {
+        path.push_str(&format!("&only={}", enc(o)));
+    }
+    if let Some(p) = &sel.prefix {
+        path.push_str(&format!("&prefix={}", enc(p)));
+    }
+    client.call(Method::GET, &path, None).await
+}
+
+fn pairs(v: &Value) -> Vec<(String, String)> {
+    jp(v, "/values")
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| {
+                    (
+                        jp(e, "/name").as_str().unwrap_or("").to_owned(),
+                        jp(e, "/value").as_str().unwrap_or("").to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `tether env-vars`: the resolved configuration, masked unless `--reveal`.
+pub async fn env_vars(t: Target<'_>, sel: Selection, reveal: bool, output: Format) -> Result<()> {
+    let v = resolve(t.client, t.org, &sel, reveal).await?;
+    print(
+        jp(&v, "/values"),
+        output,
+        &[
+            ("NAME", "/name"),
+            ("VALUE", "/value"),
+            ("SOURCE", "/source"),
+        ],
+    )?;
+    if let Some(skipped) = jp(&v, "/skipped").as_array().filter(|s| !s.is_empty()) {
+        eprintln!(
+            "left out (no permission to read values): {}",
+            skipped
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// `tether dot-env`: writes a `.env` file (or standard output).
+pub async fn dot_env(t: Target<'_>, sel: Selection, out: Option<String>) -> Result<()> {
+    let v = resolve(t.client, t.org, &sel, true).await?;
+    let mut text = String::new();
+    for (k, val) in pairs(&v) {
+        text.push_str(&format!("{k}={}\n", dotenv_quote(&val)));
+    }
+    match out {
+        Some(path) => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)
+                .with_context(|| format!("writing {path}"))?;
+            f.write_all(text.as_bytes())?;
+            eprintln!("wrote {} values to {path}", pairs(&v).len());
+        }
+        None => print!("{text}"),
+    }
+    Ok(())
+}
+
+/// `tether run -- CMD ARGS...`: replaces this process with the command, its environment
+/// extended with the resolved values, so signals, standard streams and the exit code are the
+/// command's own.
+pub async fn run(t: Target<'_>, sel: Selection, cmd: Vec<String>) -> Result<()> {
+    let (program, args) = cmd
+        .split_first()
+        .ok_or_else(|| anyhow!("give the command to run after --"))?;
+    let v = resolve(t.client, t.org, &sel, true).await?;
+    let mut command = std::process::Command::new(program);
+    command.args(args).envs(pairs(&v));
+    use std::os::unix::process::CommandExt;
+    let err = command.exec();
+    Err(anyhow!("cannot run '{program}': {err}"))
+}

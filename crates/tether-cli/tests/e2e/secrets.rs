@@ -1,0 +1,613 @@
+//! The secrets manager end to end: versions, check-and-set, rollback, destroy, soft delete,
+//! scoping, value permissions, encryption at rest, references and delivery.
+
+use serde_json::json;
+use tether_testkit::{TestServer, query_strings, tamper, test_python};
+
+use crate::server;
+
+fn ok(o: &std::process::Output) -> String {
+    assert!(
+        o.status.success(),
+        "command failed: {}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        String::from_utf8_lossy(&o.stdout)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+async fn set(
+    s: &TestServer,
+    name: &str,
+    env: Option<&str>,
+    data: serde_json::Value,
+) -> tether_testkit::Resp {
+    if let Some(map) = data.as_object() {
+        for v in map.values() {
+            s.remember(v.as_str().unwrap());
+        }
+    }
+    let q = env.map(|e| format!("?env={e}")).unwrap_or_default();
+    s.admin(
+        "POST",
+        &format!("/v1/orgs/default/secrets/{name}/versions{q}"),
+        Some(&json!({"data": data})),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn versions_check_and_set_rollback_destroy_and_soft_delete() {
+    let s = server().await;
+    let root = s.root_key.clone();
+    s.remember("hunter2-v1");
+    s.remember("hunter2-v2");
+    ok(&s.cli(
+        Some(&root),
+        &["secret", "set", "db", "PASSWORD=hunter2-v1", "USER=app"],
+    ));
+    ok(&s.cli(
+        Some(&root),
+        &[
+            "secret",
+            "set",
+            "db",
+            "PASSWORD=hunter2-v2",
+            "USER=app",
+            "--if-version",
+            "1",
+        ],
+    ));
+    let stale = s.cli(
+        Some(&root),
+        &["secret", "set", "db", "PASSWORD=x", "--if-version", "1"],
+    );
+    assert!(!stale.status.success());
+    assert!(String::from_utf8_lossy(&stale.stderr).contains("version_conflict"));
+    let got = ok(&s.cli(Some(&root), &["secret", "get", "db", "-o", "json"]));
+    let v: serde_json::Value = serde_json::from_str(&got).unwrap();
+    assert_eq!(
+        (v["version"].as_i64(), v["data"]["PASSWORD"].as_str()),
+        (Some(2), Some("hunter2-v2"))
+    );
+    let old = s
+        .admin("GET", "/v1/orgs/default/secrets/db/data?version=1", None)
+        .await;
+    assert_eq!(old.body["data"]["PASSWORD"], "hunter2-v1");
+
+    ok(&s.cli(Some(&root), &["secret", "rollback", "db", "--to", "1"]));
+    let now = s
+        .admin("GET", "/v1/orgs/default/secrets/db/data", None)
+        .await;
+    assert_eq!(
+        (
+            now.body["version"].as_i64(),
+            now.body["data"]["PASSWORD"].as_str()
+        ),
+        (Some(3), Some("hunter2-v1"))
+    );
+
+    ok(&s.cli(Some(&root), &["secret", "destroy", "db", "--version", "2"]));
+    let gone = s
+        .admin("GET", "/v1/orgs/default/secrets/db/data?version=2", None)
+        .await;
+    assert_eq!((gone.status, gone.code()), (410, "version_destroyed"));
+    let missing = s
+        .admin("GET", "/v1/orgs/default/secrets/db/data?version=9", None)
+        .await;
+    assert_eq!((missing.status, missing.code()), (404, "not_found"));
+    let versions = ok(&s.cli(Some(&root), &["secret", "versions", "db", "-o", "json"]));
+    let versions: serde_json::Value = serde_json::from_str(&versions).unwrap();
+    assert_eq!(versions.as_array().unwrap().len(), 3);
+    assert!(versions[1]["destroyed_at"].is_string());
+
+    ok(&s.cli(Some(&root), &["secret", "delete", "db"]));
+    assert_eq!(
+        s.admin("GET", "/v1/orgs/default/secrets/db/data", None)
+            .await
+            .status,
+        404
+    );
+    let listed = ok(&s.cli(Some(&root), &["secret", "list", "-o", "json"]));
+    assert_eq!(listed.trim(), "[]");
+    ok(&s.cli(Some(&root), &["secret", "undelete", "db"]));
+    assert_eq!(
+        s.admin("GET", "/v1/orgs/default/secrets/db/data", None)
+            .await
+            .body["data"]["PASSWORD"],
+        "hunter2-v1"
+    );
+
+    // Metadata, and max_versions destroying the oldest data.
+    ok(&s.cli(
+        Some(&root),
+        &[
+            "secret",
+            "metadata",
+            "db",
+            "--description",
+            "main database",
+            "--max-versions",
+            "2",
+            "--meta",
+            "owner=dba",
+        ],
+    ));
+    set(&s, "db", None, json!({"PASSWORD": "hunter2-v4"})).await;
+    let meta = s.admin("GET", "/v1/orgs/default/secrets/db", None).await;
+    assert_eq!(
+        (
+            meta.body["spec"]["description"].as_str(),
+            meta.body["spec"]["current_version"].as_i64()
+        ),
+        (Some("main database"), Some(4))
+    );
+    assert_eq!(meta.body["spec"]["custom_metadata"]["owner"], "dba");
+    assert_eq!(
+        s.admin("GET", "/v1/orgs/default/secrets/db/data?version=1", None)
+            .await
+            .code(),
+        "version_destroyed"
+    );
+    assert_eq!(
+        s.admin("GET", "/v1/orgs/default/secrets/db/data?version=3", None)
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn scoping_and_value_permissions() {
+    let s = server().await;
+    s.apply("kind: Environment\nmetadata: {name: production}\n")
+        .await;
+    assert_eq!(
+        set(
+            &s,
+            "api-token",
+            Some("production"),
+            json!({"TOKEN": "prod-only-value"})
+        )
+        .await
+        .status,
+        201
+    );
+    // The production secret is not readable through dev, nor at the org level.
+    assert_eq!(
+        s.admin(
+            "GET",
+            "/v1/orgs/default/secrets/api-token/data?env=dev",
+            None
+        )
+        .await
+        .status,
+        404
+    );
+    assert_eq!(
+        s.admin("GET", "/v1/orgs/default/secrets/api-token/data", None)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        s.admin(
+            "GET",
+            "/v1/orgs/default/secrets/api-token/data?env=production",
+            None
+        )
+        .await
+        .status,
+        200
+    );
+
+    let viewer = s.user_key("victor").await;
+    s.apply("kind: RoleBinding\nmetadata: {name: victor-view, env: production}\nspec: {role: viewer, subject: 'user:victor'}\n").await;
+    let meta = s
+        .req(
+            "GET",
+            "/v1/orgs/default/secrets/api-token?env=production",
+            Some(&viewer),
+            None,
+        )
+        .await;
+    assert_eq!(meta.status, 200, "{}", meta.text);
+    assert!(!meta.text.contains("prod-only-value"));
+    let value = s
+        .req(
+            "GET",
+            "/v1/orgs/default/secrets/api-token/data?env=production",
+            Some(&viewer),
+            None,
+        )
+        .await;
+    assert_eq!((value.status, value.code()), (403, "forbidden"));
+
+    let member = s.user_key("mona").await;
+    s.apply("kind: RoleBinding\nmetadata: {name: mona-member, env: production}\nspec: {role: member, subject: 'user:mona'}\n").await;
+    let value = s
+        .req(
+            "GET",
+            "/v1/orgs/default/secrets/api-token/data?env=production",
+            Some(&member),
+            None,
+        )
+        .await;
+    assert_eq!(value.body["data"]["TOKEN"], "prod-only-value");
+    let outsider = s.user_key("oscar").await;
+    assert_eq!(
+        s.req(
+            "GET",
+            "/v1/orgs/default/secrets/api-token/data?env=production",
+            Some(&outsider),
+            None
+        )
+        .await
+        .status,
+        404
+    );
+}
+
+#[tokio::test]
+async fn bad_secret_input_gets_clear_codes_and_writes_nothing() {
+    let s = server().await;
+    assert_eq!(
+        post(&s, "Bad_Name", json!({"data": {"K": "v"}}))
+            .await
+            .code(),
+        "invalid_name"
+    );
+    assert_eq!(
+        post(&s, "empty", json!({"data": {}})).await.code(),
+        "invalid_argument"
+    );
+    assert_eq!(
+        post(&s, "badkey", json!({"data": {"1KEY": "v"}}))
+            .await
+            .code(),
+        "invalid_argument"
+    );
+    let big = "x".repeat(64 * 1024 + 1);
+    assert_eq!(
+        post(&s, "big", json!({"data": {"K": big}})).await.code(),
+        "payload_too_large"
+    );
+    let many: serde_json::Map<String, serde_json::Value> =
+        (0..101).map(|i| (format!("K{i}"), json!("v"))).collect();
+    assert_eq!(
+        post(&s, "many", json!({"data": many})).await.code(),
+        "invalid_argument"
+    );
+    assert_eq!(
+        post(&s, "cas", json!({"data": {"K": "v"}, "if_version": 3}))
+            .await
+            .code(),
+        "version_conflict"
+    );
+    let listed = s.admin("GET", "/v1/orgs/default/secrets", None).await;
+    assert_eq!(listed.body.as_array().unwrap().len(), 0, "{}", listed.text);
+
+    // --from-file: text, refused binary, accepted binary with --base64.
+    let root = s.root_key.clone();
+    let text = s.dir.path().join("cert.pem");
+    std::fs::write(&text, "-----BEGIN-----\nline\n").unwrap();
+    let binary = s.dir.path().join("blob.bin");
+    std::fs::write(&binary, [0xff, 0xfe, 0x00, 0x01]).unwrap();
+    ok(&s.cli(
+        Some(&root),
+        &[
+            "secret",
+            "set",
+            "files",
+            "--from-file",
+            &format!("CERT={}", text.display()),
+        ],
+    ));
+    let refused = s.cli(
+        Some(&root),
+        &[
+            "secret",
+            "set",
+            "files",
+            "--from-file",
+            &format!("BLOB={}", binary.display()),
+        ],
+    );
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--base64"));
+    ok(&s.cli(
+        Some(&root),
+        &[
+            "secret",
+            "set",
+            "files",
+            "--base64",
+            "--from-file",
+            &format!("BLOB={}", binary.display()),
+        ],
+    ));
+    let got = s
+        .admin("GET", "/v1/orgs/default/secrets/files/data", None)
+        .await;
+    assert_eq!(got.body["data"]["BLOB"], "//4AAQ==");
+    assert_eq!(got.body["version"], 2);
+}
+
+#[tokio::test]
+async fn values_are_encrypted_at_rest_and_bound_to_their_row() {
+    let s = server().await;
+    let marker = "PLAINTEXT-MARKER-7f3a9c";
+    set(&s, "a", None, json!({"V": marker})).await;
+    set(&s, "b", None, json!({"V": "other-value-2b"})).await;
+    // Nothing in the database (any table, any row) holds the value; the audit trail shows
+    // metadata and version numbers only.
+    let audit = query_strings(
+        &s.database_url,
+        "SELECT COALESCE(yaml_before, '') || COALESCE(yaml_after, '') || diff FROM versions",
+    )
+    .await;
+    assert!(audit.iter().any(|y| y.contains("current_version: 1")));
+    assert!(audit.iter().all(|y| !y.contains(marker)));
+    if s.database_url.starts_with("sqlite") {
+        let dir = s.dir.path();
+        for f in ["tether.db", "tether.db-wal"] {
+            if let Ok(bytes) = std::fs::read(dir.join(f)) {
+                assert!(
+                    !bytes.windows(marker.len()).any(|w| w == marker.as_bytes()),
+                    "{f} holds plaintext"
+                );
+            }
+        }
+    }
+    // Moving b's ciphertext into a's row must not open: the AAD binds it to its row.
+    tamper(&s.database_url, "UPDATE secret_versions SET blob = (SELECT blob FROM secret_versions o WHERE o.secret_id = (SELECT id FROM resources WHERE name = 'b' AND kind = 'Secret')) WHERE secret_id = (SELECT id FROM resources WHERE name = 'a' AND kind = 'Secret')").await;
+    let r = s
+        .admin("GET", "/v1/orgs/default/secrets/a/data", None)
+        .await;
+    assert_eq!(r.status, 500, "{}", r.text);
+    assert!(!r.text.contains("other-value-2b"));
+}
+
+#[tokio::test]
+async fn repeated_reads_use_the_dek_cache() {
+    let s = server().await;
+    set(&s, "hot", None, json!({"K": "cached-value"})).await;
+    let unwraps = |m: &str| {
+        m.lines()
+            .find(|l| l.starts_with("tether_kek_unwrap_total"))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let before = unwraps(&s.req("GET", "/metrics", None, None).await.text);
+    for _ in 0..1000 {
+        assert_eq!(
+            s.admin("GET", "/v1/orgs/default/secrets/hot/data", None)
+                .await
+                .status,
+            200
+        );
+    }
+    let after = unwraps(&s.req("GET", "/metrics", None, None).await.text);
+    assert_eq!(after - before, 0.0, "KEK unwraps during 1,000 cached reads");
+}
+
+#[tokio::test]
+async fn references_resolve_env_first_and_report_cycles() {
+    let s = server().await;
+    s.apply("kind: Environment\nmetadata: {name: production}\n")
+        .await;
+    set(
+        &s,
+        "db",
+        None,
+        json!({"PASSWORD": "org-pass", "USER": "org-user"}),
+    )
+    .await;
+    set(
+        &s,
+        "db",
+        Some("production"),
+        json!({"PASSWORD": "prod-pass", "USER": "prod-user"}),
+    )
+    .await;
+    set(&s, "token", None, json!({"TOKEN": "t0k3n"})).await;
+    s.apply(concat!(
+        "kind: Variable\nmetadata: {name: HOST}\nspec: {value: db.internal}\n---\n",
+        "kind: Variable\nmetadata: {name: HOST, env: production}\nspec: {value: db.prod.internal}\n---\n",
+        "kind: Variable\nmetadata: {name: DATABASE_URL}\nspec: {value: 'postgres://${secret:db.USER}:${secret:db.PASSWORD}@${var:HOST}/app'}\n---\n",
+        "kind: Variable\nmetadata: {name: AUTH}\nspec: {value: 'Bearer ${secret:token}'}\n---\n",
+        "kind: Variable\nmetadata: {name: LITERAL}\nspec: {value: 'cost: $${not_a_ref}'}\n",
+    ))
+    .await;
+    let r = s
+        .admin(
+            "GET",
+            "/v1/orgs/default/envs/production/resolved?reveal=true",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let get = |name: &str| {
+        r.body["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(
+        get("DATABASE_URL").as_deref(),
+        Some("postgres://prod-user:prod-pass@db.prod.internal/app")
+    );
+    assert_eq!(get("AUTH").as_deref(), Some("Bearer t0k3n"));
+    assert_eq!(get("LITERAL").as_deref(), Some("cost: ${not_a_ref}"));
+    assert_eq!(get("PASSWORD").as_deref(), Some("prod-pass"));
+    let dev = s
+        .admin(
+            "GET",
+            "/v1/orgs/default/envs/dev/resolved?reveal=true",
+            None,
+        )
+        .await;
+    assert!(
+        dev.text
+            .contains("postgres://org-user:org-pass@db.internal/app"),
+        "{}",
+        dev.text
+    );
+    let masked = s
+        .admin("GET", "/v1/orgs/default/envs/production/resolved", None)
+        .await;
+    assert!(!masked.text.contains("prod-pass"));
+    let only = s
+        .admin(
+            "GET",
+            "/v1/orgs/default/envs/production/resolved?reveal=true&only=HOST,AUTH",
+            None,
+        )
+        .await;
+    assert_eq!(only.body["values"].as_array().unwrap().len(), 2);
+
+    s.apply("kind: Variable\nmetadata: {name: A}\nspec: {value: '${var:B}'}\n---\nkind: Variable\nmetadata: {name: B}\nspec: {value: '${var:A}'}\n").await;
+    let cyc = s
+        .admin("GET", "/v1/orgs/default/envs/dev/resolved", None)
+        .await;
+    assert_eq!((cyc.status, cyc.code()), (422, "reference_error"));
+    assert!(
+        cyc.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cycle"),
+        "{}",
+        cyc.text
+    );
+    let mut deep = String::new();
+    for i in 0..12 {
+        deep.push_str(&format!(
+            "kind: Variable\nmetadata: {{name: D{i}}}\nspec: {{value: '${{var:D{}}}'}}\n---\n",
+            i + 1
+        ));
+    }
+    deep.push_str("kind: Variable\nmetadata: {name: D12}\nspec: {value: end}\n");
+    s.admin("DELETE", "/v1/orgs/default/variables/A", None)
+        .await;
+    s.admin("DELETE", "/v1/orgs/default/variables/B", None)
+        .await;
+    s.apply(&deep).await;
+    let r = s
+        .admin("GET", "/v1/orgs/default/envs/dev/resolved", None)
+        .await;
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("deeper than 10"),
+        "{}",
+        r.text
+    );
+}
+
+#[tokio::test]
+async fn dot_env_quotes_every_hard_character() {
+    let s = server().await;
+    let tricky = "line1\nline2 \"quoted\" 'single' $HOME #hash a=b \\back";
+    // `$${` is the escape for a literal `${` in a stored value.
+    let braces = "literal ${NOT_EXPANDED} and 'quotes'\nsecond line";
+    let stored = braces.replace("${", "$${");
+    set(
+        &s,
+        "tricky",
+        None,
+        json!({"TRICKY": tricky, "PLAIN": "simple", "BRACES": stored}),
+    )
+    .await;
+    let root = s.root_key.clone();
+    let file = s.dir.path().join("out.env");
+    ok(&s.cli(
+        Some(&root),
+        &["dot-env", "--env", "dev", "-o", file.to_str().unwrap()],
+    ));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // python-dotenv expands ${...} even inside single quotes when interpolating, so the exact
+    // round trip is checked with interpolation off (docker compose and shells leave
+    // single-quoted text alone).
+    let Some(python) = test_python() else { return };
+    let script = "import json,sys\nfrom dotenv import dotenv_values\nprint(json.dumps(dotenv_values(sys.argv[1], interpolate=False)))";
+    let out = std::process::Command::new(python)
+        .args(["-c", script, file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let parsed: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(parsed["TRICKY"], tricky);
+    assert_eq!(parsed["PLAIN"], "simple");
+    assert_eq!(parsed["BRACES"], braces);
+}
+
+#[tokio::test]
+async fn run_injects_values_passes_stdio_and_exit_code() {
+    let s = server().await;
+    set(&s, "svc", None, json!({"SVC_TOKEN": "injected-9q"})).await;
+    s.apply("kind: Variable\nmetadata: {name: GREETING}\nspec: {value: hello}\n")
+        .await;
+    let root = s.root_key.clone();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args([
+            "run",
+            "--env",
+            "dev",
+            "--",
+            "sh",
+            "-c",
+            "read line; echo \"$GREETING $SVC_TOKEN $line\"; exit 7",
+        ])
+        .env("TETHER_ADDR", &s.url)
+        .env("TETHER_TOKEN", &root)
+        .env("XDG_CONFIG_HOME", s.dir.path().join("cfg"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"from-stdin\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "hello injected-9q from-stdin"
+    );
+    let only = s.cli(
+        Some(&root),
+        &[
+            "run",
+            "--env",
+            "dev",
+            "--prefix",
+            "GREET",
+            "--",
+            "sh",
+            "-c",
+            "echo \"[$GREETING][$SVC_TOKEN]\"",
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&only.stdout).trim(), "[hello][]");
+}
+
+async fn post(s: &TestServer, name: &str, body: serde_json::Value) -> tether_testkit::Resp {
+    s.admin(
+        "POST",
+        &format!("/v1/orgs/default/secrets/{name}/versions"),
+        Some(&body),
+    )
+    .await
+}
