@@ -9,14 +9,15 @@ use std::time::Instant;
 
 use serde_json::{Map, Value};
 
-use super::check::{AnyOf, NodeKey, Resolver, restriction_kinds, validate_user};
+use super::check::{AnyOf, CKey, NodeKey, Resolver, restriction_kinds, validate_user};
 use super::graph::{Leaf, Mode, leaves};
 use super::{Engine, Layered};
 use crate::error::AuthzError;
-use crate::model::{AuthorizationModel, RelRef, RelationDefinition, TypeRestriction, Userset};
+use crate::model::compiled::CNode;
+use crate::model::{AuthorizationModel, RelationDefinition, TypeRestriction, Userset};
 use crate::store::hash::{FoldBuild, FxHasher};
 use crate::store::{Subject, TupleReader};
-use crate::tuple::{ObjectRef, Tuple, TupleCondition, UserRef, parse_user};
+use crate::tuple::{Tuple, TupleCondition, UserRef, parse_user};
 
 /// A ListObjects request: which objects of `object_type` does `user` have `relation` on?
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -335,22 +336,21 @@ impl<'a> Lister<'a, '_> {
     /// Decide a candidate: evaluate its rewrite, answering the positive
     /// references to pure relations from `found` instead of a Check.
     fn verify(&mut self, node: NodeKey<'a>) -> Result<bool, AuthzError> {
-        if let Some(hit) = self.resolver.memo_get(&node) {
-            return Ok(hit);
-        }
-        if self.resolver.is_user_userset(node) {
-            return Ok(true);
-        }
-        let model = self.resolver.model;
-        let Some(rel) = model.rel(node.0, node.2) else {
+        let Some(key) = self.resolver.node(node) else {
             return Ok(false);
         };
-        let object = ObjectRef {
-            object_type: node.0,
-            id: node.1,
+        if let Some(hit) = self.resolver.memo_get(&key) {
+            return Ok(hit);
+        }
+        if self.resolver.is_user_userset(key) {
+            return Ok(true);
+        }
+        let compiled = self.resolver.model.compiled();
+        let Some(crel) = compiled.rel(key.0) else {
+            return Ok(false);
         };
-        self.resolver.push_frame(node);
-        let r = self.eval_known(object, rel, &rel.def.rewrite);
+        self.resolver.push_frame(key);
+        let r = self.eval_known(node.0, key, &crel.rewrite);
         self.resolver.pop_frame();
         r
     }
@@ -359,34 +359,36 @@ impl<'a> Lister<'a, '_> {
     /// subtracted set, where a cycle denies and only Check can tell).
     fn eval_known(
         &mut self,
-        object: ObjectRef<'a>,
-        rel: RelRef<'a>,
-        rewrite: &'a Userset,
+        object_type: &'a str,
+        key: CKey<'a>,
+        rewrite: &'a CNode,
     ) -> Result<bool, AuthzError> {
+        let compiled = self.resolver.model.compiled();
+        let (rel, id) = key;
         match rewrite {
-            Userset::Computed(r) => {
-                let key = (object.object_type, object.id, r.as_str());
-                if self.found.contains(&key) {
+            CNode::Computed(Some(r)) => {
+                let name = compiled.rel(*r).map_or("", |c| compiled.name(c.name));
+                if self.found.contains(&(object_type, id, name)) {
                     Ok(true)
-                } else if self.graph.pure.contains(&(object.object_type, r.as_str())) {
+                } else if self.graph.pure.contains(&(object_type, name)) {
                     Ok(false)
                 } else {
-                    self.resolver.eval_part(object, rel, rewrite, 0)
+                    self.resolver.eval_part(rel, id, rewrite, 0)
                 }
             }
-            Userset::Union(children) => {
+            CNode::Union(children) => {
                 let mut acc = AnyOf::new();
                 for c in children {
-                    if acc.add(self.eval_known(object, rel, c)).is_break() {
+                    if acc.add(self.eval_known(object_type, key, c)).is_break() {
                         break;
                     }
                 }
                 acc.finish()
             }
-            Userset::Intersection(children) => {
+            CNode::Intersection(children) => {
                 let mut error = None;
                 for c in children {
-                    match self.eval_known(object, rel, c) {
+                    match self.eval_known(object_type, key, c) {
                         Ok(true) => {}
                         Ok(false) => return Ok(false),
                         Err(e) => {
@@ -396,20 +398,19 @@ impl<'a> Lister<'a, '_> {
                 }
                 error.map_or(Ok(true), Err)
             }
-            Userset::Difference { base, subtract } => {
-                let base = self.eval_known(object, rel, base);
+            CNode::Difference(base, subtract) => {
+                let base = self.eval_known(object_type, key, base);
                 if matches!(base, Ok(false)) {
                     return Ok(false);
                 }
-                if let Userset::Computed(r) = subtract.as_ref()
-                    && self
-                        .found
-                        .contains(&(object.object_type, object.id, r.as_str()))
-                {
-                    return Ok(false);
+                if let CNode::Computed(Some(r)) = subtract.as_ref() {
+                    let name = compiled.rel(*r).map_or("", |c| compiled.name(c.name));
+                    if self.found.contains(&(object_type, id, name)) {
+                        return Ok(false);
+                    }
                 }
                 let cuts_before = self.resolver.cycle_cuts();
-                let subtract = self.resolver.eval_part(object, rel, subtract, 0);
+                let subtract = self.resolver.eval_part(rel, id, subtract, 0);
                 if matches!(subtract, Ok(false)) && self.resolver.cycle_cuts() != cuts_before {
                     return Ok(false);
                 }
@@ -419,8 +420,8 @@ impl<'a> Lister<'a, '_> {
                     (Ok(b), Ok(false)) => Ok(b),
                 }
             }
-            Userset::This | Userset::TupleToUserset { .. } => {
-                self.resolver.eval_part(object, rel, rewrite, 0)
+            CNode::This | CNode::Computed(None) | CNode::Ttu { .. } => {
+                self.resolver.eval_part(rel, id, rewrite, 0)
             }
         }
     }

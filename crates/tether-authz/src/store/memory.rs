@@ -364,6 +364,110 @@ impl TupleReader for MemoryTupleStore {
             .and_then(|ids| self.find_ids(&ids))
             .map(|c| self.condition(c)))
     }
+
+    fn as_memory(&self) -> Option<&MemoryTupleStore> {
+        Some(self)
+    }
+}
+
+/// A per-request view of a [`MemoryTupleStore`] for the engine: the model's
+/// names (by id) are resolved to the store's symbols once per request, and
+/// object ids are cached by address. Every string the engine passes lives,
+/// unmodified, for the whole request, so an address and a length name one
+/// content; the caches are dropped with the request.
+pub(crate) struct SymReader<'s> {
+    store: &'s MemoryTupleStore,
+    names: &'s [String],
+    /// Per model name: `None` not looked up yet, `Some(None)` not in the store.
+    name_syms: Vec<Option<Option<Sym>>>,
+    ids: HashMap<(usize, usize), Option<Sym>, FxBuild>,
+}
+
+impl<'s> SymReader<'s> {
+    pub(crate) fn new(store: &'s MemoryTupleStore, names: &'s [String]) -> Self {
+        Self {
+            store,
+            names,
+            name_syms: vec![None; names.len()],
+            ids: HashMap::with_capacity_and_hasher(16, FxBuild::default()),
+        }
+    }
+
+    #[inline]
+    fn name(&mut self, id: u32) -> Option<Sym> {
+        let i = id as usize;
+        if let Some(Some(hit)) = self.name_syms.get(i) {
+            return *hit;
+        }
+        let found = self.names.get(i).and_then(|n| self.store.strings.get(n));
+        if let Some(slot) = self.name_syms.get_mut(i) {
+            *slot = Some(found);
+        }
+        found
+    }
+
+    #[inline]
+    fn id(&mut self, s: &str) -> Option<Sym> {
+        let key = (s.as_ptr() as usize, s.len());
+        if let Some(hit) = self.ids.get(&key) {
+            return *hit;
+        }
+        let found = self.store.strings.get(s);
+        self.ids.insert(key, found);
+        found
+    }
+
+    /// As [`TupleReader::read_users`], with model names by id.
+    pub(crate) fn read_users(
+        &mut self,
+        object_type: u32,
+        object_id: &str,
+        relation: u32,
+        user_type: u32,
+        user_relation: Option<u32>,
+        mut visit: impl FnMut(&'s str, Option<&'s TupleCondition>),
+    ) {
+        let key = (|| {
+            let urel = match user_relation {
+                Some(r) => self.name(r)?,
+                None => NONE,
+            };
+            Some([
+                self.name(object_type)?,
+                self.id(object_id)?,
+                self.name(relation)?,
+                self.name(user_type)?,
+                urel,
+            ])
+        })();
+        let store = self.store;
+        if let Some(entries) = key.and_then(|k| store.forward.get(&k)) {
+            for e in entries.as_slice() {
+                visit(store.strings.resolve(e.id), store.condition(e.cond));
+            }
+        }
+    }
+
+    /// As [`TupleReader::find`] for a plain user or wildcard, with model names by id.
+    pub(crate) fn find(
+        &mut self,
+        object_type: u32,
+        object_id: &str,
+        relation: u32,
+        user_type: u32,
+        user_id: &str,
+    ) -> Option<Option<&'s TupleCondition>> {
+        let ids = make_ids(
+            self.name(object_type)?,
+            self.id(object_id)?,
+            self.name(relation)?,
+            self.name(user_type)?,
+            self.id(user_id)?,
+            NONE,
+        );
+        let store = self.store;
+        store.find_ids(&ids).map(|c| store.condition(c))
+    }
 }
 
 #[cfg(test)]
