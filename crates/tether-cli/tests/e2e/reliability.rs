@@ -140,7 +140,7 @@ async fn production_mode_serves_tls13_only() {
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     let mut key = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
+        .create_new(true)
         .mode(0o600)
         .open(&key_path)
         .unwrap();
