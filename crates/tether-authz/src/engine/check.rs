@@ -205,11 +205,6 @@ impl<'a> Resolver<'a> {
         self.check_rel(idx, object.id, 0)
     }
 
-    /// The compiled node of `object#relation`, if the relation exists.
-    pub(crate) fn node(&self, key: NodeKey<'a>) -> Option<CKey<'a>> {
-        self.model.rel_idx(key.0, key.2).map(|idx| (idx, key.1))
-    }
-
     /// Memoized result of a node, if any.
     pub(crate) fn memo_get(&self, key: &CKey<'a>) -> Option<bool> {
         self.memo.get(key).copied()

@@ -9,11 +9,11 @@ use std::time::Instant;
 
 use serde_json::{Map, Value};
 
-use super::check::{AnyOf, CKey, NodeKey, Resolver, restriction_kinds, validate_user};
+use super::check::{AnyOf, CKey, Resolver, restriction_kinds, validate_user};
 use super::graph::{Leaf, Mode, leaves};
 use super::{Engine, Layered};
 use crate::error::AuthzError;
-use crate::model::compiled::CNode;
+use crate::model::compiled::{CNode, RelIdx};
 use crate::model::{AuthorizationModel, RelationDefinition, TypeRestriction, Userset};
 use crate::store::hash::{FoldBuild, FxHasher};
 use crate::store::{Subject, TupleReader};
@@ -46,40 +46,76 @@ pub struct ListObjectsResponse {
 /// A user kind: (type, userset relation, wildcard).
 type Kind<'a> = (&'a str, Option<&'a str>, bool);
 
-/// Reverse edges of a model.
-#[derive(Default)]
-struct Graph<'a> {
-    /// Subject kind → relations whose direct assignment accepts it.
-    direct: FoldMap<Kind<'a>, Vec<(&'a RelationDefinition, &'a str, &'a TypeRestriction, Mode)>>,
-    /// (type, relation) → relations on the same type computed from it.
-    computed: FoldMap<(&'a str, &'a str), Vec<(&'a str, Mode)>>,
-    /// (parent type, relation) → (child type, child relation, tupleset def, restriction, mode).
-    ttu: FoldMap<(&'a str, &'a str), Vec<TtuEdge<'a>>>,
-    /// Relations whose rewrite, and every relation it depends on, uses only
-    /// unions: reverse expansion finds all their nodes before any candidate
-    /// that needs verification is resolved.
-    pure: HashSet<(&'a str, &'a str)>,
+/// A node: relation index (which fixes the type) and object id.
+type LKey<'a> = CKey<'a>;
+
+/// An edge from a subject to a relation whose direct assignment accepts it.
+#[derive(Clone, Copy)]
+struct DirectEdge<'a> {
+    target: RelIdx,
+    object_type: &'a str,
+    rel: &'a RelationDefinition,
+    restriction: &'a TypeRestriction,
+    mode: Mode,
 }
 
+/// An edge from a parent's relation to a child's relation through a tupleset.
 struct TtuEdge<'a> {
+    child: RelIdx,
     child_type: &'a str,
-    child_relation: &'a str,
     tupleset: &'a RelationDefinition,
     restriction: &'a TypeRestriction,
     mode: Mode,
 }
 
+/// Reverse edges of a model, indexed by relation.
+#[derive(Default)]
+struct Graph<'a> {
+    /// Per relation: its type name and its name.
+    names: Vec<(&'a str, &'a str)>,
+    /// Plain or wildcard subject kind → relations whose direct assignment accepts it.
+    direct: FoldMap<Kind<'a>, Vec<DirectEdge<'a>>>,
+    /// Per relation R: relations whose direct assignment accepts the userset `type#R`.
+    userset: Vec<Vec<DirectEdge<'a>>>,
+    /// Per relation: relations on the same type computed from it.
+    computed: Vec<Vec<(RelIdx, Mode)>>,
+    /// Per relation of a parent type: child relations through a tupleset.
+    ttu: Vec<Vec<TtuEdge<'a>>>,
+    /// Per relation: whether it and everything it depends on use only unions,
+    /// so that reverse expansion finds all its nodes before any candidate
+    /// that needs verification is resolved.
+    pure: Vec<bool>,
+}
+
 impl<'a> Graph<'a> {
     fn build(model: &'a AuthorizationModel) -> Self {
-        let mut g = Graph::default();
+        let n = model.compiled().rels.len();
+        let mut g = Graph {
+            names: vec![("", ""); n],
+            userset: (0..n).map(|_| Vec::new()).collect(),
+            computed: (0..n).map(|_| Vec::new()).collect(),
+            ttu: (0..n).map(|_| Vec::new()).collect(),
+            pure: vec![false; n],
+            ..Graph::default()
+        };
         for t in &model.data().types {
             for rel in &t.relations {
+                let Some(idx) = model.rel_idx(&t.name, &rel.name) else {
+                    continue;
+                };
+                if let Some(slot) = g.names.get_mut(idx as usize) {
+                    *slot = (&t.name, &rel.name);
+                }
                 for (leaf, mode) in leaves(&rel.rewrite, false) {
-                    g.add_leaf(model, &t.name, rel, leaf, mode);
+                    g.add_leaf(model, &t.name, rel, idx, leaf, mode);
                 }
             }
         }
-        g.pure = pure_relations(model);
+        for (t, r) in pure_relations(model) {
+            if let Some(slot) = model.rel_idx(t, r).and_then(|i| g.pure.get_mut(i as usize)) {
+                *slot = true;
+            }
+        }
         g
     }
 
@@ -88,24 +124,44 @@ impl<'a> Graph<'a> {
         model: &'a AuthorizationModel,
         type_name: &'a str,
         rel: &'a RelationDefinition,
+        idx: RelIdx,
         leaf: Leaf<'a>,
         mode: Mode,
     ) {
         match leaf {
             Leaf::This => {
                 for k in restriction_kinds(rel) {
-                    let kind = (k.type_name.as_str(), k.relation.as_deref(), k.wildcard);
-                    self.direct
-                        .entry(kind)
-                        .or_default()
-                        .push((rel, type_name, k, mode));
+                    let edge = DirectEdge {
+                        target: idx,
+                        object_type: type_name,
+                        rel,
+                        restriction: k,
+                        mode,
+                    };
+                    match &k.relation {
+                        Some(r) => {
+                            if let Some(v) = model
+                                .rel_idx(&k.type_name, r)
+                                .and_then(|u| self.userset.get_mut(u as usize))
+                            {
+                                v.push(edge);
+                            }
+                        }
+                        None => {
+                            let kind = (k.type_name.as_str(), None, k.wildcard);
+                            self.direct.entry(kind).or_default().push(edge);
+                        }
+                    }
                 }
             }
-            Leaf::Computed(r) => self
-                .computed
-                .entry((type_name, r))
-                .or_default()
-                .push((&rel.name, mode)),
+            Leaf::Computed(r) => {
+                if let Some(v) = model
+                    .rel_idx(type_name, r)
+                    .and_then(|src| self.computed.get_mut(src as usize))
+                {
+                    v.push((idx, mode));
+                }
+            }
             Leaf::Ttu { tupleset, computed } => {
                 let Some(ts) = model.relation(type_name, tupleset) else {
                     return;
@@ -114,20 +170,30 @@ impl<'a> Graph<'a> {
                     if k.relation.is_some() || k.wildcard {
                         continue;
                     }
-                    let edge = TtuEdge {
+                    let Some(v) = model
+                        .rel_idx(&k.type_name, computed)
+                        .and_then(|p| self.ttu.get_mut(p as usize))
+                    else {
+                        continue;
+                    };
+                    v.push(TtuEdge {
+                        child: idx,
                         child_type: type_name,
-                        child_relation: &rel.name,
                         tupleset: ts,
                         restriction: k,
                         mode,
-                    };
-                    self.ttu
-                        .entry((&k.type_name, computed))
-                        .or_default()
-                        .push(edge);
+                    });
                 }
             }
         }
+    }
+
+    fn names(&self, idx: RelIdx) -> (&'a str, &'a str) {
+        self.names.get(idx as usize).copied().unwrap_or(("", ""))
+    }
+
+    fn is_pure(&self, idx: RelIdx) -> bool {
+        self.pure.get(idx as usize).copied().unwrap_or(false)
     }
 }
 
@@ -206,14 +272,14 @@ type FoldMap<K, V> = HashMap<K, V, FoldBuild>;
 struct Lister<'a, 'g> {
     resolver: Resolver<'a>,
     graph: &'g Graph<'a>,
-    found: FxSet<NodeKey<'a>>,
-    rejected: FxSet<NodeKey<'a>>,
+    found: FxSet<LKey<'a>>,
+    rejected: FxSet<LKey<'a>>,
     /// Candidates reached under an intersection or a difference, resolved
     /// once the queue is empty (every node of a pure relation is then known).
-    pending: Vec<NodeKey<'a>>,
-    pending_seen: FxSet<NodeKey<'a>>,
-    queue: VecDeque<NodeKey<'a>>,
-    target: (&'a str, &'a str),
+    pending: Vec<LKey<'a>>,
+    pending_seen: FxSet<LKey<'a>>,
+    queue: VecDeque<LKey<'a>>,
+    target: Option<RelIdx>,
     results: Vec<&'a str>,
     max_results: usize,
     deadline: Option<Instant>,
@@ -257,7 +323,7 @@ impl Engine {
             pending: Vec::new(),
             pending_seen: FxSet::default(),
             queue: VecDeque::new(),
-            target: (&req.object_type, &req.relation),
+            target: model.rel_idx(&req.object_type, &req.relation),
             results: Vec::new(),
             max_results: self.limits.list_objects_max_results,
             deadline: self
@@ -305,8 +371,8 @@ impl<'a> Lister<'a, '_> {
             }
             // The queue is empty: every node of a pure relation is in `found`.
             let pending = std::mem::take(&mut self.pending);
+            self.pending_seen.clear();
             for node in pending {
-                self.pending_seen.remove(&node);
                 if self.truncated {
                     return Ok(());
                 }
@@ -335,10 +401,7 @@ impl<'a> Lister<'a, '_> {
 
     /// Decide a candidate: evaluate its rewrite, answering the positive
     /// references to pure relations from `found` instead of a Check.
-    fn verify(&mut self, node: NodeKey<'a>) -> Result<bool, AuthzError> {
-        let Some(key) = self.resolver.node(node) else {
-            return Ok(false);
-        };
+    fn verify(&mut self, key: LKey<'a>) -> Result<bool, AuthzError> {
         if let Some(hit) = self.resolver.memo_get(&key) {
             return Ok(hit);
         }
@@ -350,27 +413,20 @@ impl<'a> Lister<'a, '_> {
             return Ok(false);
         };
         self.resolver.push_frame(key);
-        let r = self.eval_known(node.0, key, &crel.rewrite);
+        let r = self.eval_known(key, &crel.rewrite);
         self.resolver.pop_frame();
         r
     }
 
     /// Check's semantics for a rewrite in a positive position (not under a
     /// subtracted set, where a cycle denies and only Check can tell).
-    fn eval_known(
-        &mut self,
-        object_type: &'a str,
-        key: CKey<'a>,
-        rewrite: &'a CNode,
-    ) -> Result<bool, AuthzError> {
-        let compiled = self.resolver.model.compiled();
+    fn eval_known(&mut self, key: LKey<'a>, rewrite: &'a CNode) -> Result<bool, AuthzError> {
         let (rel, id) = key;
         match rewrite {
             CNode::Computed(Some(r)) => {
-                let name = compiled.rel(*r).map_or("", |c| compiled.name(c.name));
-                if self.found.contains(&(object_type, id, name)) {
+                if self.found.contains(&(*r, id)) {
                     Ok(true)
-                } else if self.graph.pure.contains(&(object_type, name)) {
+                } else if self.graph.is_pure(*r) {
                     Ok(false)
                 } else {
                     self.resolver.eval_part(rel, id, rewrite, 0)
@@ -379,7 +435,7 @@ impl<'a> Lister<'a, '_> {
             CNode::Union(children) => {
                 let mut acc = AnyOf::new();
                 for c in children {
-                    if acc.add(self.eval_known(object_type, key, c)).is_break() {
+                    if acc.add(self.eval_known(key, c)).is_break() {
                         break;
                     }
                 }
@@ -388,7 +444,7 @@ impl<'a> Lister<'a, '_> {
             CNode::Intersection(children) => {
                 let mut error = None;
                 for c in children {
-                    match self.eval_known(object_type, key, c) {
+                    match self.eval_known(key, c) {
                         Ok(true) => {}
                         Ok(false) => return Ok(false),
                         Err(e) => {
@@ -399,15 +455,14 @@ impl<'a> Lister<'a, '_> {
                 error.map_or(Ok(true), Err)
             }
             CNode::Difference(base, subtract) => {
-                let base = self.eval_known(object_type, key, base);
+                let base = self.eval_known(key, base);
                 if matches!(base, Ok(false)) {
                     return Ok(false);
                 }
-                if let CNode::Computed(Some(r)) = subtract.as_ref() {
-                    let name = compiled.rel(*r).map_or("", |c| compiled.name(c.name));
-                    if self.found.contains(&(object_type, id, name)) {
-                        return Ok(false);
-                    }
+                if let CNode::Computed(Some(r)) = subtract.as_ref()
+                    && self.found.contains(&(*r, id))
+                {
+                    return Ok(false);
                 }
                 let cuts_before = self.resolver.cycle_cuts();
                 let subtract = self.resolver.eval_part(rel, id, subtract, 0);
@@ -439,20 +494,27 @@ impl<'a> Lister<'a, '_> {
                 )
             }
             UserRef::Wildcard(t) => self.reach_from_subject(subject(t, "*", None), (t, None, true)),
-            UserRef::Userset(o, r) => self.reach((o.object_type, o.id, r), Mode::Sure),
+            UserRef::Userset(o, r) => match self.resolver.model.rel_idx(o.object_type, r) {
+                Some(idx) => self.reach((idx, o.id), Mode::Sure),
+                None => Ok(()),
+            },
         }
     }
 
-    /// Every relation that directly holds `subj` (of `kind`).
+    /// Every relation that directly holds a plain or wildcard `subj` (of `kind`).
     fn reach_from_subject(&mut self, subj: Subject<'a>, kind: Kind<'a>) -> Result<(), AuthzError> {
         let graph = self.graph;
         let Some(edges) = graph.direct.get(&kind) else {
             return Ok(());
         };
-        for &(rel, object_type, restriction, mode) in edges {
-            let ids = self.read_objects(subj, &rel.name, object_type, rel, restriction)?;
+        self.follow(subj, edges)
+    }
+
+    fn follow(&mut self, subj: Subject<'a>, edges: &[DirectEdge<'a>]) -> Result<(), AuthzError> {
+        for e in edges {
+            let ids = self.read_objects(subj, &e.rel.name, e.object_type, e.rel, e.restriction)?;
             for id in ids {
-                self.reach((object_type, id, &rel.name), mode)?;
+                self.reach((e.target, id), e.mode)?;
             }
         }
         Ok(())
@@ -483,8 +545,8 @@ impl<'a> Lister<'a, '_> {
         Ok(ids)
     }
 
-    fn reach(&mut self, node: NodeKey<'a>, mode: Mode) -> Result<(), AuthzError> {
-        if self.found.contains(&node) || self.rejected.contains(&node) || self.truncated {
+    fn reach(&mut self, node: LKey<'a>, mode: Mode) -> Result<(), AuthzError> {
+        if self.truncated || self.found.contains(&node) || self.rejected.contains(&node) {
             return Ok(());
         }
         if mode == Mode::Verify {
@@ -497,10 +559,10 @@ impl<'a> Lister<'a, '_> {
         Ok(())
     }
 
-    fn accept(&mut self, node: NodeKey<'a>) {
+    fn accept(&mut self, node: LKey<'a>) {
         self.found.insert(node);
         self.queue.push_back(node);
-        if (node.0, node.2) == self.target {
+        if Some(node.0) == self.target {
             self.results.push(node.1);
             if self.results.len() >= self.max_results {
                 self.truncated = true;
@@ -508,13 +570,18 @@ impl<'a> Lister<'a, '_> {
         }
     }
 
-    fn propagate(&mut self, node: NodeKey<'a>) -> Result<(), AuthzError> {
-        let (t, id, r) = node;
+    fn propagate(&mut self, node: LKey<'a>) -> Result<(), AuthzError> {
+        let (idx, id) = node;
         let graph = self.graph;
-        for &(r2, mode) in graph.computed.get(&(t, r)).map_or(&[][..], Vec::as_slice) {
-            self.reach((t, id, r2), mode)?;
+        let (t, r) = graph.names(idx);
+        for &(r2, mode) in graph
+            .computed
+            .get(idx as usize)
+            .map_or(&[][..], Vec::as_slice)
+        {
+            self.reach((r2, id), mode)?;
         }
-        for e in graph.ttu.get(&(t, r)).map_or(&[][..], Vec::as_slice) {
+        for e in graph.ttu.get(idx as usize).map_or(&[][..], Vec::as_slice) {
             let ids = self.read_objects(
                 subject(t, id, None),
                 &e.tupleset.name,
@@ -523,10 +590,14 @@ impl<'a> Lister<'a, '_> {
                 e.restriction,
             )?;
             for child in ids {
-                self.reach((e.child_type, child, e.child_relation), e.mode)?;
+                self.reach((e.child, child), e.mode)?;
             }
         }
-        self.reach_from_subject(subject(t, id, Some(r)), (t, Some(r), false))
+        let edges = graph
+            .userset
+            .get(idx as usize)
+            .map_or(&[][..], Vec::as_slice);
+        self.follow(subject(t, id, Some(r)), edges)
     }
 }
 
