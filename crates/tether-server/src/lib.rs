@@ -88,6 +88,11 @@ pub async fn build_state(config: &Config, clock: Arc<dyn Clock>) -> Result<AppSt
     install_crypto_provider();
     let opts = StoreOptions {
         create_sqlite: config.create_sqlite,
+        sqlite_synchronous: if config.sqlite_fsync_every_commit {
+            "FULL"
+        } else {
+            "NORMAL"
+        },
         ..StoreOptions::default()
     };
     let store = Store::open(config.database_url(), &opts).await?;
