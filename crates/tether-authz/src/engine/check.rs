@@ -554,10 +554,10 @@ impl<'a> Resolver<'a> {
     }
 }
 
-/// Tuples read for one step: up to four inline, more on the heap.
+/// Tuples read for one step: up to two inline, more on the heap.
 #[derive(Default)]
 struct Hits<'a> {
-    inline: [(&'a str, Option<&'a TupleCondition>); 4],
+    inline: [(&'a str, Option<&'a TupleCondition>); 2],
     len: usize,
     spill: Vec<(&'a str, Option<&'a TupleCondition>)>,
 }

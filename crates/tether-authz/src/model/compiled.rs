@@ -191,11 +191,23 @@ fn compile(
                 targets,
             }
         }
-        Userset::Union(c) => CNode::Union(
-            c.iter()
+        Userset::Union(c) => {
+            let mut children: Vec<CNode> = c
+                .iter()
                 .map(|x| compile(data, lookup, type_name, x))
-                .collect(),
-        ),
+                .collect();
+            // Any true child decides a union: try the cheap ones first. Direct
+            // tuples are one read; a tupleset hop reaches few parents, whose
+            // results are shared through the memo; a computed relation on the
+            // same object walks its whole rewrite.
+            children.sort_by_key(|n| match n {
+                CNode::This => 0,
+                CNode::Ttu { .. } => 1,
+                CNode::Computed(_) => 2,
+                _ => 3,
+            });
+            CNode::Union(children)
+        }
         Userset::Intersection(c) => CNode::Intersection(
             c.iter()
                 .map(|x| compile(data, lookup, type_name, x))

@@ -237,6 +237,10 @@ impl MemoryTupleStore {
             .forward
             .get(&ids.forward)
             .map_or(&[][..], Entries::as_slice);
+        if users.len() <= 8 {
+            // Short lists (the common case) are scanned without the second lookup.
+            return users.iter().find(|e| e.id == ids.user_id).map(|e| e.cond);
+        }
         let objects = self
             .reverse
             .get(&ids.reverse)
@@ -381,6 +385,8 @@ pub(crate) struct SymReader<'s> {
     /// Per model name: `None` not looked up yet, `Some(None)` not in the store.
     name_syms: Vec<Option<Option<Sym>>>,
     ids: HashMap<(usize, usize), Option<Sym>, FxBuild>,
+    /// The two most recent id lookups.
+    recent: [((usize, usize), Option<Sym>); 2],
 }
 
 impl<'s> SymReader<'s> {
@@ -390,6 +396,7 @@ impl<'s> SymReader<'s> {
             names,
             name_syms: vec![None; names.len()],
             ids: HashMap::with_capacity_and_hasher(16, FxBuild::default()),
+            recent: [((0, usize::MAX), None); 2],
         }
     }
 
@@ -409,11 +416,22 @@ impl<'s> SymReader<'s> {
     #[inline]
     fn id(&mut self, s: &str) -> Option<Sym> {
         let key = (s.as_ptr() as usize, s.len());
-        if let Some(hit) = self.ids.get(&key) {
-            return *hit;
+        // Reads come in runs on the same object, and the user's id recurs.
+        for (k, v) in &self.recent {
+            if *k == key {
+                return *v;
+            }
         }
-        let found = self.store.strings.get(s);
-        self.ids.insert(key, found);
+        let found = match self.ids.get(&key) {
+            Some(hit) => *hit,
+            None => {
+                let found = self.store.strings.get(s);
+                self.ids.insert(key, found);
+                found
+            }
+        };
+        self.recent.swap(0, 1);
+        self.recent[0] = (key, found);
         found
     }
 
