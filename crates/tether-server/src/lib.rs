@@ -15,6 +15,7 @@ pub mod model;
 pub mod reqlog;
 pub mod resources;
 pub mod routes;
+pub mod scope_cache;
 pub mod secret_ops;
 pub mod secrets;
 pub mod serve;
@@ -113,6 +114,7 @@ pub async fn build_state(config: &Config, clock: Arc<dyn Clock>) -> Result<AppSt
         max_body_bytes: config.max_body_bytes,
         public_url: config.public_url.clone(),
         secrets: secrets::SecretKeys::new(root),
+        scopes: scope_cache::ScopeCache::default(),
     };
     Ok(AppState(Arc::new(inner)))
 }

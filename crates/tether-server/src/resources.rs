@@ -112,6 +112,13 @@ impl TupleDelta {
     }
 }
 
+/// Clears cached scope rows after a committed write of an organization or environment.
+fn after_commit(state: &AppState, kind: Kind) {
+    if matches!(kind, Kind::Organization | Kind::Environment) {
+        state.scopes.clear();
+    }
+}
+
 pub(crate) struct VersionInput<'a> {
     pub(crate) event: &'a str,
     pub(crate) before: Option<String>,
@@ -290,6 +297,7 @@ pub async fn create(
     })?;
     tx.commit().await.map_err(AppError::internal)?;
     delta.apply(state);
+    after_commit(state, kind);
     metrics::counter!("tether_resource_writes_total", "event" => "create").increment(1);
     Ok(row)
 }
@@ -353,6 +361,7 @@ pub async fn update(
     update_resource(&mut tx, &row).await?;
     tx.commit().await.map_err(AppError::internal)?;
     delta.apply(state);
+    after_commit(state, kind);
     metrics::counter!("tether_resource_writes_total", "event" => "update").increment(1);
     Ok((row, true))
 }
@@ -398,6 +407,7 @@ pub async fn delete(
     delete_resource(&mut tx, &existing.id).await?;
     tx.commit().await.map_err(AppError::internal)?;
     delta.apply(state);
+    after_commit(state, kind);
     if matches!(kind, Kind::User | Kind::ServiceAccount) {
         state.keys.forget_owner(&existing.id);
     }
@@ -499,5 +509,6 @@ async fn recreate(
     insert_resource(&mut tx, &row).await?;
     tx.commit().await.map_err(AppError::internal)?;
     delta.apply(state);
+    after_commit(state, kind);
     Ok(row)
 }
