@@ -205,3 +205,30 @@ async fn oversized_post(url: &str, path: &str, key: &str) -> (u16, String) {
         .unwrap_or(0);
     (status, text)
 }
+
+/// The leak checks that every test runs on drop can fail: a value planted in a resource (and
+/// so in its audit snapshot and the debug log) is found.
+#[tokio::test]
+async fn the_leak_checks_catch_a_planted_value() {
+    let s = server().await;
+    s.apply("kind: Team\nmetadata: {name: planted}\nspec: {description: planted-value-4242}\n")
+        .await;
+    s.remember("planted-value-4242");
+    let audit = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        s.assert_no_secrets_in_audit()
+    }));
+    assert!(
+        audit.is_err(),
+        "the audit check did not see a value that is in an audit snapshot"
+    );
+    s.forget_remembered();
+    s.remember("/v1/apply");
+    let audit = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        s.assert_no_secrets_in_audit()
+    }));
+    assert!(
+        audit.is_err(),
+        "the audit check did not see a value in the request log"
+    );
+    s.forget_remembered();
+}
