@@ -254,18 +254,45 @@ pub async fn create(
     if kind == Kind::Secret {
         spec = keep_secret_state("{}", spec);
     }
-    let now = state.clock.now_millis();
     let id = match kind {
         Kind::Organization => tether_core::id::OrgId::generate().to_string(),
         Kind::Environment => tether_core::id::EnvId::generate().to_string(),
         _ => ResourceId::generate().to_string(),
     };
-    let mut row = ResourceRow {
+    let fresh = Fresh {
         id,
+        name: name.to_string(),
+        event: "create",
+        previous: None,
+    };
+    insert_fresh(state, scope, kind, manifest, &spec, change, fresh).await
+}
+
+/// What distinguishes a first insert from a re-creation by restore.
+struct Fresh {
+    id: String,
+    name: String,
+    event: &'static str,
+    previous: Option<String>,
+}
+
+/// Inserts a new row with its tuples and its first (or restoring) audit version.
+async fn insert_fresh(
+    state: &AppState,
+    scope: &ScopeNames,
+    kind: Kind,
+    manifest: &Resource,
+    spec: &Value,
+    change: &Change<'_>,
+    fresh: Fresh,
+) -> AppResult<ResourceRow> {
+    let now = state.clock.now_millis();
+    let mut row = ResourceRow {
+        id: fresh.id,
         org_id: scope.org_id.clone(),
         env_id: scope.env_id.clone(),
         kind: kind.to_string(),
-        name: name.to_string(),
+        name: fresh.name,
         spec: spec.to_string(),
         labels: serde_json::to_string(&manifest.metadata.labels).map_err(AppError::internal)?,
         created_at: now,
@@ -276,16 +303,16 @@ pub async fn create(
     };
     let mut tx = state.store.begin().await?;
     let mut delta = TupleDelta::default();
-    write_grants(&mut tx, kind, &row, &spec, &mut delta).await?;
-    if kind == Kind::Organization {
+    write_grants(&mut tx, kind, &row, spec, &mut delta).await?;
+    if kind == Kind::Organization && fresh.event == "create" {
         owner_grant(&mut tx, &row, change.actor, &mut delta).await?;
     }
     let after = snapshot(&row, scope)?;
     let input = VersionInput {
-        event: "create",
+        event: fresh.event,
         before: None,
         after: Some(after),
-        previous: None,
+        previous: fresh.previous,
     };
     row.version_id = record_version(&mut tx, state, &row, change, input).await?;
     insert_resource(&mut tx, &row).await.map_err(|e| match e {
@@ -298,7 +325,7 @@ pub async fn create(
     tx.commit().await.map_err(AppError::internal)?;
     delta.apply(state);
     after_commit(state, kind);
-    metrics::counter!("tether_resource_writes_total", "event" => "create").increment(1);
+    metrics::counter!("tether_resource_writes_total", "event" => fresh.event).increment(1);
     Ok(row)
 }
 
@@ -480,35 +507,11 @@ async fn recreate(
 ) -> AppResult<ResourceRow> {
     let kind = manifest.kind;
     let spec = validate_spec(kind, &manifest.spec)?;
-    let now = state.clock.now_millis();
-    let mut row = ResourceRow {
+    let fresh = Fresh {
         id: version.resource_id.clone(),
-        org_id: scope.org_id.clone(),
-        env_id: scope.env_id.clone(),
-        kind: kind.to_string(),
         name: manifest.metadata.name.clone(),
-        spec: spec.to_string(),
-        labels: serde_json::to_string(&manifest.metadata.labels).map_err(AppError::internal)?,
-        created_at: now,
-        created_by: change.actor.display(),
-        updated_at: now,
-        updated_by: change.actor.display(),
-        version_id: String::new(),
-    };
-    let mut tx = state.store.begin().await?;
-    let mut delta = TupleDelta::default();
-    write_grants(&mut tx, kind, &row, &spec, &mut delta).await?;
-    let after = snapshot(&row, scope)?;
-    let input = VersionInput {
         event: "restore",
-        before: None,
-        after: Some(after),
         previous: Some(version.id.clone()),
     };
-    row.version_id = record_version(&mut tx, state, &row, change, input).await?;
-    insert_resource(&mut tx, &row).await?;
-    tx.commit().await.map_err(AppError::internal)?;
-    delta.apply(state);
-    after_commit(state, kind);
-    Ok(row)
+    insert_fresh(state, scope, kind, manifest, &spec, change, fresh).await
 }
