@@ -7,6 +7,7 @@ use std::ops::ControlFlow;
 use serde_json::{Map, Value};
 
 use super::Limits;
+use super::list_objects::FxSet;
 use crate::error::AuthzError;
 use crate::model::compiled::{CKind, CNode, CRel, Compiled, NameId, RelIdx};
 use crate::model::{AuthorizationModel, RelationDefinition, TypeRestriction};
@@ -36,6 +37,13 @@ pub(crate) struct Resolver<'a> {
     fast: Option<SymReader<'a>>,
     stack: Vec<CKey<'a>>,
     cycle_cuts: u64,
+    /// ListObjects: nodes found to hold by the reverse expansion.
+    pub(crate) found: FxSet<CKey<'a>>,
+    /// ListObjects: `found` holds every node of the relations marked in `pure`,
+    /// so a direct tuple of such a node outside `found` does not exist (or its
+    /// condition does not hold).
+    pub(crate) found_complete: bool,
+    pub(crate) pure: Vec<bool>,
 }
 
 /// Parse and validate the object, relation and user of a Check (errors are 2000).
@@ -192,6 +200,9 @@ impl<'a> Resolver<'a> {
                 .map(|m| SymReader::new(m, &compiled.names)),
             stack: Vec::new(),
             cycle_cuts: 0,
+            found: FxSet::default(),
+            found_complete: false,
+            pure: Vec::new(),
         }
     }
 
@@ -393,7 +404,7 @@ impl<'a> Resolver<'a> {
             let r = if kind.relation.is_some() {
                 self.direct_userset(crel, def, id, kind, depth)
             } else {
-                self.direct_user(crel, def, id, kind)
+                self.direct_user(rel, crel, def, id, kind)
             };
             if acc.add(r).is_break() {
                 break;
@@ -405,6 +416,7 @@ impl<'a> Resolver<'a> {
     /// A plain or wildcard restriction: look up the exact tuple.
     fn direct_user(
         &mut self,
+        rel: RelIdx,
         crel: &'a CRel,
         def: &'a RelationDefinition,
         id: &'a str,
@@ -418,6 +430,12 @@ impl<'a> Resolver<'a> {
             (false, UserRef::Object(o)) => o.id,
             (false, _) => return Ok(false),
         };
+        if self.found_complete
+            && self.pure.get(rel as usize).copied().unwrap_or(false)
+            && !self.found.contains(&(rel, id))
+        {
+            return Ok(false);
+        }
         let found = match &mut self.fast {
             Some(fast) => fast.find(crel.type_name, id, crel.name, kind.type_name, user_id),
             None => {
@@ -510,6 +528,28 @@ impl<'a> Resolver<'a> {
             }
         }
         acc.finish()
+    }
+
+    /// Objects of `object_type` with `relation` to `subject`, through the fast path if any.
+    pub(crate) fn read_objects(
+        &mut self,
+        subject: Subject<'a>,
+        relation: &'a str,
+        object_type: &'a str,
+        out: &mut Vec<(&'a str, Option<&'a TupleCondition>)>,
+    ) -> Result<(), AuthzError> {
+        match &mut self.fast {
+            Some(fast) => {
+                fast.read_objects(subject, relation, object_type, |id, c| out.push((id, c)));
+                Ok(())
+            }
+            None => self
+                .reader
+                .read_objects(subject, relation, object_type, &mut |id, c| {
+                    out.push((id, c));
+                    ControlFlow::Continue(())
+                }),
+        }
     }
 
     /// Users of one kind of `object#relation`, through the fast path if any.

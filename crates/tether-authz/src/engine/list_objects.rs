@@ -4,7 +4,6 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::BuildHasherDefault;
-use std::ops::ControlFlow;
 use std::time::Instant;
 
 use serde_json::{Map, Value};
@@ -266,13 +265,12 @@ fn rewrite_deps<'a>(
     }
 }
 
-type FxSet<T> = HashSet<T, BuildHasherDefault<FxHasher>>;
+pub(crate) type FxSet<T> = HashSet<T, BuildHasherDefault<FxHasher>>;
 type FoldMap<K, V> = HashMap<K, V, FoldBuild>;
 
 struct Lister<'a, 'g> {
     resolver: Resolver<'a>,
     graph: &'g Graph<'a>,
-    found: FxSet<LKey<'a>>,
     rejected: FxSet<LKey<'a>>,
     /// Candidates reached under an intersection or a difference, resolved
     /// once the queue is empty (every node of a pure relation is then known).
@@ -318,7 +316,6 @@ impl Engine {
         let mut lister = Lister {
             resolver: Resolver::new(model, reader, user, &req.context, &self.limits),
             graph: &graph,
-            found: FxSet::default(),
             rejected: FxSet::default(),
             pending: Vec::new(),
             pending_seen: FxSet::default(),
@@ -370,6 +367,10 @@ impl<'a> Lister<'a, '_> {
                 return Ok(());
             }
             // The queue is empty: every node of a pure relation is in `found`.
+            if !self.resolver.found_complete {
+                self.resolver.pure.clone_from(&self.graph.pure);
+                self.resolver.found_complete = true;
+            }
             let pending = std::mem::take(&mut self.pending);
             self.pending_seen.clear();
             for node in pending {
@@ -380,7 +381,7 @@ impl<'a> Lister<'a, '_> {
                 if steps.is_multiple_of(256) && self.past_deadline() {
                     return Ok(());
                 }
-                if self.found.contains(&node) || self.rejected.contains(&node) {
+                if self.resolver.found.contains(&node) || self.rejected.contains(&node) {
                     continue;
                 }
                 if self.verify(node)? {
@@ -424,7 +425,7 @@ impl<'a> Lister<'a, '_> {
         let (rel, id) = key;
         match rewrite {
             CNode::Computed(Some(r)) => {
-                if self.found.contains(&(*r, id)) {
+                if self.resolver.found.contains(&(*r, id)) {
                     Ok(true)
                 } else if self.graph.is_pure(*r) {
                     Ok(false)
@@ -460,7 +461,7 @@ impl<'a> Lister<'a, '_> {
                     return Ok(false);
                 }
                 if let CNode::Computed(Some(r)) = subtract.as_ref()
-                    && self.found.contains(&(*r, id))
+                    && self.resolver.found.contains(&(*r, id))
                 {
                     return Ok(false);
                 }
@@ -522,7 +523,7 @@ impl<'a> Lister<'a, '_> {
 
     /// Object ids related to `subj` whose tuple condition holds.
     fn read_objects(
-        &self,
+        &mut self,
         subj: Subject<'a>,
         relation: &'a str,
         object_type: &'a str,
@@ -531,11 +532,7 @@ impl<'a> Lister<'a, '_> {
     ) -> Result<Vec<&'a str>, AuthzError> {
         let mut hits: Vec<(&'a str, Option<&'a TupleCondition>)> = Vec::new();
         self.resolver
-            .reader
-            .read_objects(subj, relation, object_type, &mut |id, c| {
-                hits.push((id, c));
-                ControlFlow::Continue(())
-            })?;
+            .read_objects(subj, relation, object_type, &mut hits)?;
         let mut ids = Vec::with_capacity(hits.len());
         for (id, cond) in hits {
             if self.resolver.condition_ok(rel, restriction, cond)? {
@@ -546,7 +543,7 @@ impl<'a> Lister<'a, '_> {
     }
 
     fn reach(&mut self, node: LKey<'a>, mode: Mode) -> Result<(), AuthzError> {
-        if self.truncated || self.found.contains(&node) || self.rejected.contains(&node) {
+        if self.truncated || self.resolver.found.contains(&node) || self.rejected.contains(&node) {
             return Ok(());
         }
         if mode == Mode::Verify {
@@ -560,7 +557,7 @@ impl<'a> Lister<'a, '_> {
     }
 
     fn accept(&mut self, node: LKey<'a>) {
-        self.found.insert(node);
+        self.resolver.found.insert(node);
         self.queue.push_back(node);
         if Some(node.0) == self.target {
             self.results.push(node.1);

@@ -466,6 +466,41 @@ impl<'s> SymReader<'s> {
         }
     }
 
+    /// As [`TupleReader::read_objects`]; the ids handed out are remembered
+    /// with their symbols, so later reads on those objects skip the interner.
+    pub(crate) fn read_objects(
+        &mut self,
+        subject: Subject<'_>,
+        relation: &str,
+        object_type: &str,
+        mut visit: impl FnMut(&'s str, Option<&'s TupleCondition>),
+    ) {
+        let key = (|| {
+            let urel = match subject.user_relation {
+                Some(r) => self.id(r)?,
+                None => NONE,
+            };
+            Some([
+                self.id(subject.user_type)?,
+                self.id(subject.user_id)?,
+                urel,
+                self.id(relation)?,
+                self.id(object_type)?,
+            ])
+        })();
+        let store = self.store;
+        if let Some(entries) = key.and_then(|k| store.reverse.get(&k)) {
+            let entries = entries.as_slice();
+            self.ids.reserve(entries.len());
+            for e in entries {
+                let id = store.strings.resolve(e.id);
+                self.ids
+                    .insert((id.as_ptr() as usize, id.len()), Some(e.id));
+                visit(id, store.condition(e.cond));
+            }
+        }
+    }
+
     /// As [`TupleReader::find`] for a plain user or wildcard, with model names by id.
     pub(crate) fn find(
         &mut self,
