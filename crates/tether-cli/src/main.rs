@@ -3,6 +3,7 @@
 mod client;
 mod commands;
 mod config;
+mod kek_cmd;
 mod output;
 mod secrets_cmd;
 mod server;
@@ -76,6 +77,12 @@ pub enum Command {
         #[arg(last = true, required = true)]
         cmd: Vec<String>,
     },
+    /// An organization's key-encryption keys: list, rotate, switch to a customer key.
+    #[command(subcommand)]
+    Kek(kek_cmd::KekCmd),
+    /// Installation key operations (root key).
+    #[command(subcommand)]
+    Operator(kek_cmd::OperatorCmd),
     /// Resource history and the request log.
     #[command(subcommand)]
     Audit(commands::AuditCmd),

@@ -9,6 +9,8 @@ pub mod authz;
 pub mod bootstrap;
 pub mod config;
 pub mod error;
+pub mod kek;
+pub mod kek_ops;
 pub mod keys;
 pub mod kinds;
 pub mod model;
@@ -107,7 +109,10 @@ pub async fn build_state(config: &Config, clock: Arc<dyn Clock>) -> Result<AppSt
         metrics: metrics_handle(),
         max_body_bytes: config.max_body_bytes,
         public_url: config.public_url.clone(),
-        secrets: secrets::SecretKeys::new(root),
+        secrets: secrets::SecretKeys::new(
+            root,
+            kek::Providers::from_env().map_err(StartError::Other)?,
+        ),
     };
     Ok(AppState(Arc::new(inner)))
 }

@@ -89,6 +89,8 @@ async fn try_write(
         .secrets
         .active(&state.store, &scope.org_id, now)
         .await?;
+    // Wrap the new DEK before the transaction: with a KMS this is a network call.
+    let prepared = state.secrets.prepare(kek.as_ref()).await?;
     let mut tx = state.store.begin().await?;
     let current = find_resource(&mut *tx, &scope.org_id, &scope.env_id, "Secret", v.name).await?;
     let mut spec = match &current {
@@ -114,7 +116,7 @@ async fn try_write(
     let plain = zeroize::Zeroizing::new(serde_json::to_vec(v.data).map_err(AppError::internal)?);
     let blob = state
         .secrets
-        .seal(&kek, &aad, (row.id.clone(), version), &plain)?;
+        .seal(prepared, &aad, (row.id.clone(), version), &plain)?;
     let record = SecretVersionRow {
         secret_id: row.id.clone(),
         version,

@@ -11,6 +11,7 @@
 mod audit;
 mod errors;
 mod identity;
+mod kek;
 mod reliability;
 mod secrets;
 mod walkthrough;
