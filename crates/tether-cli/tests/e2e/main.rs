@@ -12,6 +12,7 @@ mod audit;
 mod errors;
 mod identity;
 mod kek;
+mod kms;
 mod reliability;
 mod secrets;
 mod walkthrough;
