@@ -13,6 +13,7 @@ mod errors;
 mod identity;
 mod kek;
 mod kms;
+mod openbao;
 mod reliability;
 mod secrets;
 mod walkthrough;
