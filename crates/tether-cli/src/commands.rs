@@ -78,6 +78,10 @@ pub async fn run(cli: Cli) -> Result<()> {
             let mut c = connect(&cli.global)?;
             crate::kek_cmd::kek(&mut c.client, &c.org, cmd).await
         }
+        Command::Backend(cmd) => {
+            let mut c = connect(&cli.global)?;
+            crate::kek_cmd::backend(&mut c.client, &c.org, cmd).await
+        }
         Command::Operator(cmd) => match cmd {
             crate::kek_cmd::OperatorCmd::GenerateRootKey { .. } => {
                 crate::kek_cmd::operator(None, cmd).await

@@ -153,3 +153,59 @@ pub async fn operator(client: Option<&mut Client>, cmd: OperatorCmd) -> Result<(
         }
     }
 }
+
+/// `tether backend ...`: where new secret versions of the organization are stored.
+#[derive(Subcommand, Debug)]
+pub enum BackendCmd {
+    /// Show the organization's backend.
+    Get {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Format::Yaml)]
+        output: Format,
+    },
+    /// Store new versions in `builtin` (Tether's database), `openbao-kv` (OpenBao / Vault KV
+    /// v2) or `aws-secretsmanager`. Existing versions stay where they were written.
+    Set {
+        /// The backend kind.
+        kind: String,
+        /// KV v2 mount (openbao-kv; default `secret`).
+        #[arg(long)]
+        mount: Option<String>,
+        /// Path or name prefix (default `tether`).
+        #[arg(long)]
+        prefix: Option<String>,
+    },
+}
+
+/// Runs `tether backend ...`.
+pub async fn backend(client: &mut Client, org: &str, cmd: BackendCmd) -> Result<()> {
+    let path = format!("/v1/orgs/{}/backend", enc(org));
+    match cmd {
+        BackendCmd::Get { output } => {
+            let v = client.call(Method::GET, &path, None).await?;
+            print(&v, output, &[("KIND", "/kind"), ("CONFIG", "/config")])
+        }
+        BackendCmd::Set {
+            kind,
+            mount,
+            prefix,
+        } => {
+            let mut config = serde_json::Map::new();
+            if let Some(m) = mount {
+                config.insert("mount".into(), json!(m));
+            }
+            if let Some(p) = prefix {
+                config.insert("prefix".into(), json!(p));
+            }
+            client
+                .call(
+                    Method::PUT,
+                    &path,
+                    Some(&json!({"kind": kind, "config": config})),
+                )
+                .await?;
+            println!("new secret versions of '{org}' are stored in {kind}");
+            Ok(())
+        }
+    }
+}

@@ -80,6 +80,9 @@ pub enum Command {
     /// An organization's key-encryption keys: list, rotate, switch to a customer key.
     #[command(subcommand)]
     Kek(kek_cmd::KekCmd),
+    /// Where an organization's new secret versions are stored.
+    #[command(subcommand)]
+    Backend(kek_cmd::BackendCmd),
     /// Installation key operations (root key).
     #[command(subcommand)]
     Operator(kek_cmd::OperatorCmd),

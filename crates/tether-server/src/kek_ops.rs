@@ -216,6 +216,14 @@ async fn rewrap_one(
     let Some(blob) = v.blob.as_deref() else {
         return Ok(false);
     };
+    let external = blob.is_empty();
+    let fetched;
+    let blob = if external {
+        fetched = crate::backends::fetch_blob(state, &v.secret_id, v.version).await?;
+        fetched.as_slice()
+    } else {
+        blob
+    };
     let envelope = Envelope::parse(blob).map_err(AppError::internal)?;
     let dek = state
         .secrets
@@ -228,7 +236,12 @@ async fn rewrap_one(
         )
         .await?;
     let wrapped = new_kek.wrap(&dek).await.map_err(kek_error)?;
-    let new_blob = envelope.rewrapped(&wrapped).map_err(AppError::internal)?;
+    let mut new_blob = envelope.rewrapped(&wrapped).map_err(AppError::internal)?;
+    if external {
+        // The backend keeps the blob; the row only records the new KEK version.
+        crate::backends::replace_blob(state, &v.secret_id, v.version, &new_blob).await?;
+        new_blob = Vec::new();
+    }
     let mut tx = state.store.begin().await?;
     let done = rewrap_version_if(
         &mut tx,

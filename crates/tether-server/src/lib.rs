@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod authz;
+pub mod backends;
 pub mod bootstrap;
 pub mod config;
 pub mod error;

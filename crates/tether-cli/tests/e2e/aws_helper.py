@@ -7,7 +7,8 @@ IAM (INITIAL_NO_AUTH_ACTION_COUNT).
                       allowing kms:Decrypt
   detach TAG ARN   -> detaches the policy ARN from the user (revokes access)
   attach TAG ARN   -> attaches it again (restores access)
-  get-secret NAME  -> prints the SecretString of a Secrets Manager secret (AWSCURRENT)
+  get-secret NAME  -> prints the base64 SecretBinary of a Secrets Manager secret (AWSCURRENT),
+                      or "missing"
 """
 import json, os, sys, boto3
 
@@ -38,7 +39,12 @@ elif cmd in ("detach", "attach"):
     fn = iam.detach_user_policy if cmd == "detach" else iam.attach_user_policy
     fn(UserName=f"tether-{sys.argv[2]}", PolicyArn=sys.argv[3])
 elif cmd == "get-secret":
+    import base64
     sm = c("secretsmanager")
-    print(sm.get_secret_value(SecretId=sys.argv[2], VersionStage="AWSCURRENT")["SecretString"])
+    try:
+        v = sm.get_secret_value(SecretId=sys.argv[2], VersionStage="AWSCURRENT")
+        print(base64.b64encode(v["SecretBinary"]).decode())
+    except sm.exceptions.ResourceNotFoundException:
+        print("missing")
 else:
     sys.exit(f"unknown command {cmd}")

@@ -457,3 +457,67 @@ async fn kms_fake_disabled_pending_deletion_and_hanging_key_fail_reads_cleanly()
     );
     assert!(fake.encrypts.load(Ordering::SeqCst) >= 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_secrets_manager_backend_on_moto() {
+    let Some(user) = MotoUser::create() else {
+        return;
+    };
+    let s = start(&user.env()).await;
+    s.remember(&user.s("secret_access_key"));
+    let root = s.root_key.clone();
+    let prefix = format!("tether-{}", user.tag);
+    ok(&s.cli(
+        Some(&root),
+        &["backend", "set", "aws-secretsmanager", "--prefix", &prefix],
+    ));
+    put(&s, "default", "db", "asm-v1").await;
+    put(&s, "default", "db", "asm-v2").await;
+    assert_eq!(read(&s, "default", "db", 1).await.unwrap(), "asm-v1");
+    assert_eq!(read(&s, "default", "db", 2).await.unwrap(), "asm-v2");
+    let rows = query_strings(
+        &s.database_url,
+        "SELECT backend || '|' || backend_ref FROM secret_versions ORDER BY version",
+    )
+    .await;
+    assert_eq!(rows.len(), 2);
+    let name = rows[0]
+        .strip_prefix("aws-secretsmanager|")
+        .unwrap()
+        .to_owned();
+    assert!(name.starts_with(&prefix), "{name}");
+    let stored = aws_helper(&["get-secret", &name]);
+    let blob = STANDARD.decode(&stored).unwrap();
+    assert_eq!(blob[0], 1, "envelope format v1");
+    assert!(!String::from_utf8_lossy(&blob).contains("asm-v1"));
+
+    // Switching the KEK to KMS rewraps the blobs stored in Secrets Manager.
+    let out = ok(&s.cli(
+        Some(&root),
+        &[
+            "kek",
+            "set",
+            "--provider",
+            "aws-kms",
+            "--key-id",
+            &user.s("key_arn"),
+            "-o",
+            "json",
+        ],
+    ));
+    assert_eq!(report(&out)["rewrapped"], 2);
+    let after = STANDARD.decode(aws_helper(&["get-secret", &name])).unwrap();
+    assert_ne!(after, blob, "the stored envelope now names the KMS key");
+    assert_eq!(
+        &after[after.len() - 40..],
+        &blob[blob.len() - 40..],
+        "data not re-encrypted"
+    );
+    let mut s = s;
+    s.restart().await;
+    assert_eq!(read(&s, "default", "db", 1).await.unwrap(), "asm-v1");
+
+    ok(&s.cli(Some(&root), &["secret", "destroy", "db", "--version", "1"]));
+    assert_eq!(aws_helper(&["get-secret", &name]), "missing");
+    assert_eq!(read(&s, "default", "db", 2).await.unwrap(), "asm-v2");
+}

@@ -158,3 +158,95 @@ async fn openbao_transit_kek_revoke_and_restore() {
     assert_eq!(r["rewrapped"], 2);
     assert_eq!(read(&s, "default", "db", 1).await.unwrap(), "transit-v1");
 }
+
+async fn refs(s: &TestServer) -> Vec<String> {
+    tether_testkit::query_strings(
+        &s.database_url,
+        "SELECT backend || '|' || COALESCE(backend_ref, '') || '|' || \
+         CAST(COALESCE(length(blob), -1) AS TEXT) FROM secret_versions ORDER BY created_at, version",
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openbao_kv_v2_backend_stores_only_ciphertext_and_tether_keeps_history() {
+    let Some(bao) = Bao::from_env() else {
+        return;
+    };
+    let t = tag();
+    let s = start(&[
+        ("TETHER_OPENBAO_ADDR", &bao.addr),
+        ("TETHER_OPENBAO_TOKEN", &bao.token),
+    ])
+    .await;
+    let root = s.root_key.clone();
+    put(&s, "default", "db", "kv-builtin-v1").await;
+    let prefix = format!("tether-{t}");
+    ok(&s.cli(
+        Some(&root),
+        &["backend", "set", "openbao-kv", "--prefix", &prefix],
+    ));
+    let got = ok(&s.cli(Some(&root), &["backend", "get", "-o", "json"]));
+    assert!(got.contains("openbao-kv") && got.contains(&prefix), "{got}");
+    put(&s, "default", "db", "kv-bao-v2").await;
+    put(&s, "default", "db", "kv-bao-v3").await;
+    for (v, want) in [(1, "kv-builtin-v1"), (2, "kv-bao-v2"), (3, "kv-bao-v3")] {
+        assert_eq!(read(&s, "default", "db", v).await.unwrap(), want);
+    }
+    let rows = refs(&s).await;
+    assert!(rows[0].starts_with("builtin||"), "{rows:?}");
+    let (backend, reference, len) = {
+        let p: Vec<&str> = rows[1].split('|').collect();
+        (p[0].to_owned(), p[1].to_owned(), p[2].to_owned())
+    };
+    assert_eq!(
+        (backend.as_str(), len.as_str()),
+        ("openbao-kv", "0"),
+        "{rows:?}"
+    );
+    let (mount, path) = reference.split_once(':').unwrap();
+    assert!(path.starts_with(&prefix), "{reference}");
+    // OpenBao holds the envelope (ciphertext only), written by Tether.
+    let entry = bao.call("GET", &format!("{mount}/data/{path}"), None).await;
+    let b64 = entry["data"]["data"]["blob"].as_str().unwrap();
+    use base64::Engine as _;
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    assert_eq!(blob[0], 1, "envelope format v1");
+    assert!(!String::from_utf8_lossy(&blob).contains("kv-bao-v2"));
+    // Tether keeps the history.
+    let versions = s
+        .admin("GET", "/v1/orgs/default/secrets/db/versions", None)
+        .await;
+    assert_eq!(versions.body.as_array().unwrap().len(), 3);
+
+    // A KEK rotation rewraps the blobs in OpenBao too (a new KV version of each path).
+    let out = ok(&s.cli(Some(&root), &["kek", "rotate", "-o", "json"]));
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["rewrapped"], 3);
+    let meta = bao
+        .call("GET", &format!("{mount}/metadata/{path}"), None)
+        .await;
+    assert_eq!(meta["data"]["current_version"], 2);
+    let mut s = s;
+    s.restart().await;
+    for (v, want) in [(1, "kv-builtin-v1"), (2, "kv-bao-v2"), (3, "kv-bao-v3")] {
+        assert_eq!(read(&s, "default", "db", v).await.unwrap(), want);
+    }
+
+    // Destroy removes the entry from OpenBao.
+    ok(&s.cli(Some(&root), &["secret", "destroy", "db", "--version", "2"]));
+    let res = reqwest::Client::new()
+        .get(format!("{}/v1/{mount}/metadata/{path}", bao.addr))
+        .header("X-Vault-Token", &bao.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 404);
+    assert_eq!(
+        read(&s, "default", "db", 2).await.unwrap_err(),
+        "410 version_destroyed"
+    );
+    assert_eq!(read(&s, "default", "db", 3).await.unwrap(), "kv-bao-v3");
+}

@@ -208,6 +208,18 @@ pub const GUARDS: &[Guard] = &[
         Target::Org,
     ),
     g(
+        "GET",
+        "/v1/orgs/{org}/backend",
+        Rel::Fixed("can_manage"),
+        Target::Org,
+    ),
+    g(
+        "PUT",
+        "/v1/orgs/{org}/backend",
+        Rel::Fixed("owner"),
+        Target::Org,
+    ),
+    g(
         "POST",
         "/v1/operator/rotate-root-key",
         Rel::Fixed("admin"),

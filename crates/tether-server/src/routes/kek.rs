@@ -97,3 +97,58 @@ pub async fn rotate_root(
         .map_err(|e| AppError::new(ErrorCode::InvalidArgument, e.to_string()))?;
     Ok(Json(kek_ops::rotate_root(&state, key).await?))
 }
+
+/// An organization's secret backend.
+#[derive(serde::Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackendSetting {
+    /// `builtin`, `openbao-kv` or `aws-secretsmanager`.
+    pub kind: String,
+    /// Mount and prefix.
+    #[serde(default)]
+    pub config: crate::backends::BackendConfig,
+}
+
+/// Shows where new secret versions of the organization are stored.
+#[utoipa::path(get, path = "/v1/orgs/{org}/backend", tag = "secrets",
+    params(("org" = String, Path)), responses((status = 200, body = BackendSetting)))]
+pub async fn get_backend(
+    State(state): State<AppState>,
+    ctx: CtxExt,
+) -> AppResult<Json<BackendSetting>> {
+    Ok(Json(
+        match crate::backends::for_org(&state, org_id(&ctx)).await? {
+            Some(row) => BackendSetting {
+                kind: row.kind,
+                config: serde_json::from_str(&row.config).map_err(AppError::internal)?,
+            },
+            None => BackendSetting {
+                kind: crate::backends::kind::BUILTIN.into(),
+                config: crate::backends::BackendConfig::default(),
+            },
+        },
+    ))
+}
+
+/// Sets where new secret versions are stored (existing versions stay where they are).
+#[utoipa::path(put, path = "/v1/orgs/{org}/backend", tag = "secrets",
+    params(("org" = String, Path)), request_body = BackendSetting,
+    responses((status = 200, body = BackendSetting)))]
+pub async fn set_backend(
+    State(state): State<AppState>,
+    ctx: CtxExt,
+    ApiJson(req): ApiJson<BackendSetting>,
+) -> AppResult<Json<BackendSetting>> {
+    crate::backends::validate(&req.kind, &req.config)?;
+    let row = tether_store::kms::OrgBackendRow {
+        org_id: org_id(&ctx).to_owned(),
+        kind: req.kind.clone(),
+        config: serde_json::to_string(&req.config).map_err(AppError::internal)?,
+        updated_at: state.clock.now_millis(),
+    };
+    let mut tx = state.store.begin().await?;
+    tether_store::kms::put_org_backend(&mut tx, &row).await?;
+    tx.commit().await.map_err(AppError::internal)?;
+    tracing::info!(org_id = %row.org_id, kind = %row.kind, "secret backend set");
+    Ok(Json(req))
+}
