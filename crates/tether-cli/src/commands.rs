@@ -74,6 +74,23 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Key(cmd) => key(&mut connect(&cli.global)?, cmd).await,
         Command::User(cmd) => user(&mut connect(&cli.global)?, cmd).await,
         Command::Audit(cmd) => audit(&mut connect(&cli.global)?, cmd).await,
+        Command::Kek(cmd) => {
+            let mut c = connect(&cli.global)?;
+            crate::kek_cmd::kek(&mut c.client, &c.org, cmd).await
+        }
+        Command::Backend(cmd) => {
+            let mut c = connect(&cli.global)?;
+            crate::kek_cmd::backend(&mut c.client, &c.org, cmd).await
+        }
+        Command::Operator(cmd) => match cmd {
+            crate::kek_cmd::OperatorCmd::GenerateRootKey { .. } => {
+                crate::kek_cmd::operator(None, cmd).await
+            }
+            _ => {
+                let mut c = connect(&cli.global)?;
+                crate::kek_cmd::operator(Some(&mut c.client), cmd).await
+            }
+        },
         Command::Secret(cmd) => {
             let mut c = connect(&cli.global)?;
             secrets_cmd::secret(

@@ -3,6 +3,7 @@
 mod client;
 mod commands;
 mod config;
+mod kek_cmd;
 mod output;
 mod secrets_cmd;
 mod server;
@@ -76,6 +77,15 @@ pub enum Command {
         #[arg(last = true, required = true)]
         cmd: Vec<String>,
     },
+    /// An organization's key-encryption keys: list, rotate, switch to a customer key.
+    #[command(subcommand)]
+    Kek(kek_cmd::KekCmd),
+    /// Where an organization's new secret versions are stored.
+    #[command(subcommand)]
+    Backend(kek_cmd::BackendCmd),
+    /// Installation key operations (root key).
+    #[command(subcommand)]
+    Operator(kek_cmd::OperatorCmd),
     /// Resource history and the request log.
     #[command(subcommand)]
     Audit(commands::AuditCmd),

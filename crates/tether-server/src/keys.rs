@@ -47,6 +47,11 @@ fn dev_root_key(path: &Path) -> Result<RootKey, KeyError> {
     Ok(key)
 }
 
+/// A fresh root key as base64 text, for `tether operator generate-root-key`.
+pub fn generate_root_key_text() -> Zeroizing<String> {
+    RootKey::generate().export_base64()
+}
+
 /// Writes a file readable only by its owner (0600), failing if it exists.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;

@@ -6,9 +6,12 @@
 
 pub mod auth;
 pub mod authz;
+pub mod backends;
 pub mod bootstrap;
 pub mod config;
 pub mod error;
+pub mod kek;
+pub mod kek_ops;
 pub mod keys;
 pub mod kinds;
 pub mod model;
@@ -113,7 +116,10 @@ pub async fn build_state(config: &Config, clock: Arc<dyn Clock>) -> Result<AppSt
         metrics: metrics_handle(),
         max_body_bytes: config.max_body_bytes,
         public_url: config.public_url.clone(),
-        secrets: secrets::SecretKeys::new(root),
+        secrets: secrets::SecretKeys::new(
+            root,
+            kek::Providers::from_env().map_err(StartError::Other)?,
+        ),
         scopes: scope_cache::ScopeCache::default(),
     };
     Ok(AppState(Arc::new(inner)))

@@ -89,6 +89,8 @@ async fn try_write(
         .secrets
         .active(&state.store, &scope.org_id, now)
         .await?;
+    // Wrap the new DEK before the transaction: with a KMS this is a network call.
+    let prepared = state.secrets.prepare(kek.as_ref()).await?;
     let mut tx = state.store.begin().await?;
     let current = find_resource(&mut *tx, &scope.org_id, &scope.env_id, "Secret", v.name).await?;
     let mut spec = match &current {
@@ -114,7 +116,10 @@ async fn try_write(
     let plain = zeroize::Zeroizing::new(serde_json::to_vec(v.data).map_err(AppError::internal)?);
     let blob = state
         .secrets
-        .seal(&kek, &aad, (row.id.clone(), version), &plain)?;
+        .seal(prepared, &aad, (row.id.clone(), version), &plain)?;
+    // With an external backend the blob goes there; the row keeps an empty blob and the ref.
+    let (blob, external) =
+        crate::backends::store_blob(state, &scope.org_id, &row.id, version, blob).await?;
     let record = SecretVersionRow {
         secret_id: row.id.clone(),
         version,
@@ -135,6 +140,10 @@ async fn try_write(
             },
             other => other.into(),
         })?;
+    if let Some((backend, reference)) = &external {
+        tether_store::kms::set_version_backend(&mut tx, &row.id, version, backend, reference)
+            .await?;
+    }
     prune_versions(&mut tx, &row.id, version, spec.max_versions, now).await?;
     spec.current_version = version;
     let before = current.as_ref().map(|r| snapshot(r, scope)).transpose()?;
@@ -247,6 +256,13 @@ pub async fn read_version(
             format!("version {v} of secret '{}' was destroyed", row.name),
         )
     })?;
+    let external;
+    let blob = if blob.is_empty() {
+        external = crate::backends::fetch_blob(state, &rec.secret_id, v).await?;
+        external.as_slice()
+    } else {
+        blob
+    };
     let aad = aad_for(&rec.org_id, &rec.env_id, &rec.secret_id, v)?;
     let plain = state
         .secrets
@@ -305,6 +321,7 @@ pub async fn destroy(
     version: i64,
     actor: &Principal,
 ) -> AppResult<()> {
+    crate::backends::forget_blob(state, &row.id, version).await?;
     let mut tx = state.store.begin().await?;
     if !destroy_secret_version(&mut tx, &row.id, version, state.clock.now_millis()).await? {
         return Err(AppError::new(

@@ -8,12 +8,14 @@ use std::time::{Duration, Instant};
 
 use tether_core::ErrorCode;
 use tether_crypto::envelope::{Envelope, seal_with_dek};
-use tether_crypto::{Aad, DataKey, KekProvider, KekRef, LocalKek, OrgKek, RootKey};
+use tether_crypto::{Aad, DataKey, KekError, KekRef, LocalKek, OrgKek, RootKey, WrappedDek};
 use tether_store::secrets::{OrgKekRow, active_kek, insert_kek};
 use tether_store::{Store, StoreError};
 use zeroize::Zeroizing;
 
 use crate::error::{AppError, AppResult};
+use crate::kek::local::LocalAsyncKek;
+use crate::kek::{self, AsyncKek, Providers};
 
 /// Limits on secret data.
 #[derive(Debug, Clone, Copy)]
@@ -86,57 +88,103 @@ struct CachedDek {
     at: Instant,
 }
 
-/// Keys for secrets: the root key, the organizations' KEKs (unwrapped on first use), and the
-/// DEK cache. Every KEK unwrap of a DEK is counted in `tether_kek_unwrap_total`.
+/// A fresh DEK, already wrapped by the organization's active KEK (the KMS call happens before
+/// the write transaction starts).
+pub struct PreparedDek {
+    dek: DataKey,
+    wrapped: WrappedDek,
+}
+
+/// Keys for secrets: the root key, the organizations' KEKs (local ones unwrapped on first use,
+/// customer-managed ones as KMS clients), and the DEK cache. Every KEK unwrap of a DEK is
+/// counted in `tether_kek_unwrap_total`.
 pub struct SecretKeys {
-    root: RootKey,
-    keks: RwLock<HashMap<(String, i64), Arc<LocalKek>>>,
+    root: RwLock<Arc<RootKey>>,
+    keks: RwLock<HashMap<(String, i64), Arc<dyn AsyncKek>>>,
     deks: Mutex<HashMap<(String, i64), CachedDek>>,
     ttl: Duration,
     capacity: usize,
     /// Limits on data.
     pub limits: SecretLimits,
+    /// Remote KEK providers (AWS KMS, OpenBao Transit) and their settings.
+    pub providers: Providers,
 }
 
 fn kek_ref(org_id: &str, version: i64) -> AppResult<KekRef> {
     KekRef::local(org_id, &version.to_string()).map_err(AppError::internal)
 }
 
-fn unavailable(e: impl std::fmt::Display) -> AppError {
+/// The `kek_unavailable` answer (HTTP 503): the reason names the provider's refusal (never key
+/// material) so an operator can tell a revoked key from a KMS that is down.
+pub fn unavailable(e: impl std::fmt::Display) -> AppError {
+    let reason = e.to_string();
     AppError {
-        api: tether_core::ApiError::code(ErrorCode::KekUnavailable),
-        cause: Some(e.to_string()),
+        api: tether_core::ApiError::new(
+            ErrorCode::KekUnavailable,
+            format!("the key-encryption key is unavailable: {reason}"),
+        ),
+        cause: Some(reason),
     }
+}
+
+/// Maps a KEK failure: unavailable keys are `kek_unavailable`, anything else is internal.
+pub fn kek_error(e: KekError) -> AppError {
+    if e.is_unavailable() {
+        unavailable(e)
+    } else {
+        AppError::internal(e)
+    }
+}
+
+/// The DEK cache TTL: `TETHER_DEK_CACHE_TTL_MS` (default 5 minutes). Revoking a KMS key stops
+/// reads of a cached version within this time.
+fn cache_ttl() -> Duration {
+    std::env::var("TETHER_DEK_CACHE_TTL_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::from_secs(300), Duration::from_millis)
 }
 
 impl SecretKeys {
     /// Builds the keyring.
-    pub fn new(root: RootKey) -> Self {
+    pub fn new(root: RootKey, providers: Providers) -> Self {
         Self {
-            root,
+            root: RwLock::new(Arc::new(root)),
             keks: RwLock::new(HashMap::new()),
             deks: Mutex::new(HashMap::new()),
-            ttl: Duration::from_secs(300),
+            ttl: cache_ttl(),
             capacity: 10_000,
             limits: SecretLimits::default(),
+            providers,
         }
     }
 
-    fn local_kek(&self, row: &OrgKekRow) -> AppResult<Arc<LocalKek>> {
+    /// The KEK of a stored row: a local key unwrapped by the root key, or a KMS client.
+    pub async fn kek_for_row(&self, row: &OrgKekRow) -> AppResult<Arc<dyn AsyncKek>> {
         let key = (row.org_id.clone(), row.version);
         if let Some(k) = self.keks.read().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(k);
         }
-        let wrapped = row
-            .wrapped
-            .as_deref()
-            .ok_or_else(|| unavailable("KEK has no local key material"))?;
-        let kek = self.root.unwrap_kek(wrapped).map_err(unavailable)?;
-        let local = Arc::new(LocalKek::new(kek_ref(&row.org_id, row.version)?, kek));
+        let kek: Arc<dyn AsyncKek> = if row.provider == kek::provider::LOCAL {
+            let wrapped = row
+                .wrapped
+                .as_deref()
+                .ok_or_else(|| unavailable("KEK has no local key material"))?;
+            let kek = self.root().unwrap_kek(wrapped).map_err(unavailable)?;
+            Arc::new(LocalAsyncKek(LocalKek::new(
+                kek_ref(&row.org_id, row.version)?,
+                kek,
+            )))
+        } else {
+            self.providers
+                .remote(&row.org_id, &row.provider, &row.key_id, row.version)
+                .await
+                .map_err(unavailable)?
+        };
         if let Ok(mut m) = self.keks.write() {
-            m.insert(key, local.clone());
+            m.insert(key, kek.clone());
         }
-        Ok(local)
+        Ok(kek)
     }
 
     /// The organization's active KEK, creating version 1 on first use.
@@ -145,9 +193,9 @@ impl SecretKeys {
         store: &Store,
         org_id: &str,
         now: i64,
-    ) -> AppResult<(i64, Arc<LocalKek>)> {
+    ) -> AppResult<(i64, Arc<dyn AsyncKek>)> {
         if let Some(row) = active_kek(store.reader(), org_id).await? {
-            return Ok((row.version, self.local_kek(&row)?));
+            return Ok((row.version, self.kek_for_row(&row).await?));
         }
         let row = self.new_kek_row(org_id, 1, now)?;
         let mut tx = store.begin().await?;
@@ -159,19 +207,19 @@ impl SecretKeys {
         let row = active_kek(store.reader(), org_id)
             .await?
             .ok_or_else(|| AppError::internal("no active KEK after creating one"))?;
-        Ok((row.version, self.local_kek(&row)?))
+        Ok((row.version, self.kek_for_row(&row).await?))
     }
 
     /// A fresh local KEK row, wrapped by the root key.
     pub fn new_kek_row(&self, org_id: &str, version: i64, now: i64) -> AppResult<OrgKekRow> {
         let wrapped = self
-            .root
+            .root()
             .wrap_kek(&OrgKek::generate())
             .map_err(AppError::internal)?;
         Ok(OrgKekRow {
             org_id: org_id.into(),
             version,
-            provider: "local".into(),
+            provider: kek::provider::LOCAL.into(),
             key_id: format!("{org_id}/{version}"),
             wrapped: Some(wrapped),
             created_at: now,
@@ -185,7 +233,7 @@ impl SecretKeys {
         store: &Store,
         org_id: &str,
         version: i64,
-    ) -> AppResult<Arc<LocalKek>> {
+    ) -> AppResult<Arc<dyn AsyncKek>> {
         if let Some(k) = self
             .keks
             .read()
@@ -198,22 +246,51 @@ impl SecretKeys {
             .org_kek(org_id, version)
             .await?
             .ok_or_else(|| unavailable(format!("KEK {org_id} v{version} is missing")))?;
-        self.local_kek(&row)
+        self.kek_for_row(&row).await
     }
 
-    /// Seals data under a fresh DEK wrapped by `kek`, and caches the DEK.
+    /// Generates a DEK and wraps it with `kek` (a KMS call for customer-managed keys).
+    pub async fn prepare(&self, kek: &dyn AsyncKek) -> AppResult<PreparedDek> {
+        let dek = DataKey::generate();
+        let wrapped = kek.wrap(&dek).await.map_err(kek_error)?;
+        Ok(PreparedDek { dek, wrapped })
+    }
+
+    /// Seals data under a prepared DEK, and caches the DEK.
     pub fn seal(
         &self,
-        kek: &LocalKek,
+        prepared: PreparedDek,
         aad: &Aad,
         cache_key: (String, i64),
         plaintext: &[u8],
     ) -> AppResult<Vec<u8>> {
-        let dek = DataKey::generate();
-        let wrapped = kek.wrap_dek(&dek).map_err(unavailable)?;
-        let blob = seal_with_dek(&dek, &wrapped, aad, plaintext).map_err(AppError::internal)?;
-        self.remember(cache_key, Arc::new(dek));
+        let blob = seal_with_dek(&prepared.dek, &prepared.wrapped, aad, plaintext)
+            .map_err(AppError::internal)?;
+        self.remember(cache_key, Arc::new(prepared.dek));
         Ok(blob)
+    }
+
+    /// The DEK of a blob: from the cache, or unwrapped by its KEK (and then cached).
+    pub async fn dek(
+        &self,
+        store: &Store,
+        org_id: &str,
+        kek_version: i64,
+        cache_key: (String, i64),
+        envelope: &Envelope<'_>,
+    ) -> AppResult<Arc<DataKey>> {
+        if let Some(d) = self.cached(&cache_key) {
+            return Ok(d);
+        }
+        let kek = self.by_version(store, org_id, kek_version).await?;
+        metrics::counter!("tether_kek_unwrap_total").increment(1);
+        let d = Arc::new(
+            kek.unwrap(envelope.wrapped_dek())
+                .await
+                .map_err(kek_error)?,
+        );
+        self.remember(cache_key, d.clone());
+        Ok(d)
     }
 
     /// Opens a blob, using the cached DEK when there is one.
@@ -227,19 +304,9 @@ impl SecretKeys {
         blob: &[u8],
     ) -> AppResult<Zeroizing<Vec<u8>>> {
         let envelope = Envelope::parse(blob).map_err(AppError::internal)?;
-        let dek = match self.cached(&cache_key) {
-            Some(d) => d,
-            None => {
-                let kek = self.by_version(store, org_id, kek_version).await?;
-                metrics::counter!("tether_kek_unwrap_total").increment(1);
-                let d = Arc::new(
-                    kek.unwrap_dek(envelope.wrapped_dek())
-                        .map_err(unavailable)?,
-                );
-                self.remember(cache_key, d.clone());
-                d
-            }
-        };
+        let dek = self
+            .dek(store, org_id, kek_version, cache_key, &envelope)
+            .await?;
         envelope.open_with_dek(&dek, aad).map_err(|e| AppError {
             api: tether_core::ApiError::internal(),
             cause: Some(format!("secret does not open: {e}")),
@@ -279,16 +346,39 @@ impl SecretKeys {
         );
     }
 
-    /// Forgets cached DEKs and KEKs of an organization (after rotation).
+    /// Forgets the KEKs of an organization (after rotation or a provider change), so the
+    /// next use reads the stored rows again.
     pub fn forget_org(&self, org_id: &str) {
         if let Ok(mut m) = self.keks.write() {
             m.retain(|(o, _), _| o != org_id);
         }
     }
 
-    /// The root key (for rotation).
-    pub fn root(&self) -> &RootKey {
-        &self.root
+    /// Forgets every cached DEK (e.g. to make a key revocation take effect at once).
+    pub fn flush_deks(&self) {
+        if let Ok(mut m) = self.deks.lock() {
+            m.clear();
+        }
+    }
+
+    /// The current root key.
+    pub fn root(&self) -> Arc<RootKey> {
+        match self.root.read() {
+            Ok(r) => r.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the root key in memory (after every wrapped KEK was rewrapped under it).
+    pub fn set_root(&self, root: RootKey) {
+        let new = Arc::new(root);
+        match self.root.write() {
+            Ok(mut r) => *r = new,
+            Err(poisoned) => *poisoned.into_inner() = new,
+        }
+        if let Ok(mut m) = self.keks.write() {
+            m.clear();
+        }
     }
 }
 

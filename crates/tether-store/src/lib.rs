@@ -8,6 +8,7 @@
 pub mod audit;
 mod chain;
 pub mod identity;
+pub mod kms;
 pub mod resources;
 pub mod secrets;
 pub mod settings;

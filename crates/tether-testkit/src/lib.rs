@@ -29,6 +29,7 @@ pub struct TestServer {
     /// The database URL in use (for restarts and direct tampering).
     pub database_url: String,
     bin: PathBuf,
+    env: Vec<(String, String)>,
     child: Option<Child>,
     secrets: Mutex<Vec<String>>,
     http: reqwest::Client,
@@ -74,6 +75,11 @@ pub async fn fresh_pg_database(admin: &str) -> String {
 impl TestServer {
     /// Starts a fresh dev server from the binary at `bin`.
     pub async fn start(bin: &Path) -> TestServer {
+        Self::start_with_env(bin, &[]).await
+    }
+
+    /// Starts a fresh dev server with extra environment variables (kept for restarts).
+    pub async fn start_with_env(bin: &Path, env: &[(&str, &str)]) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let database_url = match std::env::var("TETHER_TEST_DATABASE_URL") {
             Ok(admin) if !admin.is_empty() => fresh_pg_database(&admin).await,
@@ -85,6 +91,10 @@ impl TestServer {
             dir,
             database_url,
             bin: bin.to_owned(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             child: None,
             secrets: Mutex::new(Vec::new()),
             http: reqwest::Client::new(),
@@ -108,6 +118,7 @@ impl TestServer {
             .arg(self.dir.path())
             .args(["--database-url", &self.database_url])
             .env("TETHER_LOG", "debug,sqlx=warn,hyper=info,h2=info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()
@@ -167,6 +178,17 @@ impl TestServer {
                 .status();
             let _ = c.wait();
         }
+    }
+
+    /// Sets (or replaces) an environment variable for the next (re)start.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
+    }
+
+    /// The path of the binary under test.
+    pub fn bin(&self) -> &Path {
+        &self.bin
     }
 
     /// Restarts the server on the same data (a new port).

@@ -11,6 +11,9 @@
 mod audit;
 mod errors;
 mod identity;
+mod kek;
+mod kms;
+mod openbao;
 mod reliability;
 mod secrets;
 mod walkthrough;

@@ -187,6 +187,44 @@ pub const GUARDS: &[Guard] = &[
         READ,
         Target::Kind,
     ),
+    // KEKs: listing and rotating need `can_manage`; switching to a customer key, which can
+    // lock the organization out of its data if the key is revoked, needs `owner`.
+    g(
+        "GET",
+        "/v1/orgs/{org}/kek",
+        Rel::Fixed("can_manage"),
+        Target::Org,
+    ),
+    g(
+        "PUT",
+        "/v1/orgs/{org}/kek",
+        Rel::Fixed("owner"),
+        Target::Org,
+    ),
+    g(
+        "POST",
+        "/v1/orgs/{org}/kek/rotate",
+        Rel::Fixed("can_manage"),
+        Target::Org,
+    ),
+    g(
+        "GET",
+        "/v1/orgs/{org}/backend",
+        Rel::Fixed("can_manage"),
+        Target::Org,
+    ),
+    g(
+        "PUT",
+        "/v1/orgs/{org}/backend",
+        Rel::Fixed("owner"),
+        Target::Org,
+    ),
+    g(
+        "POST",
+        "/v1/operator/rotate-root-key",
+        Rel::Fixed("admin"),
+        Target::Platform,
+    ),
     g("GET", "/v1/audit/{org}/versions", READ, Target::Org),
     g(
         "GET",

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod extract;
 pub mod guard;
+pub mod kek;
 pub mod ops;
 pub mod resolve;
 pub mod resources;
@@ -72,6 +73,10 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(secrets::rollback))
         .routes(routes!(secrets::undelete))
         .routes(routes!(resolve::resolved))
+        .routes(routes!(kek::list, kek::set))
+        .routes(routes!(kek::rotate))
+        .routes(routes!(kek::get_backend, kek::set_backend))
+        .routes(routes!(kek::rotate_root))
         .routes(routes!(audit::list_versions))
         .routes(routes!(audit::show_version))
         .routes(routes!(audit::restore))

@@ -1,0 +1,523 @@
+//! Customer-managed KEKs on AWS KMS.
+//!
+//! * Against moto in server mode with IAM enforced (`INITIAL_NO_AUTH_ACTION_COUNT`, started by
+//!   `scripts/test.sh`): switching an org to a KMS key rewraps every version; detaching the
+//!   IAM policy that grants `kms:Decrypt` makes every read fail with `kek_unavailable` (503)
+//!   while nothing is lost (writes still work: they only need `kms:Encrypt`); attaching it
+//!   again restores every read.
+//! * moto ignores key state (a disabled key, or one pending deletion, still decrypts there), so
+//!   those two states, a KMS that hangs, and the DEK cache's zero KMS calls are tested against
+//!   a small in-test KMS fake: an axum server speaking the KMS JSON protocol that answers
+//!   `DisabledException` and `KMSInvalidStateException` as AWS documents them.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::{Value, json};
+use tether_testkit::{TestServer, query_strings};
+
+use crate::kek::{ok, put, read};
+
+/// A required external service: its URL from the environment, or a skip (a failure when
+/// `TETHER_TEST_REQUIRE_SERVICES=1`, which `scripts/test.sh` sets).
+pub fn service(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ if std::env::var("TETHER_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1") => {
+            panic!("{var} is not set: run the tests with scripts/test.sh")
+        }
+        _ => {
+            eprintln!("SKIPPED: {var} is not set (scripts/test.sh starts the service)");
+            None
+        }
+    }
+}
+
+fn aws_helper(args: &[&str]) -> String {
+    let python = tether_testkit::test_python().expect("TETHER_TEST_PYTHON");
+    let out = std::process::Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/e2e/aws_helper.py"
+        ))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "aws_helper {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn tag() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos()
+    )
+}
+
+/// Moto: credentials of a user whose policies grant Encrypt and Decrypt on a fresh key.
+pub struct MotoUser {
+    pub url: String,
+    pub tag: String,
+    pub info: Value,
+}
+
+impl MotoUser {
+    pub fn create() -> Option<Self> {
+        let url = service("TETHER_TEST_MOTO_URL")?;
+        service("TETHER_TEST_AWS_ADMIN")?;
+        let tag = tag();
+        let info: Value = serde_json::from_str(&aws_helper(&["setup", &tag])).unwrap();
+        Some(Self { url, tag, info })
+    }
+
+    fn s(&self, k: &str) -> String {
+        self.info[k].as_str().unwrap().to_owned()
+    }
+
+    /// The environment of a Tether server that acts as this user.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL".into(), self.url.clone()),
+            ("AWS_ACCESS_KEY_ID".into(), self.s("access_key_id")),
+            ("AWS_SECRET_ACCESS_KEY".into(), self.s("secret_access_key")),
+            ("AWS_REGION".into(), "us-east-1".into()),
+            ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+            ("AWS_CONFIG_FILE".into(), "/nonexistent".into()),
+            ("AWS_SHARED_CREDENTIALS_FILE".into(), "/nonexistent".into()),
+        ]
+    }
+}
+
+async fn start(env: &[(String, String)]) -> TestServer {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    TestServer::start_with_env(std::path::Path::new(env!("CARGO_BIN_EXE_tether")), &env).await
+}
+
+fn report(out: &str) -> Value {
+    serde_json::from_str(out).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cmek_on_moto_revoking_decrypt_fails_reads_and_restoring_brings_them_back() {
+    let Some(user) = MotoUser::create() else {
+        return;
+    };
+    let mut env = user.env();
+    // Revocation takes effect once cached DEKs expire.
+    env.push(("TETHER_DEK_CACHE_TTL_MS".into(), "300".into()));
+    let s = start(&env).await;
+    let root = s.root_key.clone();
+    s.remember(&user.s("secret_access_key"));
+    put(&s, "default", "db", "cmek-moto-v1").await;
+    put(&s, "default", "db", "cmek-moto-v2").await;
+    put(&s, "default", "api", "cmek-moto-api").await;
+
+    let arn = user.s("key_arn");
+    let out = ok(&s.cli(
+        Some(&root),
+        &[
+            "kek",
+            "set",
+            "--provider",
+            "aws-kms",
+            "--key-id",
+            &arn,
+            "-o",
+            "json",
+        ],
+    ));
+    let r = report(&out);
+    assert_eq!(
+        (r["provider"].as_str(), r["rewrapped"].as_i64()),
+        (Some("aws-kms"), Some(3))
+    );
+    assert_eq!(r["key_id"], arn.as_str());
+    // Every stored blob now names the KMS key in its KEK reference.
+    let blobs = query_strings(
+        &s.database_url,
+        "SELECT CAST(kek_version AS TEXT) FROM secret_versions WHERE blob IS NOT NULL",
+    )
+    .await;
+    assert_eq!(blobs, vec!["2", "2", "2"]);
+    put(&s, "default", "db", "cmek-moto-v3").await;
+    for (v, want) in [
+        (1, "cmek-moto-v1"),
+        (2, "cmek-moto-v2"),
+        (3, "cmek-moto-v3"),
+    ] {
+        assert_eq!(read(&s, "default", "db", v).await.unwrap(), want);
+    }
+
+    // Revoke: detach the policy that grants kms:Decrypt.
+    aws_helper(&["detach", &user.tag, &user.s("decrypt_policy")]);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for (name, v) in [("db", 1), ("db", 2), ("db", 3), ("api", 1)] {
+        let r = s
+            .admin(
+                "GET",
+                &format!("/v1/orgs/default/secrets/{name}/data?version={v}"),
+                None,
+            )
+            .await;
+        assert_eq!((r.status, r.code()), (503, "kek_unavailable"), "{}", r.text);
+        assert!(r.text.contains("Decrypt"), "{}", r.text);
+    }
+    // The control plane only needs kms:Encrypt to write: a write while revoked succeeds.
+    put(&s, "default", "db", "cmek-moto-v4-written-while-revoked").await;
+    tokio::time::sleep(Duration::from_millis(400)).await; // the writer's cached DEK expires
+    assert_eq!(
+        read(&s, "default", "db", 4).await.unwrap_err(),
+        "503 kek_unavailable"
+    );
+
+    // Restore: every version reads again, nothing was lost.
+    aws_helper(&["attach", &user.tag, &user.s("decrypt_policy")]);
+    for (v, want) in [
+        (1, "cmek-moto-v1"),
+        (2, "cmek-moto-v2"),
+        (3, "cmek-moto-v3"),
+        (4, "cmek-moto-v4-written-while-revoked"),
+    ] {
+        assert_eq!(read(&s, "default", "db", v).await.unwrap(), want);
+    }
+    assert_eq!(
+        read(&s, "default", "api", 1).await.unwrap(),
+        "cmek-moto-api"
+    );
+
+    // Rotation keeps the same customer key and rewraps again; back to local works too.
+    let r = report(&ok(&s.cli(Some(&root), &["kek", "rotate", "-o", "json"])));
+    assert_eq!(
+        (r["provider"].as_str(), r["rewrapped"].as_i64()),
+        (Some("aws-kms"), Some(5))
+    );
+    let r = report(&ok(&s.cli(
+        Some(&root),
+        &["kek", "set", "--provider", "local", "-o", "json"],
+    )));
+    assert_eq!(
+        (r["provider"].as_str(), r["rewrapped"].as_i64()),
+        (Some("local"), Some(5))
+    );
+    aws_helper(&["detach", &user.tag, &user.s("decrypt_policy")]);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(read(&s, "default", "db", 1).await.unwrap(), "cmek-moto-v1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cmek_set_refuses_a_key_it_cannot_use() {
+    let Some(user) = MotoUser::create() else {
+        return;
+    };
+    let s = start(&user.env()).await;
+    s.remember(&user.s("secret_access_key"));
+    put(&s, "default", "db", "cmek-refuse-v1").await;
+    aws_helper(&["detach", &user.tag, &user.s("decrypt_policy")]);
+    let r = s
+        .admin(
+            "PUT",
+            "/v1/orgs/default/kek",
+            Some(&json!({"provider": "aws-kms", "key_id": user.s("key_arn")})),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (503, "kek_unavailable"), "{}", r.text);
+    // Nothing changed: the org still uses its local KEK and reads work.
+    assert_eq!(
+        read(&s, "default", "db", 1).await.unwrap(),
+        "cmek-refuse-v1"
+    );
+    let list = s.admin("GET", "/v1/orgs/default/kek", None).await;
+    assert_eq!(list.body.as_array().unwrap().len(), 1, "{}", list.text);
+}
+
+// ---- the in-test KMS fake ------------------------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum KeyState {
+    Enabled,
+    Disabled,
+    PendingDeletion,
+    Hang,
+}
+
+const FAKE_KEY: &str =
+    "arn:aws:kms:us-east-1:111122223333:key/0000fake-0000-0000-0000-000000000001";
+
+struct FakeKms {
+    state: Mutex<KeyState>,
+    encrypts: AtomicU64,
+    decrypts: AtomicU64,
+}
+
+fn kms_error(kind: &str, message: &str) -> Response {
+    (
+        http::StatusCode::BAD_REQUEST,
+        [("content-type", "application/x-amz-json-1.1")],
+        json!({"__type": kind, "message": message}).to_string(),
+    )
+        .into_response()
+}
+
+fn kms_ok(body: Value) -> Response {
+    (
+        [("content-type", "application/x-amz-json-1.1")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn fake_kms(
+    State(f): State<Arc<FakeKms>>,
+    headers: http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let org = req["EncryptionContext"]["tether:org"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    let state = *f.state.lock().unwrap();
+    match state {
+        KeyState::Hang => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            return kms_error("KMSInternalException", "unreachable");
+        }
+        // As AWS documents: a disabled key answers DisabledException; a key pending deletion
+        // answers KMSInvalidStateException.
+        KeyState::Disabled => {
+            return kms_error("DisabledException", &format!("{FAKE_KEY} is disabled."));
+        }
+        KeyState::PendingDeletion => {
+            return kms_error(
+                "KMSInvalidStateException",
+                &format!("{FAKE_KEY} is pending deletion."),
+            );
+        }
+        KeyState::Enabled => {}
+    }
+    match target.as_str() {
+        "TrentService.Encrypt" => {
+            f.encrypts.fetch_add(1, Ordering::SeqCst);
+            let pt = STANDARD
+                .decode(req["Plaintext"].as_str().unwrap_or(""))
+                .unwrap();
+            let hex: String = pt.iter().map(|b| format!("{b:02x}")).collect();
+            let ct = format!("fake-kms:{org}:{hex}");
+            kms_ok(json!({
+                "CiphertextBlob": STANDARD.encode(ct),
+                "KeyId": FAKE_KEY,
+                "EncryptionAlgorithm": "SYMMETRIC_DEFAULT",
+            }))
+        }
+        "TrentService.Decrypt" => {
+            f.decrypts.fetch_add(1, Ordering::SeqCst);
+            let ct = STANDARD
+                .decode(req["CiphertextBlob"].as_str().unwrap_or(""))
+                .unwrap_or_default();
+            let ct = String::from_utf8(ct).unwrap_or_default();
+            let Some(hex) = ct.strip_prefix(&format!("fake-kms:{org}:")) else {
+                return kms_error("InvalidCiphertextException", "");
+            };
+            let pt: Vec<u8> = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect();
+            kms_ok(json!({
+                "Plaintext": STANDARD.encode(pt),
+                "KeyId": FAKE_KEY,
+                "EncryptionAlgorithm": "SYMMETRIC_DEFAULT",
+            }))
+        }
+        other => kms_error("UnsupportedOperationException", other),
+    }
+}
+
+async fn start_fake() -> (String, Arc<FakeKms>) {
+    let f = Arc::new(FakeKms {
+        state: Mutex::new(KeyState::Enabled),
+        encrypts: AtomicU64::new(0),
+        decrypts: AtomicU64::new(0),
+    });
+    let app = axum::Router::new()
+        .fallback(axum::routing::post(fake_kms))
+        .with_state(f.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (url, f)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kms_fake_disabled_pending_deletion_and_hanging_key_fail_reads_cleanly() {
+    let (url, fake) = start_fake().await;
+    let env = vec![
+        ("AWS_ENDPOINT_URL".to_owned(), url),
+        ("AWS_ACCESS_KEY_ID".into(), "AKIAFAKEFAKEFAKEFAKE".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "fake".into()),
+        ("AWS_REGION".into(), "us-east-1".into()),
+        ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+        ("TETHER_KMS_TIMEOUT_MS".into(), "1000".into()),
+    ];
+    let mut s = start(&env).await;
+    let root = s.root_key.clone();
+    put(&s, "default", "db", "fake-kms-v1").await;
+    ok(&s.cli(
+        Some(&root),
+        &["kek", "set", "--provider", "aws-kms", "--key-id", FAKE_KEY],
+    ));
+    put(&s, "default", "db", "fake-kms-v2").await;
+
+    // The DEK cache: 1,000 reads of a cached version make no KMS call at all.
+    assert_eq!(read(&s, "default", "db", 2).await.unwrap(), "fake-kms-v2");
+    let before = fake.decrypts.load(Ordering::SeqCst);
+    for _ in 0..1000 {
+        assert_eq!(
+            s.admin("GET", "/v1/orgs/default/secrets/db/data", None)
+                .await
+                .status,
+            200
+        );
+    }
+    assert_eq!(
+        fake.decrypts.load(Ordering::SeqCst) - before,
+        0,
+        "KMS calls during 1,000 cached reads"
+    );
+    let metrics = s.req("GET", "/metrics", None, None).await.text;
+    assert!(metrics.contains("tether_kms_calls_total"), "{metrics}");
+
+    for (state, expect) in [
+        (KeyState::Disabled, "DisabledException"),
+        (KeyState::PendingDeletion, "KMSInvalidStateException"),
+        (KeyState::Hang, "did not answer"),
+    ] {
+        *fake.state.lock().unwrap() = state;
+        s.restart().await; // an empty DEK cache
+        let started = Instant::now();
+        for v in [1, 2] {
+            let r = s
+                .admin(
+                    "GET",
+                    &format!("/v1/orgs/default/secrets/db/data?version={v}"),
+                    None,
+                )
+                .await;
+            assert_eq!(
+                (r.status, r.code()),
+                (503, "kek_unavailable"),
+                "{state:?}: {}",
+                r.text
+            );
+            assert!(r.text.contains(expect), "{state:?}: {}", r.text);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "{state:?}: took {:?}",
+            started.elapsed()
+        );
+        // Writes need Encrypt, which fails the same way.
+        let w = s
+            .admin(
+                "POST",
+                "/v1/orgs/default/secrets/db/versions",
+                Some(&json!({"data": {"V": "never-stored"}})),
+            )
+            .await;
+        assert_eq!((w.status, w.code()), (503, "kek_unavailable"), "{}", w.text);
+        *fake.state.lock().unwrap() = KeyState::Enabled;
+        assert_eq!(read(&s, "default", "db", 1).await.unwrap(), "fake-kms-v1");
+        assert_eq!(read(&s, "default", "db", 2).await.unwrap(), "fake-kms-v2");
+    }
+    let versions = s
+        .admin("GET", "/v1/orgs/default/secrets/db/versions", None)
+        .await;
+    assert_eq!(
+        versions.body.as_array().unwrap().len(),
+        2,
+        "no failed write left a version"
+    );
+    assert!(fake.encrypts.load(Ordering::SeqCst) >= 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_secrets_manager_backend_on_moto() {
+    let Some(user) = MotoUser::create() else {
+        return;
+    };
+    let s = start(&user.env()).await;
+    s.remember(&user.s("secret_access_key"));
+    let root = s.root_key.clone();
+    let prefix = format!("tether-{}", user.tag);
+    ok(&s.cli(
+        Some(&root),
+        &["backend", "set", "aws-secretsmanager", "--prefix", &prefix],
+    ));
+    put(&s, "default", "db", "asm-v1").await;
+    put(&s, "default", "db", "asm-v2").await;
+    assert_eq!(read(&s, "default", "db", 1).await.unwrap(), "asm-v1");
+    assert_eq!(read(&s, "default", "db", 2).await.unwrap(), "asm-v2");
+    let rows = query_strings(
+        &s.database_url,
+        "SELECT backend || '|' || backend_ref FROM secret_versions ORDER BY version",
+    )
+    .await;
+    assert_eq!(rows.len(), 2);
+    let name = rows[0]
+        .strip_prefix("aws-secretsmanager|")
+        .unwrap()
+        .to_owned();
+    assert!(name.starts_with(&prefix), "{name}");
+    let stored = aws_helper(&["get-secret", &name]);
+    let blob = STANDARD.decode(&stored).unwrap();
+    assert_eq!(blob[0], 1, "envelope format v1");
+    assert!(!String::from_utf8_lossy(&blob).contains("asm-v1"));
+
+    // Switching the KEK to KMS rewraps the blobs stored in Secrets Manager.
+    let out = ok(&s.cli(
+        Some(&root),
+        &[
+            "kek",
+            "set",
+            "--provider",
+            "aws-kms",
+            "--key-id",
+            &user.s("key_arn"),
+            "-o",
+            "json",
+        ],
+    ));
+    assert_eq!(report(&out)["rewrapped"], 2);
+    let after = STANDARD.decode(aws_helper(&["get-secret", &name])).unwrap();
+    assert_ne!(after, blob, "the stored envelope now names the KMS key");
+    assert_eq!(
+        &after[after.len() - 40..],
+        &blob[blob.len() - 40..],
+        "data not re-encrypted"
+    );
+    let mut s = s;
+    s.restart().await;
+    assert_eq!(read(&s, "default", "db", 1).await.unwrap(), "asm-v1");
+
+    ok(&s.cli(Some(&root), &["secret", "destroy", "db", "--version", "1"]));
+    assert_eq!(aws_helper(&["get-secret", &name]), "missing");
+    assert_eq!(read(&s, "default", "db", 2).await.unwrap(), "asm-v2");
+}

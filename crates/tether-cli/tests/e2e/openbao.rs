@@ -1,0 +1,252 @@
+//! OpenBao (a real dev server started by `scripts/test.sh`): Transit as a KEK provider, and
+//! KV v2 as a secret backend.
+
+use serde_json::{Value, json};
+use tether_testkit::TestServer;
+
+use crate::kek::{ok, put, read};
+use crate::kms::service;
+
+pub struct Bao {
+    pub addr: String,
+    pub token: String,
+    http: reqwest::Client,
+}
+
+impl Bao {
+    pub fn from_env() -> Option<Self> {
+        let addr = service("TETHER_TEST_BAO_ADDR")?;
+        let token = std::env::var("TETHER_TEST_BAO_TOKEN").unwrap_or_else(|_| "root".into());
+        Some(Self {
+            addr,
+            token,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    /// A Vault API call with the root token; panics on a non-2xx answer.
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let mut r = self
+            .http
+            .request(method.parse().unwrap(), format!("{}/v1/{path}", self.addr))
+            .header("X-Vault-Token", &self.token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let res = r.send().await.unwrap();
+        let status = res.status();
+        let text = res.text().await.unwrap();
+        assert!(status.is_success(), "{method} {path}: {status} {text}");
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    /// A token limited to one policy (so tests can revoke and restore capabilities).
+    pub async fn token_with_policy(&self, policy: &str, hcl: &str) -> String {
+        self.call(
+            "PUT",
+            &format!("sys/policies/acl/{policy}"),
+            Some(json!({"policy": hcl})),
+        )
+        .await;
+        let t = self
+            .call(
+                "POST",
+                "auth/token/create",
+                Some(json!({"policies": [policy], "no_default_policy": true, "ttl": "1h"})),
+            )
+            .await;
+        t["auth"]["client_token"].as_str().unwrap().to_owned()
+    }
+}
+
+pub fn tag() -> String {
+    format!(
+        "t{}x{}",
+        std::process::id(),
+        std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos() % 1_000_000_000
+    )
+}
+
+pub async fn start(env: &[(&str, &str)]) -> TestServer {
+    TestServer::start_with_env(std::path::Path::new(env!("CARGO_BIN_EXE_tether")), env).await
+}
+
+fn transit_policy(mount: &str, decrypt: bool) -> String {
+    let mut p = format!("path \"{mount}/encrypt/acme\" {{ capabilities = [\"update\"] }}\n");
+    if decrypt {
+        p.push_str(&format!(
+            "path \"{mount}/decrypt/acme\" {{ capabilities = [\"update\"] }}\n"
+        ));
+    }
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openbao_transit_kek_revoke_and_restore() {
+    let Some(bao) = Bao::from_env() else {
+        return;
+    };
+    let t = tag();
+    let mount = format!("transit-{t}");
+    bao.call(
+        "POST",
+        &format!("sys/mounts/{mount}"),
+        Some(json!({"type": "transit"})),
+    )
+    .await;
+    bao.call("POST", &format!("{mount}/keys/acme"), Some(json!({})))
+        .await;
+    let policy = format!("tether-{t}");
+    let token = bao
+        .token_with_policy(&policy, &transit_policy(&mount, true))
+        .await;
+    let s = start(&[
+        ("TETHER_OPENBAO_ADDR", &bao.addr),
+        ("TETHER_OPENBAO_TOKEN", &token),
+        ("TETHER_DEK_CACHE_TTL_MS", "300"),
+    ])
+    .await;
+    s.remember(&token);
+    let root = s.root_key.clone();
+    put(&s, "default", "db", "transit-v1").await;
+    let out = ok(&s.cli(
+        Some(&root),
+        &[
+            "kek",
+            "set",
+            "--provider",
+            "openbao-transit",
+            "--key-id",
+            &format!("{mount}/acme"),
+            "-o",
+            "json",
+        ],
+    ));
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (r["provider"].as_str(), r["rewrapped"].as_i64()),
+        (Some("openbao-transit"), Some(1))
+    );
+    put(&s, "default", "db", "transit-v2").await;
+    assert_eq!(read(&s, "default", "db", 1).await.unwrap(), "transit-v1");
+    assert_eq!(read(&s, "default", "db", 2).await.unwrap(), "transit-v2");
+
+    // Revoke decrypt in the token's policy: reads fail with kek_unavailable, nothing is lost.
+    bao.call(
+        "PUT",
+        &format!("sys/policies/acl/{policy}"),
+        Some(json!({"policy": transit_policy(&mount, false)})),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let r = s
+        .admin("GET", "/v1/orgs/default/secrets/db/data?version=1", None)
+        .await;
+    assert_eq!((r.status, r.code()), (503, "kek_unavailable"), "{}", r.text);
+    assert!(r.text.contains("403"), "{}", r.text);
+    bao.call(
+        "PUT",
+        &format!("sys/policies/acl/{policy}"),
+        Some(json!({"policy": transit_policy(&mount, true)})),
+    )
+    .await;
+    assert_eq!(read(&s, "default", "db", 1).await.unwrap(), "transit-v1");
+    assert_eq!(read(&s, "default", "db", 2).await.unwrap(), "transit-v2");
+    // A rotation rewraps under the same Transit key.
+    let r: Value =
+        serde_json::from_str(&ok(&s.cli(Some(&root), &["kek", "rotate", "-o", "json"]))).unwrap();
+    assert_eq!(r["rewrapped"], 2);
+    assert_eq!(read(&s, "default", "db", 1).await.unwrap(), "transit-v1");
+}
+
+async fn refs(s: &TestServer) -> Vec<String> {
+    tether_testkit::query_strings(
+        &s.database_url,
+        "SELECT backend || '|' || COALESCE(backend_ref, '') || '|' || \
+         CAST(COALESCE(length(blob), -1) AS TEXT) FROM secret_versions ORDER BY created_at, version",
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openbao_kv_v2_backend_stores_only_ciphertext_and_tether_keeps_history() {
+    let Some(bao) = Bao::from_env() else {
+        return;
+    };
+    let t = tag();
+    let s = start(&[
+        ("TETHER_OPENBAO_ADDR", &bao.addr),
+        ("TETHER_OPENBAO_TOKEN", &bao.token),
+    ])
+    .await;
+    let root = s.root_key.clone();
+    put(&s, "default", "db", "kv-builtin-v1").await;
+    let prefix = format!("tether-{t}");
+    ok(&s.cli(
+        Some(&root),
+        &["backend", "set", "openbao-kv", "--prefix", &prefix],
+    ));
+    let got = ok(&s.cli(Some(&root), &["backend", "get", "-o", "json"]));
+    assert!(got.contains("openbao-kv") && got.contains(&prefix), "{got}");
+    put(&s, "default", "db", "kv-bao-v2").await;
+    put(&s, "default", "db", "kv-bao-v3").await;
+    for (v, want) in [(1, "kv-builtin-v1"), (2, "kv-bao-v2"), (3, "kv-bao-v3")] {
+        assert_eq!(read(&s, "default", "db", v).await.unwrap(), want);
+    }
+    let rows = refs(&s).await;
+    assert!(rows[0].starts_with("builtin||"), "{rows:?}");
+    let (backend, reference, len) = {
+        let p: Vec<&str> = rows[1].split('|').collect();
+        (p[0].to_owned(), p[1].to_owned(), p[2].to_owned())
+    };
+    assert_eq!(
+        (backend.as_str(), len.as_str()),
+        ("openbao-kv", "0"),
+        "{rows:?}"
+    );
+    let (mount, path) = reference.split_once(':').unwrap();
+    assert!(path.starts_with(&prefix), "{reference}");
+    // OpenBao holds the envelope (ciphertext only), written by Tether.
+    let entry = bao.call("GET", &format!("{mount}/data/{path}"), None).await;
+    let b64 = entry["data"]["data"]["blob"].as_str().unwrap();
+    use base64::Engine as _;
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    assert_eq!(blob[0], 1, "envelope format v1");
+    assert!(!String::from_utf8_lossy(&blob).contains("kv-bao-v2"));
+    // Tether keeps the history.
+    let versions = s
+        .admin("GET", "/v1/orgs/default/secrets/db/versions", None)
+        .await;
+    assert_eq!(versions.body.as_array().unwrap().len(), 3);
+
+    // A KEK rotation rewraps the blobs in OpenBao too (a new KV version of each path).
+    let out = ok(&s.cli(Some(&root), &["kek", "rotate", "-o", "json"]));
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["rewrapped"], 3);
+    let meta = bao
+        .call("GET", &format!("{mount}/metadata/{path}"), None)
+        .await;
+    assert_eq!(meta["data"]["current_version"], 2);
+    let mut s = s;
+    s.restart().await;
+    for (v, want) in [(1, "kv-builtin-v1"), (2, "kv-bao-v2"), (3, "kv-bao-v3")] {
+        assert_eq!(read(&s, "default", "db", v).await.unwrap(), want);
+    }
+
+    // Destroy removes the entry from OpenBao.
+    ok(&s.cli(Some(&root), &["secret", "destroy", "db", "--version", "2"]));
+    let res = reqwest::Client::new()
+        .get(format!("{}/v1/{mount}/metadata/{path}", bao.addr))
+        .header("X-Vault-Token", &bao.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 404);
+    assert_eq!(
+        read(&s, "default", "db", 2).await.unwrap_err(),
+        "410 version_destroyed"
+    );
+    assert_eq!(read(&s, "default", "db", 3).await.unwrap(), "kv-bao-v3");
+}

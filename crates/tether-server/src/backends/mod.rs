@@ -1,0 +1,197 @@
+//! Where a secret version's encrypted blob is stored. `builtin` keeps it in Tether's database;
+//! `openbao-kv` (OpenBao / Vault KV v2) and `aws-secretsmanager` (feature `kms-aws`) keep the
+//! same envelope bytes in the customer's store, one entry per secret version. Tether keeps its
+//! own version history (the `secret_versions` row, with an empty blob and a `backend_ref`)
+//! in every case, so versions, check-and-set, rollback and audit work the same.
+//!
+//! An organization's backend applies to versions written after it is set; older versions stay
+//! where they were written (each row records its backend). The external stores only ever see
+//! ciphertext: the envelope is sealed before it leaves Tether.
+
+pub mod openbao_kv;
+
+#[cfg(feature = "kms-aws")]
+pub mod aws_sm;
+
+use serde::{Deserialize, Serialize};
+use tether_core::ErrorCode;
+use tether_store::kms::{OrgBackendRow, org_backend, version_backend};
+
+use crate::error::{AppError, AppResult};
+use crate::state::AppState;
+
+/// Backend kinds.
+pub mod kind {
+    /// Tether's database.
+    pub const BUILTIN: &str = "builtin";
+    /// OpenBao / Vault KV v2.
+    pub const OPENBAO_KV: &str = "openbao-kv";
+    /// AWS Secrets Manager.
+    pub const AWS_SECRETS_MANAGER: &str = "aws-secretsmanager";
+}
+
+/// A backend's settings (never credentials: those come from the server's environment).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// KV v2 mount (default `secret`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount: Option<String>,
+    /// Path / name prefix (default `tether`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+}
+
+impl BackendConfig {
+    fn prefix(&self) -> String {
+        self.prefix
+            .as_deref()
+            .unwrap_or("tether")
+            .trim_matches('/')
+            .to_owned()
+    }
+}
+
+/// The `unavailable` answer for a backend that refused or could not be reached.
+pub fn backend_unavailable(kind: &str, reason: impl std::fmt::Display) -> AppError {
+    let reason = reason.to_string();
+    AppError {
+        api: tether_core::ApiError::new(
+            ErrorCode::Unavailable,
+            format!("the secret backend {kind} is unavailable: {reason}"),
+        ),
+        cause: Some(reason),
+    }
+}
+
+fn safe_segment(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+        && !s.contains("..")
+}
+
+/// Checks a backend setting before it is stored, and that the backend is configured here.
+pub fn validate(kind_id: &str, cfg: &BackendConfig) -> AppResult<()> {
+    let bad = |m: &str| AppError::new(ErrorCode::InvalidArgument, m.to_owned());
+    for v in [cfg.mount.as_deref(), cfg.prefix.as_deref()]
+        .into_iter()
+        .flatten()
+    {
+        if !safe_segment(v) {
+            return Err(bad(
+                "mount and prefix are 1-128 characters of letters, digits, '-', '_', '.', '/'",
+            ));
+        }
+    }
+    match kind_id {
+        kind::BUILTIN => Ok(()),
+        kind::OPENBAO_KV => Ok(()),
+        #[cfg(feature = "kms-aws")]
+        kind::AWS_SECRETS_MANAGER => {
+            if cfg.mount.is_some() {
+                return Err(bad("aws-secretsmanager takes a prefix, not a mount"));
+            }
+            Ok(())
+        }
+        other => Err(AppError::new(
+            ErrorCode::InvalidArgument,
+            format!(
+                "unknown or unsupported backend '{other}' (builtin, openbao-kv, aws-secretsmanager)"
+            ),
+        )),
+    }
+}
+
+/// The organization's backend row, if it is not builtin.
+pub async fn for_org(state: &AppState, org_id: &str) -> AppResult<Option<OrgBackendRow>> {
+    Ok(org_backend(state.store.reader(), org_id).await?)
+}
+
+/// Stores a sealed blob in the organization's backend. Returns the blob to keep in the
+/// database (empty when it went elsewhere) and the backend and reference to record.
+pub async fn store_blob(
+    state: &AppState,
+    org_id: &str,
+    secret_id: &str,
+    version: i64,
+    blob: Vec<u8>,
+) -> AppResult<(Vec<u8>, Option<(String, String)>)> {
+    let Some(row) = for_org(state, org_id).await? else {
+        return Ok((blob, None));
+    };
+    let cfg: BackendConfig = serde_json::from_str(&row.config).map_err(AppError::internal)?;
+    let name = format!("{}/{org_id}/{secret_id}/v{version}", cfg.prefix());
+    let reference = match row.kind.as_str() {
+        kind::OPENBAO_KV => {
+            let mount = cfg.mount.as_deref().unwrap_or("secret");
+            let r = format!("{mount}:{name}");
+            openbao_kv::put(state, &r, &blob).await?;
+            r
+        }
+        #[cfg(feature = "kms-aws")]
+        kind::AWS_SECRETS_MANAGER => {
+            aws_sm::put(state, &name, &blob).await?;
+            name
+        }
+        other => return Err(backend_unavailable(other, "not supported by this build")),
+    };
+    Ok((Vec::new(), Some((row.kind, reference))))
+}
+
+/// Rewrites an externally stored blob (after a KEK rotation rewrapped its DEK).
+pub async fn replace_blob(
+    state: &AppState,
+    secret_id: &str,
+    version: i64,
+    blob: &[u8],
+) -> AppResult<()> {
+    let (kind_id, reference) = external_ref(state, secret_id, version).await?;
+    match kind_id.as_str() {
+        kind::OPENBAO_KV => openbao_kv::put(state, &reference, blob).await,
+        #[cfg(feature = "kms-aws")]
+        kind::AWS_SECRETS_MANAGER => aws_sm::put(state, &reference, blob).await,
+        other => Err(backend_unavailable(other, "not supported by this build")),
+    }
+}
+
+async fn external_ref(
+    state: &AppState,
+    secret_id: &str,
+    version: i64,
+) -> AppResult<(String, String)> {
+    match version_backend(state.store.reader(), secret_id, version).await? {
+        Some((k, Some(r))) if k != kind::BUILTIN => Ok((k, r)),
+        _ => Err(AppError::internal(
+            "a version with an empty blob has no backend reference",
+        )),
+    }
+}
+
+/// Fetches a version's blob from the backend that holds it.
+pub async fn fetch_blob(state: &AppState, secret_id: &str, version: i64) -> AppResult<Vec<u8>> {
+    let (kind_id, reference) = external_ref(state, secret_id, version).await?;
+    match kind_id.as_str() {
+        kind::OPENBAO_KV => openbao_kv::get(state, &reference).await,
+        #[cfg(feature = "kms-aws")]
+        kind::AWS_SECRETS_MANAGER => aws_sm::get(state, &reference).await,
+        other => Err(backend_unavailable(other, "not supported by this build")),
+    }
+}
+
+/// Deletes a version's blob from its backend, if it has one (destroy).
+pub async fn forget_blob(state: &AppState, secret_id: &str, version: i64) -> AppResult<()> {
+    let Some((kind_id, Some(reference))) =
+        version_backend(state.store.reader(), secret_id, version).await?
+    else {
+        return Ok(());
+    };
+    match kind_id.as_str() {
+        kind::BUILTIN => Ok(()),
+        kind::OPENBAO_KV => openbao_kv::delete(state, &reference).await,
+        #[cfg(feature = "kms-aws")]
+        kind::AWS_SECRETS_MANAGER => aws_sm::delete(state, &reference).await,
+        other => Err(backend_unavailable(other, "not supported by this build")),
+    }
+}
