@@ -394,10 +394,15 @@ impl<'a> Validator<'a> {
     }
 
     fn entry_points(&mut self) {
+        let cyclic = self.computed_cycles();
         for t in &self.data.types {
             for r in &t.relations {
                 let mut visiting = Vec::new();
-                let (entry, looped) = self.has_entry(&t.name, &r.name, &mut visiting, 0);
+                let (mut entry, mut looped) = self.has_entry(&t.name, &r.name, &mut visiting, 0);
+                if entry && cyclic.contains(&(t.name.as_str(), r.name.as_str())) {
+                    // A cycle of computed relations: no evaluation order resolves it.
+                    (entry, looped) = (false, true);
+                }
                 if !entry {
                     let why = if looped {
                         "potential loop"
@@ -419,7 +424,69 @@ impl<'a> Validator<'a> {
         }
     }
 
-    /// (has an entry point, a loop was met).
+    /// Directly assignable relations on a cycle made only of computed-relation
+    /// references (`define x: [user] or y`, `define y: [user] or x`).
+    fn computed_cycles(&self) -> Vec<(&'a str, &'a str)> {
+        fn refs<'u>(u: &'u Userset, out: &mut Vec<&'u str>) {
+            match u {
+                Userset::Computed(c) => out.push(c),
+                Userset::Union(c) | Userset::Intersection(c) => c.iter().for_each(|x| refs(x, out)),
+                Userset::Difference { base, subtract } => {
+                    refs(base, out);
+                    refs(subtract, out);
+                }
+                Userset::This | Userset::TupleToUserset { .. } => {}
+            }
+        }
+        let mut out = Vec::new();
+        for t in &self.data.types {
+            let edges: Vec<(&str, Vec<&str>)> = t
+                .relations
+                .iter()
+                .map(|r| {
+                    let mut v = Vec::new();
+                    refs(&r.rewrite, &mut v);
+                    (r.name.as_str(), v)
+                })
+                .collect();
+            for (start, _) in &edges {
+                // Does `start` reach itself through computed references?
+                let mut seen: Vec<&str> = Vec::new();
+                let mut stack: Vec<&str> = edges
+                    .iter()
+                    .find(|(n, _)| n == start)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default();
+                let mut found = false;
+                while let Some(n) = stack.pop() {
+                    if n == *start {
+                        found = true;
+                        break;
+                    }
+                    if seen.contains(&n) {
+                        continue;
+                    }
+                    seen.push(n);
+                    if let Some((_, v)) = edges.iter().find(|(m, _)| *m == n) {
+                        stack.extend(v.iter().copied());
+                    }
+                }
+                // Only directly assignable relations are flagged (as OpenFGA's
+                // validator does); `a: b or c` cycles with an entry elsewhere pass.
+                let assignable = t.relation(start).is_some_and(|r| r.rewrite.contains_this());
+                if found && assignable {
+                    out.push((t.name.as_str(), *start));
+                }
+            }
+        }
+        out
+    }
+
+    /// (has an entry point, a loop was met), as OpenFGA's language
+    /// validator computes them: `visiting` is the path; a computed relation
+    /// already on the path is a loop, while a userset restriction or a
+    /// tupleset target already on the path is skipped, and what is found
+    /// below those two does not report loops.
     fn has_entry(
         &self,
         t: &'a str,
@@ -427,12 +494,12 @@ impl<'a> Validator<'a> {
         visiting: &mut Vec<(&'a str, &'a str)>,
         depth: usize,
     ) -> (bool, bool) {
-        if visiting.contains(&(t, r)) || depth > 256 {
-            return (false, true);
-        }
         let Some(rel) = self.data.relation(t, r) else {
             return (false, false);
         };
+        if depth > 256 {
+            return (false, true);
+        }
         visiting.push((t, r));
         let out = self.rewrite_entry(t, rel, &rel.rewrite, visiting, depth);
         visiting.pop();
@@ -449,33 +516,49 @@ impl<'a> Validator<'a> {
     ) -> (bool, bool) {
         match u {
             Userset::This => {
-                let mut looped = false;
                 for tr in &rel.directly_related {
-                    let Some(ur) = &tr.relation else {
+                    let Some(ur) = tr.relation.as_deref().filter(|_| !tr.wildcard) else {
                         return (true, false);
                     };
-                    let (e, l) = self.has_entry(&tr.type_name, ur, visiting, depth + 1);
-                    if e {
+                    if self.data.relation(&tr.type_name, ur).is_none() {
+                        return (false, false);
+                    }
+                    if visiting.contains(&(tr.type_name.as_str(), ur)) {
+                        continue;
+                    }
+                    if self.has_entry(&tr.type_name, ur, visiting, depth + 1).0 {
                         return (true, false);
                     }
-                    looped |= l;
                 }
-                (false, looped)
+                (false, false)
             }
-            Userset::Computed(c) => self.has_entry(t, c, visiting, depth + 1),
+            Userset::Computed(c) => {
+                if self.data.relation(t, c).is_none() {
+                    return (false, false);
+                }
+                if visiting.contains(&(t, c.as_str())) {
+                    return (false, true);
+                }
+                self.has_entry(t, c, visiting, depth + 1)
+            }
             Userset::TupleToUserset { tupleset, computed } => {
-                let mut looped = false;
                 let Some(ts) = self.data.relation(t, tupleset) else {
                     return (false, false);
                 };
                 for tr in &ts.directly_related {
-                    let (e, l) = self.has_entry(&tr.type_name, computed, visiting, depth + 1);
-                    if e {
+                    if self.data.relation(&tr.type_name, computed).is_none()
+                        || visiting.contains(&(tr.type_name.as_str(), computed.as_str()))
+                    {
+                        continue;
+                    }
+                    if self
+                        .has_entry(&tr.type_name, computed, visiting, depth + 1)
+                        .0
+                    {
                         return (true, false);
                     }
-                    looped |= l;
                 }
-                (false, looped)
+                (false, false)
             }
             Userset::Union(c) => {
                 let mut looped = false;
@@ -502,7 +585,11 @@ impl<'a> Validator<'a> {
                 if !e {
                     return (false, l);
                 }
-                self.rewrite_entry(t, rel, subtract, visiting, depth)
+                let (e, l) = self.rewrite_entry(t, rel, subtract, visiting, depth);
+                if !e {
+                    return (false, l);
+                }
+                (true, false)
             }
         }
     }
@@ -595,5 +682,53 @@ fn partial_text(u: &Userset) -> String {
         Userset::Computed(c) => c.clone(),
         Userset::TupleToUserset { tupleset, computed } => format!("{computed} from {tupleset}"),
         _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::AuthorizationModel;
+
+    fn messages(dsl: &str) -> Vec<String> {
+        match AuthorizationModel::from_dsl(dsl) {
+            Ok(_) => Vec::new(),
+            Err(crate::AuthzError::InvalidModel(errors)) => {
+                errors.into_iter().map(|e| e.message).collect()
+            }
+            Err(e) => vec![e.to_string()],
+        }
+    }
+
+    #[test]
+    fn computed_cycles_of_assignable_relations_are_loops() {
+        let m = messages(
+            "model\n  schema 1.1\ntype user\ntype doc\n  relations\n    define x: [user] or y\n    define y: [user] or x\n    define z: [user]\n",
+        );
+        assert_eq!(
+            m,
+            [
+                "`x` is an impossible relation for `doc` (potential loop).",
+                "`y` is an impossible relation for `doc` (potential loop)."
+            ]
+        );
+        // Not directly assignable, with an entry through `admin`: valid.
+        let ok = messages(
+            "model\n  schema 1.1\ntype user\ntype doc\n  relations\n    define admin: [user]\n    define a: admin or b\n    define b: admin or a\n",
+        );
+        assert!(ok.is_empty(), "{ok:?}");
+    }
+
+    #[test]
+    fn no_entrypoint_wording_through_tuplesets() {
+        let m = messages(
+            "model\n  schema 1.1\ntype folder\n  relations\n    define parent: [doc]\n    define viewer: viewer from parent\ntype doc\n  relations\n    define parent: [folder]\n    define viewer: viewer from parent\n",
+        );
+        assert_eq!(
+            m,
+            [
+                "`viewer` is an impossible relation for `folder` (no entrypoint).",
+                "`viewer` is an impossible relation for `doc` (no entrypoint)."
+            ]
+        );
     }
 }

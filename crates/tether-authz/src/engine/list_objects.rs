@@ -514,11 +514,29 @@ impl<'a> Lister<'a, '_> {
     fn follow(&mut self, subj: Subject<'a>, edges: &[DirectEdge<'a>]) -> Result<(), AuthzError> {
         for e in edges {
             let ids = self.read_objects(subj, &e.rel.name, e.object_type, e.rel, e.restriction)?;
+            self.make_room(ids.len(), e.mode);
             for id in ids {
                 self.reach((e.target, id), e.mode)?;
             }
         }
         Ok(())
+    }
+
+    /// Grow the sets once for a large batch of nodes instead of rehashing as they come.
+    fn make_room(&mut self, n: usize, mode: Mode) {
+        if n < 64 {
+            return;
+        }
+        match mode {
+            Mode::Sure => {
+                self.resolver.found.reserve(n);
+                self.queue.reserve(n);
+            }
+            Mode::Verify => {
+                self.pending_seen.reserve(n);
+                self.pending.reserve(n);
+            }
+        }
     }
 
     /// Object ids related to `subj` whose tuple condition holds.
@@ -586,6 +604,7 @@ impl<'a> Lister<'a, '_> {
                 e.tupleset,
                 e.restriction,
             )?;
+            self.make_room(ids.len(), e.mode);
             for child in ids {
                 self.reach((e.child, child), e.mode)?;
             }
