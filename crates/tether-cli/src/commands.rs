@@ -74,6 +74,14 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Key(cmd) => key(&mut connect(&cli.global)?, cmd).await,
         Command::User(cmd) => user(&mut connect(&cli.global)?, cmd).await,
         Command::Audit(cmd) => audit(&mut connect(&cli.global)?, cmd).await,
+        Command::Runner(cmd) => {
+            let mut c = connect(&cli.global)?;
+            crate::runner_cmd::runner(&mut c.client, &c.org, cmd).await
+        }
+        Command::Job(cmd) => {
+            let mut c = connect(&cli.global)?;
+            crate::runner_cmd::job(&mut c.client, &c.org, cmd).await
+        }
         Command::Secret(cmd) => {
             let mut c = connect(&cli.global)?;
             secrets_cmd::secret(

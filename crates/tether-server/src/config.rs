@@ -11,6 +11,12 @@ use serde::Deserialize;
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8420";
 
+/// Default tunnel listen address (production).
+pub const DEFAULT_TUNNEL_LISTEN: &str = "127.0.0.1:8443";
+
+/// Default tunnel listen address in dev mode (a free port when the API's port is 0).
+pub const DEV_TUNNEL_LISTEN: &str = "127.0.0.1:8421";
+
 /// TLS certificate and key files.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -62,6 +68,13 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     /// Public URL of this server, as clients reach it.
     pub public_url: Option<String>,
+    /// Tunnel listen address (mTLS gRPC for runners).
+    pub tunnel_listen: Option<SocketAddr>,
+    /// The tunnel endpoint put in runner credentials (`https://host:port`), if it differs from
+    /// the listen address.
+    pub tunnel_public_url: Option<String>,
+    /// Heartbeat interval proposed to runners, in milliseconds (at most 30000).
+    pub tunnel_heartbeat_ms: Option<u32>,
 }
 
 /// Where the root key comes from.
@@ -96,6 +109,53 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     /// Public URL.
     pub public_url: String,
+    /// Tunnel settings.
+    pub tunnel: TunnelSettings,
+}
+
+/// Where and how the runner tunnel is served.
+#[derive(Debug, Clone)]
+pub struct TunnelSettings {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Endpoint for credentials, if not derived from the bound address.
+    pub public_url: Option<String>,
+    /// Heartbeat interval (ms).
+    pub heartbeat_ms: u32,
+}
+
+impl TunnelSettings {
+    fn resolve(file: &FileConfig, dev: bool, listen: SocketAddr) -> Result<Self, ConfigError> {
+        let env_listen = match std::env::var("TETHER_TUNNEL_LISTEN") {
+            Ok(v) if !v.is_empty() => Some(v.parse().map_err(|_| {
+                ConfigError::Invalid(format!("TETHER_TUNNEL_LISTEN: '{v}' is not an address"))
+            })?),
+            _ => None,
+        };
+        let default = match (dev, listen.port()) {
+            (true, 0) => "127.0.0.1:0",
+            (true, _) => DEV_TUNNEL_LISTEN,
+            (false, _) => DEFAULT_TUNNEL_LISTEN,
+        };
+        let listen = match env_listen.or(file.tunnel_listen) {
+            Some(a) => a,
+            None => default
+                .parse()
+                .map_err(|_| ConfigError::Invalid("tunnel_listen".into()))?,
+        };
+        let env_beat = std::env::var("TETHER_TUNNEL_HEARTBEAT_MS")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok());
+        let heartbeat_ms = env_beat
+            .or(file.tunnel_heartbeat_ms)
+            .unwrap_or(15_000)
+            .clamp(100, 30_000);
+        Ok(Self {
+            listen,
+            public_url: file.tunnel_public_url.clone(),
+            heartbeat_ms,
+        })
+    }
 }
 
 impl std::fmt::Debug for Config {
@@ -205,6 +265,7 @@ impl Config {
             Some(u) => u,
             None => format!("sqlite://{}", data_dir.join("tether.db").display()),
         };
+        let tunnel = TunnelSettings::resolve(&file, true, listen)?;
         Ok(Config {
             listen,
             database_url: SecretString::from(db),
@@ -214,6 +275,7 @@ impl Config {
             request_log: file.request_log.unwrap_or_default(),
             max_body_bytes: file.max_body_bytes.unwrap_or(1 << 20),
             dev: true,
+            tunnel,
             public_url: file
                 .public_url
                 .unwrap_or_else(|| format!("http://{listen}")),
@@ -257,7 +319,9 @@ impl Config {
         let (Some(db), Some(tls), Some(root)) = (db, tls, root) else {
             return Err(ConfigError::Missing(missing));
         };
+        let tunnel = TunnelSettings::resolve(&file, false, listen)?;
         Ok(Config {
+            tunnel,
             listen,
             database_url: db,
             create_sqlite: true,

@@ -40,6 +40,8 @@ pub struct Inner {
     pub public_url: String,
     /// Keys for secrets: organization KEKs and the DEK cache.
     pub secrets: crate::secrets::SecretKeys,
+    /// The runner tunnel: CA, active serials, live sessions.
+    pub tunnel: crate::tunnel::Tunnel,
 }
 
 impl std::ops::Deref for AppState {

@@ -9,6 +9,7 @@ pub mod audit;
 mod chain;
 pub mod identity;
 pub mod resources;
+pub mod runners;
 pub mod secrets;
 pub mod settings;
 pub mod tuples;
