@@ -12,6 +12,7 @@ mod audit;
 mod errors;
 mod identity;
 mod reliability;
+mod runners;
 mod secrets;
 mod walkthrough;
 
