@@ -31,6 +31,7 @@ pub struct TestServer {
     /// The database URL in use (for restarts and direct tampering).
     pub database_url: String,
     bin: PathBuf,
+    env: Vec<(String, String)>,
     child: Option<Child>,
     secrets: Mutex<Vec<String>>,
     http: reqwest::Client,
@@ -76,6 +77,12 @@ pub async fn fresh_pg_database(admin: &str) -> String {
 impl TestServer {
     /// Starts a fresh dev server from the binary at `bin`.
     pub async fn start(bin: &Path) -> TestServer {
+        Self::start_with_env(bin, &[]).await
+    }
+
+    /// Like [`TestServer::start`], with extra environment variables for the server process
+    /// (e.g. `TETHER_TUNNEL_HEARTBEAT_MS`).
+    pub async fn start_with_env(bin: &Path, env: &[(&str, &str)]) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let database_url = match std::env::var("TETHER_TEST_DATABASE_URL") {
             Ok(admin) if !admin.is_empty() => fresh_pg_database(&admin).await,
@@ -88,6 +95,10 @@ impl TestServer {
             dir,
             database_url,
             bin: bin.to_owned(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             child: None,
             secrets: Mutex::new(Vec::new()),
             http: reqwest::Client::new(),
@@ -111,6 +122,7 @@ impl TestServer {
             .arg(self.dir.path())
             .args(["--database-url", &self.database_url])
             .env("TETHER_LOG", "debug,sqlx=warn,hyper=info,h2=info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()

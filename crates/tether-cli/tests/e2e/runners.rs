@@ -500,3 +500,49 @@ async fn forged_messages_are_refused_and_audited() {
     let verify = s.admin("GET", "/v1/audit/default/verify", None).await;
     assert_eq!(verify.status, 200, "{}", verify.text);
 }
+
+#[tokio::test]
+async fn a_silent_runner_becomes_unavailable_after_two_missed_beats() {
+    tether_server::install_crypto_provider();
+    let bin = Path::new(env!("CARGO_BIN_EXE_tether"));
+    let s = TestServer::start_with_env(bin, &[("TETHER_TUNNEL_HEARTBEAT_MS", "300")]).await;
+    register(&s, "default", "quiet").await;
+    let creds = credentials(&s, "default", "quiet", false).await;
+    let org = s.admin("GET", "/v1/orgs/default", None).await.body["metadata"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let runner_id = creds["runner_id"].as_str().unwrap().to_owned();
+    let mut c = RawClient::connect(&creds, hello(&org, &runner_id)).await;
+    match c.next().await.and_then(|m| m.kind) {
+        Some(control_message::Kind::Ack(ack)) => assert_eq!(ack.heartbeat_interval_ms, 300),
+        other => panic!("expected an Ack, got {other:?}"),
+    }
+    assert_eq!(status(&s, "default", "quiet").await["status"], "connected");
+    // No heartbeat is sent: after two missed beats (600 ms) the session is closed.
+    let started = Instant::now();
+    let closed = loop {
+        match c.rx.message().await {
+            Ok(Some(m)) if matches!(m.kind, Some(control_message::Kind::Close(_))) => break true,
+            Ok(Some(_)) => continue,
+            _ => break false,
+        }
+    };
+    assert!(closed, "the server did not close a silent session");
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
+    assert_eq!(
+        status(&s, "default", "quiet").await["status"],
+        "unavailable"
+    );
+    let r = job(&s, "default", "quiet", "echo", &["x"]).await;
+    assert_eq!(r.code(), "runner_unavailable", "{}", r.text);
+    // A runner that beats stays connected.
+    let mut c = RawClient::connect(&creds, hello(&org, &runner_id)).await;
+    assert!(c.next().await.is_some());
+    for i in 0..8 {
+        c.tx.send(RunnerMessage::heartbeat(i, 0)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(status(&s, "default", "quiet").await["status"], "connected");
+}
