@@ -287,3 +287,89 @@ impl Hub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tether_proto::tunnel::{JobRun, control_message, operation_request::Operation};
+
+    fn session(
+        org: &str,
+        runner: &str,
+    ) -> (
+        Arc<Session>,
+        tokio::sync::mpsc::Receiver<Result<ControlMessage, Status>>,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let info = SessionInfo {
+            org_id: org.into(),
+            runner_id: runner.into(),
+            version: "t".into(),
+            capabilities: vec!["job.run".into()],
+        };
+        (Session::new(format!("s-{runner}"), info, tx, 0), rx)
+    }
+
+    fn job() -> OperationRequest {
+        OperationRequest {
+            operation: Some(Operation::JobRun(JobRun {
+                command: "echo".into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn results_pair_by_request_id_and_only_on_their_session() {
+        let hub = Arc::new(Hub::default());
+        let (a, mut rx_a) = session("org_a", "run_a");
+        let (b, _rx_b) = session("org_b", "run_b");
+        hub.register(a.clone());
+        hub.register(b.clone());
+        // Wrong org for the runner: never reaches it.
+        let wait = Duration::from_secs(5);
+        assert_eq!(
+            hub.call("org_b", "run_a", job(), wait).await.unwrap_err(),
+            CallError::Unavailable
+        );
+        let h = hub.clone();
+        let call = tokio::spawn(async move { h.call("org_a", "run_a", job(), wait).await });
+        let sent = rx_a.recv().await.unwrap().unwrap();
+        let Some(control_message::Kind::Request(req)) = sent.kind else {
+            panic!("expected a request");
+        };
+        // Runner B cannot answer A's request; an unknown id is refused.
+        let forged = OperationResult::err(&req.request_id, Default::default(), "x");
+        assert!(!b.complete(forged));
+        assert!(!a.complete(OperationResult::err("op_other", Default::default(), "x")));
+        assert!(a.log(LogChunk {
+            request_id: req.request_id.clone(),
+            stream: LogStream::Stdout as i32,
+            sequence: 0,
+            data: b"hi".to_vec(),
+        }));
+        assert!(a.complete(OperationResult::err(
+            &req.request_id,
+            Default::default(),
+            "done"
+        )));
+        let (result, logs) = call.await.unwrap().unwrap();
+        assert_eq!(result.request_id, req.request_id);
+        assert_eq!(logs.stdout, b"hi");
+    }
+
+    #[tokio::test]
+    async fn closing_a_session_fails_its_pending_calls() {
+        let hub = Arc::new(Hub::default());
+        let (a, mut rx) = session("org_a", "run_a");
+        hub.register(a);
+        let h = hub.clone();
+        let wait = Duration::from_secs(5);
+        let call = tokio::spawn(async move { h.call("org_a", "run_a", job(), wait).await });
+        rx.recv().await.unwrap().unwrap();
+        assert!(hub.close_runner("run_a", CloseReason::Revoked, "revoked"));
+        assert_eq!(call.await.unwrap().unwrap_err(), CallError::Unavailable);
+        assert!(hub.is_empty());
+    }
+}
