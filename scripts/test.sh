@@ -71,6 +71,9 @@ trap 'bash scripts/pg.sh stop "$TETHER_PG_DIR"; stop_services' EXIT
 pg_url=$TETHER_TEST_DATABASE_URL
 unset TETHER_TEST_DATABASE_URL
 
+echo "== building tether-runner (the runner e2e tests start it next to the tether binary)"
+cargo build --locked -p tether-runner
+
 echo "== tests (SQLite)"
 cargo test --workspace --locked
 

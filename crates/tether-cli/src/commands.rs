@@ -91,6 +91,14 @@ pub async fn run(cli: Cli) -> Result<()> {
                 crate::kek_cmd::operator(Some(&mut c.client), cmd).await
             }
         },
+        Command::Runner(cmd) => {
+            let mut c = connect(&cli.global)?;
+            crate::runner_cmd::runner(&mut c.client, &c.org, cmd).await
+        }
+        Command::Job(cmd) => {
+            let mut c = connect(&cli.global)?;
+            crate::runner_cmd::job(&mut c.client, &c.org, cmd).await
+        }
         Command::Secret(cmd) => {
             let mut c = connect(&cli.global)?;
             secrets_cmd::secret(

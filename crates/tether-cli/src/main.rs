@@ -5,6 +5,7 @@ mod commands;
 mod config;
 mod kek_cmd;
 mod output;
+mod runner_cmd;
 mod secrets_cmd;
 mod server;
 
@@ -89,6 +90,12 @@ pub enum Command {
     /// Resource history and the request log.
     #[command(subcommand)]
     Audit(commands::AuditCmd),
+    /// Runners: registration, credentials, status.
+    #[command(subcommand)]
+    Runner(runner_cmd::RunnerCmd),
+    /// Jobs run on a runner.
+    #[command(subcommand)]
+    Job(runner_cmd::JobCmd),
     /// Print shell completions.
     Completion {
         /// bash, zsh, fish, elvish or powershell.

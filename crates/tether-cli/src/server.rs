@@ -71,6 +71,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         println!();
     }
     let mode = if dev { " (dev mode)" } else { "" };
+    println!("Tunnel listening on {}", running.tunnel_endpoint);
     println!("Tether server listening on {addr}{mode}");
     wait_for_shutdown().await;
     running.state.reqlog.flush().await;

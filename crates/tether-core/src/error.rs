@@ -58,6 +58,9 @@ error_codes! {
     Internal => (500, "internal", "an internal error occurred"),
     Unavailable => (503, "unavailable", "the service is temporarily unavailable"),
     KekUnavailable => (503, "kek_unavailable", "the key-encryption key is unavailable"),
+    RunnerUnavailable => (503, "runner_unavailable", "the runner is not connected"),
+    RunnerTimeout => (504, "runner_timeout", "the runner did not answer in time"),
+    PermissionDenied => (403, "permission_denied", "the runner was denied the operation"),
 }
 
 /// The error a client sees: a code and a message that is safe to show.

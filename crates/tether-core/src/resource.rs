@@ -29,6 +29,8 @@ pub enum Kind {
     Secret,
     /// A non-sensitive configuration value, versioned and audited.
     Variable,
+    /// A runner: an agent in the customer's infrastructure, reached through the tunnel.
+    Runner,
 }
 
 /// Whether a kind lives at the organization level, in an environment, or either.
@@ -44,7 +46,7 @@ pub enum Scope {
 
 impl Kind {
     /// Every kind, in dependency order (an apply of mixed kinds is done in this order).
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Organization,
         Kind::Environment,
         Kind::User,
@@ -53,6 +55,7 @@ impl Kind {
         Kind::RoleBinding,
         Kind::Variable,
         Kind::Secret,
+        Kind::Runner,
     ];
 
     /// The name used in URLs and on the command line (plural, lowercase).
@@ -66,6 +69,7 @@ impl Kind {
             Kind::RoleBinding => "role-bindings",
             Kind::Secret => "secrets",
             Kind::Variable => "variables",
+            Kind::Runner => "runners",
         }
     }
 
@@ -80,6 +84,7 @@ impl Kind {
             Kind::RoleBinding => "role binding",
             Kind::Secret => "secret",
             Kind::Variable => "variable",
+            Kind::Runner => "runner",
         }
     }
 
@@ -87,7 +92,9 @@ impl Kind {
     pub fn scope(self) -> Scope {
         match self {
             Kind::Organization => Scope::Global,
-            Kind::Environment | Kind::Team | Kind::User | Kind::ServiceAccount => Scope::Org,
+            Kind::Environment | Kind::Team | Kind::User | Kind::ServiceAccount | Kind::Runner => {
+                Scope::Org
+            }
             Kind::RoleBinding | Kind::Secret | Kind::Variable => Scope::OrgOrEnv,
         }
     }
@@ -104,6 +111,7 @@ impl Kind {
             "rolebinding" | "rolebindings" | "binding" | "bindings" => Kind::RoleBinding,
             "secret" | "secrets" => Kind::Secret,
             "variable" | "variables" | "var" | "vars" => Kind::Variable,
+            "runner" | "runners" => Kind::Runner,
             _ => return None,
         };
         Some(kind)

@@ -11,6 +11,12 @@ use serde::Deserialize;
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8420";
 
+/// Default tunnel listen address (production).
+pub const DEFAULT_TUNNEL_LISTEN: &str = "127.0.0.1:8443";
+
+/// Default tunnel listen address in dev mode (a free port when the API's port is 0).
+pub const DEV_TUNNEL_LISTEN: &str = "127.0.0.1:8421";
+
 /// TLS certificate and key files.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,6 +71,13 @@ pub struct FileConfig {
     /// `true`: SQLite fsyncs every commit (`synchronous=FULL`), surviving power loss. The
     /// default (`NORMAL`, WAL) already loses nothing when the process is killed.
     pub sqlite_fsync_every_commit: Option<bool>,
+    /// Tunnel listen address (mTLS gRPC for runners).
+    pub tunnel_listen: Option<SocketAddr>,
+    /// The tunnel endpoint put in runner credentials (`https://host:port`), if it differs from
+    /// the listen address.
+    pub tunnel_public_url: Option<String>,
+    /// Heartbeat interval proposed to runners, in milliseconds (at most 30000).
+    pub tunnel_heartbeat_ms: Option<u32>,
 }
 
 /// Where the root key comes from.
@@ -101,6 +114,53 @@ pub struct Config {
     pub public_url: String,
     /// SQLite fsync on every commit.
     pub sqlite_fsync_every_commit: bool,
+    /// Tunnel settings.
+    pub tunnel: TunnelSettings,
+}
+
+/// Where and how the runner tunnel is served.
+#[derive(Debug, Clone)]
+pub struct TunnelSettings {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Endpoint for credentials, if not derived from the bound address.
+    pub public_url: Option<String>,
+    /// Heartbeat interval (ms).
+    pub heartbeat_ms: u32,
+}
+
+impl TunnelSettings {
+    fn resolve(file: &FileConfig, dev: bool, listen: SocketAddr) -> Result<Self, ConfigError> {
+        let env_listen = match std::env::var("TETHER_TUNNEL_LISTEN") {
+            Ok(v) if !v.is_empty() => Some(v.parse().map_err(|_| {
+                ConfigError::Invalid(format!("TETHER_TUNNEL_LISTEN: '{v}' is not an address"))
+            })?),
+            _ => None,
+        };
+        let default = match (dev, listen.port()) {
+            (true, 0) => "127.0.0.1:0",
+            (true, _) => DEV_TUNNEL_LISTEN,
+            (false, _) => DEFAULT_TUNNEL_LISTEN,
+        };
+        let listen = match env_listen.or(file.tunnel_listen) {
+            Some(a) => a,
+            None => default
+                .parse()
+                .map_err(|_| ConfigError::Invalid("tunnel_listen".into()))?,
+        };
+        let env_beat = std::env::var("TETHER_TUNNEL_HEARTBEAT_MS")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok());
+        let heartbeat_ms = env_beat
+            .or(file.tunnel_heartbeat_ms)
+            .unwrap_or(15_000)
+            .clamp(100, 30_000);
+        Ok(Self {
+            listen,
+            public_url: file.tunnel_public_url.clone(),
+            heartbeat_ms,
+        })
+    }
 }
 
 impl std::fmt::Debug for Config {
@@ -210,6 +270,7 @@ impl Config {
             Some(u) => u,
             None => format!("sqlite://{}", data_dir.join("tether.db").display()),
         };
+        let tunnel = TunnelSettings::resolve(&file, true, listen)?;
         Ok(Config {
             listen,
             database_url: SecretString::from(db),
@@ -220,6 +281,7 @@ impl Config {
             max_body_bytes: file.max_body_bytes.unwrap_or(1 << 20),
             dev: true,
             sqlite_fsync_every_commit: file.sqlite_fsync_every_commit.unwrap_or(false),
+            tunnel,
             public_url: file
                 .public_url
                 .unwrap_or_else(|| format!("http://{listen}")),
@@ -263,7 +325,9 @@ impl Config {
         let (Some(db), Some(tls), Some(root)) = (db, tls, root) else {
             return Err(ConfigError::Missing(missing));
         };
+        let tunnel = TunnelSettings::resolve(&file, false, listen)?;
         Ok(Config {
+            tunnel,
             listen,
             database_url: db,
             create_sqlite: true,

@@ -137,6 +137,20 @@ pub struct VariableSpec {
     pub description: Option<String>,
 }
 
+/// Runner spec. Live status (connected, last heartbeat, version) is not part of the spec: it
+/// is kept in memory and in `runner_status`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerSpec {
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Commands this runner is expected to allow for `job.run` (a hint for humans; the runner's
+    /// local allowlist decides).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowlist_hints: Vec<String>,
+}
+
 fn invalid_spec(kind: Kind, e: &serde_json::Error) -> AppError {
     AppError::new(
         ErrorCode::InvalidArgument,
@@ -165,6 +179,7 @@ pub fn validate_spec(kind: Kind, spec: &Value) -> AppResult<Value> {
         Kind::RoleBinding => parse::<RoleBindingSpec>(kind, spec)?,
         Kind::Secret => parse::<SecretSpec>(kind, spec)?,
         Kind::Variable => parse::<VariableSpec>(kind, spec)?,
+        Kind::Runner => parse::<RunnerSpec>(kind, spec)?,
     };
     if let Some(size) = serde_json::to_string(&value).ok().map(|s| s.len())
         && size > 256 * 1024

@@ -24,6 +24,7 @@ pub mod secrets;
 pub mod serve;
 pub mod state;
 pub mod tokens;
+pub mod tunnel;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -69,6 +70,8 @@ pub struct Running {
     pub bootstrap: Bootstrapped,
     /// The serving task.
     pub task: tokio::task::JoinHandle<()>,
+    /// The tunnel endpoint runners dial (`https://host:port`).
+    pub tunnel_endpoint: String,
 }
 
 fn metrics_handle() -> Option<PrometheusHandle> {
@@ -105,6 +108,14 @@ pub async fn build_state(config: &Config, clock: Arc<dyn Clock>) -> Result<AppSt
     let tuples = store.all_tuples().await?;
     let authz = authz::EmbeddedAuthorizer::new(&tuples).map_err(StartError::Other)?;
     let reqlog = reqlog::start(store.clone(), &config.request_log);
+    let tunnel = tunnel::Tunnel::load(
+        &store,
+        &root,
+        clock.now_millis(),
+        config.tunnel.heartbeat_ms,
+    )
+    .await
+    .map_err(|e| StartError::Other(e.to_string()))?;
     let inner = state::Inner {
         store,
         authz: Arc::new(authz),
@@ -121,6 +132,7 @@ pub async fn build_state(config: &Config, clock: Arc<dyn Clock>) -> Result<AppSt
             kek::Providers::from_env().map_err(StartError::Other)?,
         ),
         scopes: scope_cache::ScopeCache::default(),
+        tunnel,
     };
     Ok(AppState(Arc::new(inner)))
 }
@@ -144,10 +156,70 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         }
         None => tokio::spawn(serve::serve_plain(listener, router)),
     };
+    let tunnel_endpoint = start_tunnel(&config, &state, addr).await?;
     Ok(Running {
         addr,
         state,
         bootstrap,
         task,
+        tunnel_endpoint,
     })
+}
+
+/// Binds the tunnel listener, records the endpoints put in runner credentials, and serves.
+async fn start_tunnel(
+    config: &Config,
+    state: &AppState,
+    api_addr: SocketAddr,
+) -> Result<String, StartError> {
+    let listen = config.tunnel.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| StartError::Other(format!("cannot listen on {listen} (tunnel): {e}")))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| StartError::Other(e.to_string()))?;
+    let tunnel_url = config
+        .tunnel
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("https://{bound}"));
+    let api = if config.public_url.ends_with(":0") {
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{api_addr}")
+    } else {
+        config.public_url.clone()
+    };
+    let mut names = vec!["localhost".to_owned(), bound.ip().to_string()];
+    if let Some(host) = url_host(&tunnel_url) {
+        names.push(host);
+    }
+    names.sort();
+    names.dedup();
+    let endpoints = tunnel::Endpoints {
+        api,
+        tunnel: tunnel_url.clone(),
+        names,
+    };
+    state
+        .tunnel
+        .set_endpoints(endpoints, state.clock.now_millis())
+        .map_err(|e| StartError::Other(e.to_string()))?;
+    tunnel::serve::spawn(listener, state.clone());
+    Ok(tunnel_url)
+}
+
+/// The host of `https://host:port` (brackets removed from IPv6).
+fn url_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next()?;
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    (!host.is_empty()).then(|| host.to_owned())
 }

@@ -401,6 +401,13 @@ pub async fn delete(
     change: &Change<'_>,
 ) -> AppResult<()> {
     let kind = Kind::parse(&existing.kind).ok_or_else(|| AppError::internal("stored kind"))?;
+    if kind == Kind::Runner {
+        // Boxed: it deletes the runner's service account through this function.
+        Box::pin(crate::tunnel::registry::before_delete(
+            state, scope, existing, change,
+        ))
+        .await?;
+    }
     let mut tx = state.store.begin().await?;
     refuse_if_not_empty(&mut tx, kind, existing).await?;
     let mut delta = TupleDelta {
@@ -413,7 +420,7 @@ pub async fn delete(
         Kind::Team => Some(format!("team:{}", existing.id)),
         Kind::Environment => Some(crate::model::env_object(&existing.id)),
         Kind::Organization => Some(crate::model::org_object(&existing.id)),
-        Kind::RoleBinding | Kind::Secret | Kind::Variable => None,
+        Kind::RoleBinding | Kind::Secret | Kind::Variable | Kind::Runner => None,
     };
     if let Some(obj) = touching {
         delta

@@ -42,6 +42,8 @@ pub struct Inner {
     pub secrets: crate::secrets::SecretKeys,
     /// Organization and environment rows by name.
     pub scopes: crate::scope_cache::ScopeCache,
+    /// The runner tunnel: CA, active serials, live sessions.
+    pub tunnel: crate::tunnel::Tunnel,
 }
 
 impl std::ops::Deref for AppState {

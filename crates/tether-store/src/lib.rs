@@ -10,6 +10,7 @@ mod chain;
 pub mod identity;
 pub mod kms;
 pub mod resources;
+pub mod runners;
 pub mod secrets;
 pub mod settings;
 pub mod tuples;

@@ -20,6 +20,8 @@ use serde_json::Value;
 
 /// A running server.
 pub struct TestServer {
+    /// The runner tunnel endpoint (`https://127.0.0.1:PORT`), from the startup banner.
+    pub tunnel_url: String,
     /// Base URL, e.g. `http://127.0.0.1:40123`.
     pub url: String,
     /// The admin's root API key.
@@ -78,7 +80,8 @@ impl TestServer {
         Self::start_with_env(bin, &[]).await
     }
 
-    /// Starts a fresh dev server with extra environment variables (kept for restarts).
+    /// Like [`TestServer::start`], with extra environment variables for the server process
+    /// (e.g. `TETHER_TUNNEL_HEARTBEAT_MS`).
     pub async fn start_with_env(bin: &Path, env: &[(&str, &str)]) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let database_url = match std::env::var("TETHER_TEST_DATABASE_URL") {
@@ -87,6 +90,7 @@ impl TestServer {
         };
         let mut s = TestServer {
             url: String::new(),
+            tunnel_url: String::new(),
             root_key: String::new(),
             dir,
             database_url,
@@ -125,10 +129,11 @@ impl TestServer {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         self.child = Some(child);
-        let (url, key) = tokio::task::spawn_blocking(move || read_banner(stdout))
+        let (url, tunnel, key) = tokio::task::spawn_blocking(move || read_banner(stdout))
             .await
             .unwrap();
         self.url = url;
+        self.tunnel_url = tunnel;
         self.wait_ready().await;
         key
     }
@@ -363,9 +368,10 @@ impl TestServer {
 }
 
 /// Reads stdout until the listening line, capturing the URL and the root key.
-fn read_banner(stdout: std::process::ChildStdout) -> (String, Option<String>) {
+fn read_banner(stdout: std::process::ChildStdout) -> (String, String, Option<String>) {
     let mut reader = BufReader::new(stdout);
     let mut url = String::new();
+    let mut tunnel = String::new();
     let mut key = None;
     let mut line = String::new();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -376,6 +382,10 @@ fn read_banner(stdout: std::process::ChildStdout) -> (String, Option<String>) {
         }
         if let Some(k) = line.trim().strip_prefix("export TETHER_TOKEN=") {
             key = Some(k.to_owned());
+        }
+        if let Some(rest) = line.trim().strip_prefix("Tunnel listening on ") {
+            tunnel = rest.split_whitespace().next().unwrap_or("").to_owned();
+            continue;
         }
         if let Some(rest) = line.split("listening on ").nth(1) {
             url = rest.split_whitespace().next().unwrap_or("").to_owned();
@@ -390,7 +400,7 @@ fn read_banner(stdout: std::process::ChildStdout) -> (String, Option<String>) {
         }
     });
     assert!(!url.is_empty(), "the server did not print its address");
-    (url, key)
+    (url, tunnel, key)
 }
 
 /// Runs a statement directly against the server's database, bypassing Tether (to simulate

@@ -15,6 +15,7 @@ mod kek;
 mod kms;
 mod openbao;
 mod reliability;
+mod runners;
 mod secrets;
 mod walkthrough;
 

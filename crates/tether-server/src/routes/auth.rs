@@ -179,7 +179,7 @@ const SCOPES: [&str; 5] = [
     "can_read_value",
 ];
 
-async fn mint_key(
+pub(crate) async fn mint_key(
     state: &AppState,
     owner: &ResourceRow,
     creator: &Principal,

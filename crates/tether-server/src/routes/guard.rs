@@ -257,6 +257,32 @@ pub const GUARDS: &[Guard] = &[
         Rel::Fixed("can_manage"),
         Target::Org,
     ),
+    // Runners (tunnel/registry.rs): credentials mint an identity, so they need can_manage_iam.
+    g(
+        "POST",
+        "/v1/orgs/{org}/{kind}/{name}/credentials",
+        Rel::Fixed("can_manage_iam"),
+        Target::Kind,
+    ),
+    g(
+        "POST",
+        "/v1/orgs/{org}/{kind}/{name}/credentials/regenerate",
+        Rel::Fixed("can_manage_iam"),
+        Target::Kind,
+    ),
+    g(
+        "GET",
+        "/v1/orgs/{org}/{kind}/{name}/status",
+        READ,
+        Target::Kind,
+    ),
+    g(
+        "POST",
+        "/v1/orgs/{org}/{kind}/{name}/operations",
+        Rel::Fixed("can_write"),
+        Target::Kind,
+    ),
+    g("GET", "/v1/tunnel/{org}/runners", READ, Target::Org),
 ];
 
 /// Looks up a route's guard.
@@ -314,7 +340,9 @@ pub struct LogFacts {
 pub fn write_relation(kind: Kind) -> &'static str {
     match kind {
         Kind::Organization | Kind::Environment => "can_manage",
-        Kind::Team | Kind::User | Kind::ServiceAccount | Kind::RoleBinding => "can_manage_iam",
+        Kind::Team | Kind::User | Kind::ServiceAccount | Kind::RoleBinding | Kind::Runner => {
+            "can_manage_iam"
+        }
         Kind::Secret | Kind::Variable => "can_write",
     }
 }

@@ -11,6 +11,7 @@ pub mod kek;
 pub mod ops;
 pub mod resolve;
 pub mod resources;
+pub mod runners;
 pub mod secrets;
 
 use std::time::Instant;
@@ -34,7 +35,7 @@ use crate::state::AppState;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Tether API", description = "Tether control plane REST API."),
-    tags((name = "resources"), (name = "secrets"), (name = "auth"), (name = "audit"), (name = "ops"))
+    tags((name = "resources"), (name = "secrets"), (name = "auth"), (name = "audit"), (name = "ops"), (name = "runners"))
 )]
 pub struct ApiDoc;
 
@@ -84,6 +85,11 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(audit::verify))
         .routes(routes!(audit::search_log))
         .routes(routes!(audit::export_log))
+        .routes(routes!(runners::generate))
+        .routes(routes!(runners::regenerate))
+        .routes(routes!(runners::status))
+        .routes(routes!(runners::operate))
+        .routes(routes!(runners::list))
 }
 
 /// The OpenAPI document.
