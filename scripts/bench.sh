@@ -63,9 +63,8 @@ LUA
 wrk -t2 -c"$conns" -d"$duration" --latency -H "Authorization: Bearer $token" -s "$work/write.lua" "$url"
 
 echo "== tether run --env dev -- true (10 runs, wall time each)"
-for _ in $(seq 1 10); do
-  /usr/bin/time -f "%e s" "$bin" run --env dev -- true
-done 2>&1 | sort | tr '\n' ' '; echo
+TIMEFORMAT='%R s'
+for _ in $(seq 1 10); do { time "$bin" run --env dev -- true; } 2>&1; done | sort | tr '\n' ' '; echo
 
 echo "== KEK unwraps / KMS calls during 1,000 cached reads"
 count() { curl -s "$url/metrics" | awk -v m="$1" '$1 ~ "^"m {s+=$2} END {print s+0}'; }
