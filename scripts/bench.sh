@@ -10,8 +10,10 @@ cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
 duration=${BENCH_DURATION:-10s}
 conns=${BENCH_CONNECTIONS:-64}
-cargo build --release --locked -p tether-cli
-bin=$PWD/target/release/tether
+if [ -z "${TETHER_BIN:-}" ]; then
+  cargo build --release --locked -p tether-cli
+fi
+bin=${TETHER_BIN:-$PWD/target/release/tether}
 venv=${TETHER_TEST_VENV:-/tmp/tether-test-venv}
 work=$(mktemp -d)
 pids=()
