@@ -87,8 +87,18 @@ impl CompiledCondition {
         request: &JsonMap<String, Json>,
         stored: Option<&JsonMap<String, Json>>,
     ) -> Result<bool, AuthzError> {
-        let mut ctx = Context::with_env(env());
-        register_functions(&mut ctx).map_err(|e| self.eval_error(e.to_string()))?;
+        BASE.with(|base| {
+            let base = base.as_ref().map_err(|e| self.eval_error(e.clone()))?;
+            self.evaluate_in(base.new_inner_scope(), request, stored)
+        })
+    }
+
+    fn evaluate_in(
+        &self,
+        mut ctx: Context<'_, '_>,
+        request: &JsonMap<String, Json>,
+        stored: Option<&JsonMap<String, Json>>,
+    ) -> Result<bool, AuthzError> {
         let mut max_size = 0usize;
         for (name, ptype) in &self.def.parameters {
             let value = stored
@@ -162,6 +172,15 @@ impl CompiledCondition {
             message,
         }
     }
+}
+
+thread_local! {
+    /// The standard environment with `ipaddress` and `in_cidr`, built once per
+    /// thread; each evaluation binds its parameters in a child scope.
+    static BASE: Result<Context<'static, 'static>, String> = {
+        let mut ctx = Context::with_env(env());
+        register_functions(&mut ctx).map(|()| ctx).map_err(|e| e.to_string())
+    };
 }
 
 fn register_functions(ctx: &mut Context<'_, '_>) -> Result<(), cel::DeclarationError> {

@@ -62,6 +62,9 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     /// Public URL of this server, as clients reach it.
     pub public_url: Option<String>,
+    /// `true`: SQLite fsyncs every commit (`synchronous=FULL`), surviving power loss. The
+    /// default (`NORMAL`, WAL) already loses nothing when the process is killed.
+    pub sqlite_fsync_every_commit: Option<bool>,
 }
 
 /// Where the root key comes from.
@@ -96,6 +99,8 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     /// Public URL.
     pub public_url: String,
+    /// SQLite fsync on every commit.
+    pub sqlite_fsync_every_commit: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -214,6 +219,7 @@ impl Config {
             request_log: file.request_log.unwrap_or_default(),
             max_body_bytes: file.max_body_bytes.unwrap_or(1 << 20),
             dev: true,
+            sqlite_fsync_every_commit: file.sqlite_fsync_every_commit.unwrap_or(false),
             public_url: file
                 .public_url
                 .unwrap_or_else(|| format!("http://{listen}")),
@@ -266,6 +272,7 @@ impl Config {
             request_log: file.request_log.unwrap_or_default(),
             max_body_bytes: file.max_body_bytes.unwrap_or(1 << 20),
             dev: false,
+            sqlite_fsync_every_commit: file.sqlite_fsync_every_commit.unwrap_or(false),
             public_url: file
                 .public_url
                 .unwrap_or_else(|| format!("https://{listen}")),

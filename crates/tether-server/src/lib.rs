@@ -18,6 +18,7 @@ pub mod model;
 pub mod reqlog;
 pub mod resources;
 pub mod routes;
+pub mod scope_cache;
 pub mod secret_ops;
 pub mod secrets;
 pub mod serve;
@@ -91,6 +92,11 @@ pub async fn build_state(config: &Config, clock: Arc<dyn Clock>) -> Result<AppSt
     install_crypto_provider();
     let opts = StoreOptions {
         create_sqlite: config.create_sqlite,
+        sqlite_synchronous: if config.sqlite_fsync_every_commit {
+            "FULL"
+        } else {
+            "NORMAL"
+        },
         ..StoreOptions::default()
     };
     let store = Store::open(config.database_url(), &opts).await?;
@@ -114,6 +120,7 @@ pub async fn build_state(config: &Config, clock: Arc<dyn Clock>) -> Result<AppSt
             root,
             kek::Providers::from_env().map_err(StartError::Other)?,
         ),
+        scopes: scope_cache::ScopeCache::default(),
     };
     Ok(AppState(Arc::new(inner)))
 }

@@ -112,6 +112,13 @@ impl TupleDelta {
     }
 }
 
+/// Clears cached scope rows after a committed write of an organization or environment.
+fn after_commit(state: &AppState, kind: Kind) {
+    if matches!(kind, Kind::Organization | Kind::Environment) {
+        state.scopes.clear();
+    }
+}
+
 pub(crate) struct VersionInput<'a> {
     pub(crate) event: &'a str,
     pub(crate) before: Option<String>,
@@ -247,18 +254,45 @@ pub async fn create(
     if kind == Kind::Secret {
         spec = keep_secret_state("{}", spec);
     }
-    let now = state.clock.now_millis();
     let id = match kind {
         Kind::Organization => tether_core::id::OrgId::generate().to_string(),
         Kind::Environment => tether_core::id::EnvId::generate().to_string(),
         _ => ResourceId::generate().to_string(),
     };
-    let mut row = ResourceRow {
+    let fresh = Fresh {
         id,
+        name: name.to_string(),
+        event: "create",
+        previous: None,
+    };
+    insert_fresh(state, scope, kind, manifest, &spec, change, fresh).await
+}
+
+/// What distinguishes a first insert from a re-creation by restore.
+struct Fresh {
+    id: String,
+    name: String,
+    event: &'static str,
+    previous: Option<String>,
+}
+
+/// Inserts a new row with its tuples and its first (or restoring) audit version.
+async fn insert_fresh(
+    state: &AppState,
+    scope: &ScopeNames,
+    kind: Kind,
+    manifest: &Resource,
+    spec: &Value,
+    change: &Change<'_>,
+    fresh: Fresh,
+) -> AppResult<ResourceRow> {
+    let now = state.clock.now_millis();
+    let mut row = ResourceRow {
+        id: fresh.id,
         org_id: scope.org_id.clone(),
         env_id: scope.env_id.clone(),
         kind: kind.to_string(),
-        name: name.to_string(),
+        name: fresh.name,
         spec: spec.to_string(),
         labels: serde_json::to_string(&manifest.metadata.labels).map_err(AppError::internal)?,
         created_at: now,
@@ -269,16 +303,16 @@ pub async fn create(
     };
     let mut tx = state.store.begin().await?;
     let mut delta = TupleDelta::default();
-    write_grants(&mut tx, kind, &row, &spec, &mut delta).await?;
-    if kind == Kind::Organization {
+    write_grants(&mut tx, kind, &row, spec, &mut delta).await?;
+    if kind == Kind::Organization && fresh.event == "create" {
         owner_grant(&mut tx, &row, change.actor, &mut delta).await?;
     }
     let after = snapshot(&row, scope)?;
     let input = VersionInput {
-        event: "create",
+        event: fresh.event,
         before: None,
         after: Some(after),
-        previous: None,
+        previous: fresh.previous,
     };
     row.version_id = record_version(&mut tx, state, &row, change, input).await?;
     insert_resource(&mut tx, &row).await.map_err(|e| match e {
@@ -290,7 +324,8 @@ pub async fn create(
     })?;
     tx.commit().await.map_err(AppError::internal)?;
     delta.apply(state);
-    metrics::counter!("tether_resource_writes_total", "event" => "create").increment(1);
+    after_commit(state, kind);
+    metrics::counter!("tether_resource_writes_total", "event" => fresh.event).increment(1);
     Ok(row)
 }
 
@@ -353,6 +388,7 @@ pub async fn update(
     update_resource(&mut tx, &row).await?;
     tx.commit().await.map_err(AppError::internal)?;
     delta.apply(state);
+    after_commit(state, kind);
     metrics::counter!("tether_resource_writes_total", "event" => "update").increment(1);
     Ok((row, true))
 }
@@ -398,6 +434,7 @@ pub async fn delete(
     delete_resource(&mut tx, &existing.id).await?;
     tx.commit().await.map_err(AppError::internal)?;
     delta.apply(state);
+    after_commit(state, kind);
     if matches!(kind, Kind::User | Kind::ServiceAccount) {
         state.keys.forget_owner(&existing.id);
     }
@@ -470,34 +507,11 @@ async fn recreate(
 ) -> AppResult<ResourceRow> {
     let kind = manifest.kind;
     let spec = validate_spec(kind, &manifest.spec)?;
-    let now = state.clock.now_millis();
-    let mut row = ResourceRow {
+    let fresh = Fresh {
         id: version.resource_id.clone(),
-        org_id: scope.org_id.clone(),
-        env_id: scope.env_id.clone(),
-        kind: kind.to_string(),
         name: manifest.metadata.name.clone(),
-        spec: spec.to_string(),
-        labels: serde_json::to_string(&manifest.metadata.labels).map_err(AppError::internal)?,
-        created_at: now,
-        created_by: change.actor.display(),
-        updated_at: now,
-        updated_by: change.actor.display(),
-        version_id: String::new(),
-    };
-    let mut tx = state.store.begin().await?;
-    let mut delta = TupleDelta::default();
-    write_grants(&mut tx, kind, &row, &spec, &mut delta).await?;
-    let after = snapshot(&row, scope)?;
-    let input = VersionInput {
         event: "restore",
-        before: None,
-        after: Some(after),
         previous: Some(version.id.clone()),
     };
-    row.version_id = record_version(&mut tx, state, &row, change, input).await?;
-    insert_resource(&mut tx, &row).await?;
-    tx.commit().await.map_err(AppError::internal)?;
-    delta.apply(state);
-    Ok(row)
+    insert_fresh(state, scope, kind, manifest, &spec, change, fresh).await
 }

@@ -9,8 +9,8 @@ use tether_core::id::ResourceId;
 use tether_core::{ErrorCode, Kind};
 use tether_store::resources::{find_resource, insert_resource, update_resource};
 use tether_store::secrets::{
-    SecretVersionRow, destroy_secret_version, insert_secret_version, secret_version,
-    tx_secret_versions,
+    SecretVersionRow, destroy_secret_version, destroy_versions_before, insert_secret_version,
+    secret_version,
 };
 use tether_store::{ResourceRow, StoreError};
 
@@ -225,11 +225,7 @@ async fn prune_versions(
         return Ok(());
     }
     let keep_from = newest - i64::from(max) + 1;
-    for old in tx_secret_versions(tx, secret_id).await? {
-        if old.version < keep_from && old.blob.is_some() {
-            destroy_secret_version(tx, secret_id, old.version, now).await?;
-        }
-    }
+    destroy_versions_before(tx, secret_id, keep_from, now).await?;
     Ok(())
 }
 

@@ -40,6 +40,8 @@ pub struct Inner {
     pub public_url: String,
     /// Keys for secrets: organization KEKs and the DEK cache.
     pub secrets: crate::secrets::SecretKeys,
+    /// Organization and environment rows by name.
+    pub scopes: crate::scope_cache::ScopeCache,
 }
 
 impl std::ops::Deref for AppState {

@@ -162,6 +162,8 @@ async fn public_routes_answer_without_credentials() {
     for path in ["/healthz", "/readyz", "/.well-known/jwks.json"] {
         assert_eq!(call(&state, "GET", path, None, "").await.0, 200, "{path}");
     }
+    let (docs, _) = call(&state, "GET", "/docs/", None, "").await;
+    assert_eq!(docs, 200, "Swagger UI");
     let (s, doc) = call(&state, "GET", "/openapi.json", None, "").await;
     assert_eq!(s, 200);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));

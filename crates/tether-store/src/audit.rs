@@ -101,14 +101,20 @@ fn version_from_row(r: &AnyRow) -> Result<VersionRecord> {
 /// Advances a chain's head under the row lock and returns (new seq, previous hash). The first
 /// statement is a write, so concurrent writers of the same chain queue here.
 async fn bump_head(tx: &mut Tx, chain: &str) -> Result<(i64, String)> {
+    bump_head_by(tx, chain, 1).await
+}
+
+/// Reserves `n` positions at once; returns the last reserved seq and the previous hash.
+async fn bump_head_by(tx: &mut Tx, chain: &str, n: i64) -> Result<(i64, String)> {
     sqlx::query("INSERT INTO chain_heads (chain, seq, hash) VALUES ($1, 0, $2) ON CONFLICT (chain) DO NOTHING")
         .bind(chain)
         .bind(GENESIS_HASH)
         .execute(&mut **tx)
         .await?;
     let row =
-        sqlx::query("UPDATE chain_heads SET seq = seq + 1 WHERE chain = $1 RETURNING seq, hash")
+        sqlx::query("UPDATE chain_heads SET seq = seq + $2 WHERE chain = $1 RETURNING seq, hash")
             .bind(chain)
+            .bind(n)
             .fetch_one(&mut **tx)
             .await?;
     Ok((row.try_get("seq")?, row.try_get("hash")?))
@@ -277,15 +283,26 @@ const REQUEST_CHAIN: &str = "requests";
 impl Store {
     /// Appends a batch of request records in one transaction, chaining them.
     pub async fn append_requests(&self, records: &mut [RequestLogRecord]) -> Result<()> {
+        let Ok(n) = i64::try_from(records.len()) else {
+            return Ok(());
+        };
+        if n == 0 {
+            return Ok(());
+        }
         let mut tx = self.begin().await?;
+        // Reserve the positions under the head's row lock, chain in memory, insert in bulk.
+        let (last, mut prev) = bump_head_by(&mut tx, REQUEST_CHAIN, n).await?;
+        let mut seq = last - n;
         for r in records.iter_mut() {
-            let (seq, prev) = bump_head(&mut tx, REQUEST_CHAIN).await?;
+            seq += 1;
             r.seq = seq;
             r.hash = r.compute_hash(&prev);
-            r.prev_hash = prev;
-            insert_request(&mut tx, r).await?;
-            set_head_hash(&mut tx, REQUEST_CHAIN, &r.hash).await?;
+            r.prev_hash = std::mem::replace(&mut prev, r.hash.clone());
         }
+        for chunk in records.chunks(50) {
+            insert_requests(&mut tx, chunk).await?;
+        }
+        set_head_hash(&mut tx, REQUEST_CHAIN, &prev).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -412,28 +429,38 @@ impl Store {
     }
 }
 
-async fn insert_request(tx: &mut Tx, r: &RequestLogRecord) -> Result<()> {
-    sqlx::query(
+async fn insert_requests(tx: &mut Tx, rows: &[RequestLogRecord]) -> Result<()> {
+    const COLS: usize = 14;
+    let mut sql = String::from(
         "INSERT INTO request_log (seq, at, request_id, org, principal, action, resource, result, \
-         status, ip, user_agent, latency_us, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-    )
-    .bind(r.seq)
-    .bind(r.at)
-    .bind(&r.request_id)
-    .bind(&r.org)
-    .bind(&r.principal)
-    .bind(&r.action)
-    .bind(&r.resource)
-    .bind(&r.result)
-    .bind(r.status)
-    .bind(&r.ip)
-    .bind(&r.user_agent)
-    .bind(r.latency_us)
-    .bind(&r.prev_hash)
-    .bind(&r.hash)
-    .execute(&mut **tx)
-    .await?;
+         status, ip, user_agent, latency_us, prev_hash, hash) VALUES ",
+    );
+    for i in 0..rows.len() {
+        let ph: Vec<String> = (1..=COLS).map(|c| format!("${}", i * COLS + c)).collect();
+        sql.push_str(if i == 0 { "(" } else { ", (" });
+        sql.push_str(&ph.join(", "));
+        sql.push(')');
+    }
+    // The statement text holds only generated placeholders; every value is bound.
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for r in rows {
+        q = q
+            .bind(r.seq)
+            .bind(r.at)
+            .bind(r.request_id.clone())
+            .bind(r.org.clone())
+            .bind(r.principal.clone())
+            .bind(r.action.clone())
+            .bind(r.resource.clone())
+            .bind(r.result.clone())
+            .bind(r.status)
+            .bind(r.ip.clone())
+            .bind(r.user_agent.clone())
+            .bind(r.latency_us)
+            .bind(r.prev_hash.clone())
+            .bind(r.hash.clone());
+    }
+    q.execute(&mut **tx).await?;
     Ok(())
 }
 

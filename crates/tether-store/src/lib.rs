@@ -100,7 +100,9 @@ pub struct StoreOptions {
     pub create_sqlite: bool,
     /// Maximum pooled connections for reads.
     pub max_connections: u32,
-    /// SQLite `synchronous` setting: `FULL` (default) survives power loss, `NORMAL` survives a
+    /// SQLite `synchronous` setting. With WAL, `NORMAL` (the default) loses no committed
+    /// transaction when the process is killed; `FULL` also survives power loss at the cost of an
+    /// fsync per commit. The rest of the sentence: `NORMAL` survives a
     /// process crash.
     pub sqlite_synchronous: &'static str,
 }
@@ -110,7 +112,7 @@ impl Default for StoreOptions {
         Self {
             create_sqlite: false,
             max_connections: 8,
-            sqlite_synchronous: "FULL",
+            sqlite_synchronous: "NORMAL",
         }
     }
 }

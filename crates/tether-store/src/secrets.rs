@@ -149,6 +149,25 @@ pub async fn destroy_secret_version(
     Ok(done.rows_affected() == 1)
 }
 
+/// Destroys the data of every version older than `keep_from` (max-versions pruning).
+pub async fn destroy_versions_before(
+    tx: &mut Tx,
+    secret_id: &str,
+    keep_from: i64,
+    at: i64,
+) -> Result<u64> {
+    let done = sqlx::query(
+        "UPDATE secret_versions SET blob = NULL, destroyed_at = $3 \
+         WHERE secret_id = $1 AND version < $2 AND blob IS NOT NULL",
+    )
+    .bind(secret_id)
+    .bind(keep_from)
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Replaces a version's blob (KEK rotation rewraps the DEK; the data is not re-encrypted).
 pub async fn rewrap_secret_version(
     tx: &mut Tx,

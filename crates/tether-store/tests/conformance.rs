@@ -418,3 +418,23 @@ async fn unknown_urls_are_refused() {
         assert!(!err.to_string().contains(":p@"));
     }
 }
+
+#[tokio::test]
+async fn large_request_batches_chain_across_chunks() {
+    let db = fresh_store().await;
+    for _ in 0..3 {
+        let mut batch: Vec<_> = (0..120).map(|i| request(i, "user:bulk")).collect();
+        db.store.append_requests(&mut batch).await.unwrap();
+    }
+    assert_eq!(db.store.verify_requests().await.unwrap(), None);
+    let f = RequestLogFilter {
+        limit: Some(10_000),
+        ..Default::default()
+    };
+    let all = db.store.search_requests(&f).await.unwrap();
+    assert_eq!(all.len(), 360);
+    assert!(
+        all.windows(2)
+            .all(|w| w[1].seq == w[0].seq + 1 && w[1].prev_hash == w[0].hash)
+    );
+}

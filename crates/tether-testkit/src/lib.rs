@@ -309,6 +309,11 @@ impl TestServer {
         cmd.output().unwrap()
     }
 
+    /// Forgets the remembered secrets (only for the test that proves the checks can fail).
+    pub fn forget_remembered(&self) {
+        self.secrets.lock().unwrap().clear();
+    }
+
     /// Fails if any remembered secret appears in the server log.
     pub fn assert_no_secrets_in_log(&self) {
         let log = self.log();
@@ -326,6 +331,33 @@ impl Drop for TestServer {
         self.kill();
         if !std::thread::panicking() {
             self.assert_no_secrets_in_log();
+            self.assert_no_secrets_in_audit();
+        }
+    }
+}
+
+impl TestServer {
+    /// Fails if any remembered secret appears in an audit row: a resource version's snapshots
+    /// or diff, or any request-log field. Runs on its own thread and runtime so it can be
+    /// called from `Drop` inside a test's runtime.
+    pub fn assert_no_secrets_in_audit(&self) {
+        let url = self.database_url.clone();
+        let secrets = self.secrets.lock().unwrap().clone();
+        let rows = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let mut all = query_strings(&url, "SELECT COALESCE(yaml_before, '') || COALESCE(yaml_after, '') || diff || COALESCE(message, '') FROM versions").await;
+                all.extend(query_strings(&url, "SELECT request_id || principal || action || resource || user_agent FROM request_log").await);
+                all
+            })
+        })
+        .join()
+        .unwrap();
+        for s in &secrets {
+            assert!(
+                !rows.iter().any(|r| r.contains(s.as_str())),
+                "a secret appeared in an audit record"
+            );
         }
     }
 }

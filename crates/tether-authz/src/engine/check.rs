@@ -7,24 +7,43 @@ use std::ops::ControlFlow;
 use serde_json::{Map, Value};
 
 use super::Limits;
+use super::list_objects::FxSet;
 use crate::error::AuthzError;
-use crate::model::{AuthorizationModel, RelRef, RelationDefinition, TypeRestriction, Userset};
+use crate::model::compiled::{CKind, CNode, CRel, Compiled, NameId, RelIdx};
+use crate::model::{AuthorizationModel, RelationDefinition, TypeRestriction};
 use crate::store::hash::FoldBuild;
-use crate::store::{Subject, TupleReader};
+use crate::store::{Subject, SymReader, TupleReader};
 use crate::tuple::{ObjectRef, TupleCondition, UserRef, parse_object, parse_user};
 
 /// A node of the resolution: `object#relation`.
 pub(crate) type NodeKey<'a> = (&'a str, &'a str, &'a str);
 
+/// A compiled node: relation index and object id.
+pub(crate) type CKey<'a> = (RelIdx, &'a str);
+
 pub(crate) struct Resolver<'a> {
     pub(crate) model: &'a AuthorizationModel,
+    compiled: &'a Compiled,
     pub(crate) reader: &'a dyn TupleReader,
     pub(crate) user: UserRef<'a>,
     pub(crate) context: &'a Map<String, Value>,
     limits: &'a Limits,
-    memo: HashMap<NodeKey<'a>, bool, FoldBuild>,
-    stack: Vec<NodeKey<'a>>,
+    /// The user's type as a model name id.
+    user_type: Option<NameId>,
+    /// A userset user as a node.
+    user_node: Option<CKey<'a>>,
+    memo: HashMap<CKey<'a>, bool, FoldBuild>,
+    /// Symbol-level reads when the reader is a [`crate::MemoryTupleStore`].
+    fast: Option<SymReader<'a>>,
+    stack: Vec<CKey<'a>>,
     cycle_cuts: u64,
+    /// ListObjects: nodes found to hold by the reverse expansion.
+    pub(crate) found: FxSet<CKey<'a>>,
+    /// ListObjects: `found` holds every node of the relations marked in `pure`,
+    /// so a direct tuple of such a node outside `found` does not exist (or its
+    /// condition does not hold).
+    pub(crate) found_complete: bool,
+    pub(crate) pure: Vec<bool>,
 }
 
 /// Parse and validate the object, relation and user of a Check (errors are 2000).
@@ -161,15 +180,29 @@ impl<'a> Resolver<'a> {
         context: &'a Map<String, Value>,
         limits: &'a Limits,
     ) -> Self {
+        let compiled = model.compiled();
+        let user_node = match user {
+            UserRef::Userset(o, r) => model.rel_idx(o.object_type, r).map(|idx| (idx, o.id)),
+            _ => None,
+        };
         Self {
             model,
+            compiled,
             reader,
             user,
             context,
             limits,
+            user_type: compiled.name_id(user.user_type()),
+            user_node,
             memo: HashMap::with_capacity_and_hasher(32, FoldBuild::default()),
+            fast: reader
+                .as_memory()
+                .map(|m| SymReader::new(m, &compiled.names)),
             stack: Vec::new(),
             cycle_cuts: 0,
+            found: FxSet::default(),
+            found_complete: false,
+            pure: Vec::new(),
         }
     }
 
@@ -177,24 +210,24 @@ impl<'a> Resolver<'a> {
     pub(crate) fn check(
         &mut self,
         object: ObjectRef<'a>,
-        relation: &'a str,
+        relation: &str,
     ) -> Result<bool, AuthzError> {
-        self.check_node(object, relation, 0)
+        let idx = self.model.rel_idx(object.object_type, relation);
+        self.check_rel(idx, object.id, 0)
     }
 
-    /// Memoized result of `object#relation`, if any.
-    pub(crate) fn memo_get(&self, key: &NodeKey<'a>) -> Option<bool> {
+    /// Memoized result of a node, if any.
+    pub(crate) fn memo_get(&self, key: &CKey<'a>) -> Option<bool> {
         self.memo.get(key).copied()
     }
 
-    /// Whether the user is the userset `object#relation` itself.
-    pub(crate) fn is_user_userset(&self, key: NodeKey<'a>) -> bool {
-        matches!(self.user, UserRef::Userset(u, r)
-            if u.object_type == key.0 && u.id == key.1 && r == key.2)
+    /// Whether the user is the userset of this node itself.
+    pub(crate) fn is_user_userset(&self, key: CKey<'a>) -> bool {
+        self.user_node == Some(key)
     }
 
     /// Push `key` on the resolution stack (for a caller that evaluates its rewrite).
-    pub(crate) fn push_frame(&mut self, key: NodeKey<'a>) {
+    pub(crate) fn push_frame(&mut self, key: CKey<'a>) {
         self.stack.push(key);
     }
 
@@ -208,21 +241,39 @@ impl<'a> Resolver<'a> {
         self.cycle_cuts
     }
 
-    /// Evaluate part of a rewrite of `object#rel` (the caller pushed the frame).
+    /// Evaluate part of the rewrite of node `(rel, id)` (the caller pushed the frame).
     pub(crate) fn eval_part(
         &mut self,
-        object: ObjectRef<'a>,
-        rel: RelRef<'a>,
-        rewrite: &'a Userset,
+        rel: RelIdx,
+        id: &'a str,
+        node: &'a CNode,
         depth: u32,
     ) -> Result<bool, AuthzError> {
-        self.eval(object, rel, rewrite, depth)
+        self.eval(rel, id, node, depth)
+    }
+
+    /// Check a node whose relation may be undefined (then `false`).
+    fn check_rel(
+        &mut self,
+        rel: Option<RelIdx>,
+        id: &'a str,
+        depth: u32,
+    ) -> Result<bool, AuthzError> {
+        match rel {
+            Some(rel) => self.check_node(rel, id, depth),
+            None if depth >= self.limits.max_resolution_depth => {
+                Err(AuthzError::ResolutionTooComplex {
+                    limit: self.limits.max_resolution_depth,
+                })
+            }
+            None => Ok(false),
+        }
     }
 
     pub(crate) fn check_node(
         &mut self,
-        object: ObjectRef<'a>,
-        relation: &'a str,
+        rel: RelIdx,
+        id: &'a str,
         depth: u32,
     ) -> Result<bool, AuthzError> {
         if depth >= self.limits.max_resolution_depth {
@@ -230,13 +281,10 @@ impl<'a> Resolver<'a> {
                 limit: self.limits.max_resolution_depth,
             });
         }
-        if let UserRef::Userset(u, r) = self.user
-            && u == object
-            && r == relation
-        {
+        let key = (rel, id);
+        if self.user_node == Some(key) {
             return Ok(true);
         }
-        let key = (object.object_type, object.id, relation);
         if let Some(hit) = self.memo.get(&key) {
             return Ok(*hit);
         }
@@ -244,12 +292,13 @@ impl<'a> Resolver<'a> {
             self.cycle_cuts += 1;
             return Ok(false);
         }
-        let Some(rel) = self.model.rel(object.object_type, relation) else {
+        let compiled = self.compiled;
+        let Some(crel) = compiled.rel(rel) else {
             return Ok(false);
         };
         let cuts_before = self.cycle_cuts;
         self.stack.push(key);
-        let result = self.eval(object, rel, &rel.def.rewrite, depth);
+        let result = self.eval(rel, id, &crel.rewrite, depth);
         self.stack.pop();
         if let Ok(b) = result
             && self.cycle_cuts == cuts_before
@@ -261,34 +310,44 @@ impl<'a> Resolver<'a> {
 
     fn eval(
         &mut self,
-        object: ObjectRef<'a>,
-        rel: RelRef<'a>,
-        rewrite: &'a Userset,
+        rel: RelIdx,
+        id: &'a str,
+        node: &'a CNode,
         depth: u32,
     ) -> Result<bool, AuthzError> {
-        match rewrite {
-            Userset::This => self.direct(object, rel, depth),
-            Userset::Computed(r) => self.check_node(object, r, depth + 1),
-            Userset::TupleToUserset { tupleset, computed } => {
-                self.ttu(object, tupleset, computed, depth)
-            }
-            Userset::Union(children) => {
+        match node {
+            CNode::This => self.direct(rel, id, depth),
+            CNode::Computed(r) => self.check_rel(*r, id, depth + 1),
+            CNode::Ttu { tupleset, targets } => self.ttu(*tupleset, targets, id, depth),
+            CNode::Union(children) => {
                 let mut acc = AnyOf::new();
                 for c in children {
-                    if acc.add(self.eval(object, rel, c, depth)).is_break() {
+                    if acc.add(self.eval(rel, id, c, depth)).is_break() {
                         break;
                     }
                 }
                 acc.finish()
             }
-            Userset::Intersection(children) => self.intersection(object, rel, children, depth),
-            Userset::Difference { base, subtract } => {
-                let base = self.eval(object, rel, base, depth);
+            CNode::Intersection(children) => {
+                let mut error = None;
+                for c in children {
+                    match self.eval(rel, id, c, depth) {
+                        Ok(true) => {}
+                        Ok(false) => return Ok(false),
+                        Err(e) => {
+                            error.get_or_insert(e);
+                        }
+                    }
+                }
+                error.map_or(Ok(true), Err)
+            }
+            CNode::Difference(base, subtract) => {
+                let base = self.eval(rel, id, base, depth);
                 if matches!(base, Ok(false)) {
                     return Ok(false);
                 }
                 let cuts_before = self.cycle_cuts;
-                let subtract = self.eval(object, rel, subtract, depth);
+                let subtract = self.eval(rel, id, subtract, depth);
                 if matches!(subtract, Ok(false)) && self.cycle_cuts != cuts_before {
                     // As in OpenFGA, a cycle in the subtracted set denies.
                     return Ok(false);
@@ -302,26 +361,6 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    fn intersection(
-        &mut self,
-        object: ObjectRef<'a>,
-        rel: RelRef<'a>,
-        children: &'a [Userset],
-        depth: u32,
-    ) -> Result<bool, AuthzError> {
-        let mut error = None;
-        for c in children {
-            match self.eval(object, rel, c, depth) {
-                Ok(true) => {}
-                Ok(false) => return Ok(false),
-                Err(e) => {
-                    error.get_or_insert(e);
-                }
-            }
-        }
-        error.map_or(Ok(true), Err)
-    }
-
     pub(crate) fn condition_ok(
         &self,
         rel: &RelationDefinition,
@@ -331,18 +370,41 @@ impl<'a> Resolver<'a> {
         condition_ok(self.model, self.context, rel, kind, cond)
     }
 
-    fn direct(
-        &mut self,
-        object: ObjectRef<'a>,
-        rel: RelRef<'a>,
-        depth: u32,
+    /// [`condition_ok`] with the compiled kind's shortcut for unconditioned tuples.
+    fn kind_condition_ok(
+        &self,
+        def: &'a RelationDefinition,
+        kind: &CKind,
+        cond: Option<&TupleCondition>,
     ) -> Result<bool, AuthzError> {
+        if cond.is_none_or(|c| c.name.is_empty()) {
+            return Ok(kind.plain_ok);
+        }
+        match def.directly_related.get(kind.restriction) {
+            Some(r) => condition_ok(self.model, self.context, def, r, cond),
+            None => Ok(false),
+        }
+    }
+
+    fn def(&self, crel: &CRel) -> Option<&'a RelationDefinition> {
+        let model: &'a AuthorizationModel = self.model;
+        model.rel_def(crel)
+    }
+
+    fn direct(&mut self, rel: RelIdx, id: &'a str, depth: u32) -> Result<bool, AuthzError> {
+        let compiled = self.compiled;
+        let Some(crel) = compiled.rel(rel) else {
+            return Ok(false);
+        };
+        let Some(def) = self.def(crel) else {
+            return Ok(false);
+        };
         let mut acc = AnyOf::new();
-        for kind in rel.kinds() {
+        for kind in &crel.kinds {
             let r = if kind.relation.is_some() {
-                self.direct_userset(object, rel, kind, depth)
+                self.direct_userset(crel, def, id, kind, depth)
             } else {
-                self.direct_user(object, rel, kind)
+                self.direct_user(rel, crel, def, id, kind)
             };
             if acc.add(r).is_break() {
                 break;
@@ -354,11 +416,13 @@ impl<'a> Resolver<'a> {
     /// A plain or wildcard restriction: look up the exact tuple.
     fn direct_user(
         &mut self,
-        object: ObjectRef<'a>,
-        rel: RelRef<'a>,
-        kind: &'a TypeRestriction,
+        rel: RelIdx,
+        crel: &'a CRel,
+        def: &'a RelationDefinition,
+        id: &'a str,
+        kind: &'a CKind,
     ) -> Result<bool, AuthzError> {
-        if kind.type_name != self.user.user_type() || self.user.relation().is_some() {
+        if Some(kind.type_name) != self.user_type || self.user.relation().is_some() {
             return Ok(false);
         }
         let user_id = match (kind.wildcard, self.user) {
@@ -366,16 +430,27 @@ impl<'a> Resolver<'a> {
             (false, UserRef::Object(o)) => o.id,
             (false, _) => return Ok(false),
         };
-        let subject = Subject {
-            user_type: &kind.type_name,
-            user_id,
-            user_relation: None,
-        };
-        match self
-            .reader
-            .find(object.object_type, object.id, &rel.def.name, subject)?
+        if self.found_complete
+            && self.pure.get(rel as usize).copied().unwrap_or(false)
+            && !self.found.contains(&(rel, id))
         {
-            Some(cond) => self.condition_ok(rel.def, kind, cond),
+            return Ok(false);
+        }
+        let found = match &mut self.fast {
+            Some(fast) => fast.find(crel.type_name, id, crel.name, kind.type_name, user_id),
+            None => {
+                let c = self.compiled;
+                let subject = Subject {
+                    user_type: c.name(kind.type_name),
+                    user_id,
+                    user_relation: None,
+                };
+                self.reader
+                    .find(c.name(crel.type_name), id, c.name(crel.name), subject)?
+            }
+        };
+        match found {
+            Some(cond) => self.kind_condition_ok(def, kind, cond),
             None => Ok(false),
         }
     }
@@ -383,34 +458,25 @@ impl<'a> Resolver<'a> {
     /// A `type#relation` restriction: the exact userset, then each userset's members.
     fn direct_userset(
         &mut self,
-        object: ObjectRef<'a>,
-        rel: RelRef<'a>,
-        kind: &'a TypeRestriction,
+        crel: &'a CRel,
+        def: &'a RelationDefinition,
+        id: &'a str,
+        kind: &'a CKind,
         depth: u32,
     ) -> Result<bool, AuthzError> {
-        let urel = kind.relation.as_deref().unwrap_or_default();
         let mut usersets = Hits::default();
-        self.reader.read_users(
-            object.object_type,
-            object.id,
-            &rel.def.name,
-            &kind.type_name,
-            Some(urel),
-            &mut |id, c| {
-                usersets.push(id, c);
-                ControlFlow::Continue(())
-            },
+        self.read_users(
+            crel.type_name,
+            id,
+            crel.name,
+            kind.type_name,
+            kind.relation,
+            &mut usersets,
         )?;
         let mut acc = AnyOf::new();
-        for (id, cond) in usersets.iter() {
-            let r = match self.condition_ok(rel.def, kind, cond) {
-                Ok(true) => {
-                    let o = ObjectRef {
-                        object_type: &kind.type_name,
-                        id,
-                    };
-                    self.check_node(o, urel, depth + 1)
-                }
+        for (uid, cond) in usersets.iter() {
+            let r = match self.kind_condition_ok(def, kind, cond) {
+                Ok(true) => self.check_rel(kind.userset, uid, depth + 1),
                 other => other,
             };
             if acc.add(r).is_break() {
@@ -422,45 +488,38 @@ impl<'a> Resolver<'a> {
 
     fn ttu(
         &mut self,
-        object: ObjectRef<'a>,
-        tupleset: &'a str,
-        computed: &'a str,
+        tupleset: Option<RelIdx>,
+        targets: &'a [Option<RelIdx>],
+        id: &'a str,
         depth: u32,
     ) -> Result<bool, AuthzError> {
-        let Some(ts) = self.model.rel(object.object_type, tupleset) else {
+        let compiled = self.compiled;
+        let Some(ts) = tupleset.and_then(|t| compiled.rel(t)) else {
+            return Ok(false);
+        };
+        let Some(def) = self.def(ts) else {
             return Ok(false);
         };
         let mut acc = AnyOf::new();
-        for kind in ts.kinds() {
-            if kind.relation.is_some()
-                || kind.wildcard
-                || self.model.relation(&kind.type_name, computed).is_none()
-            {
+        for (kind, target) in ts.kinds.iter().zip(targets) {
+            let Some(target) = *target else {
                 continue;
-            }
+            };
             let mut parents = Hits::default();
-            self.reader.read_users(
-                object.object_type,
-                object.id,
-                tupleset,
-                &kind.type_name,
+            self.read_users(
+                ts.type_name,
+                id,
+                ts.name,
+                kind.type_name,
                 None,
-                &mut |id, c| {
-                    if id != "*" {
-                        parents.push(id, c);
-                    }
-                    ControlFlow::Continue(())
-                },
+                &mut parents,
             )?;
-            for (id, cond) in parents.iter() {
-                let r = match self.condition_ok(ts.def, kind, cond) {
-                    Ok(true) => {
-                        let o = ObjectRef {
-                            object_type: &kind.type_name,
-                            id,
-                        };
-                        self.check_node(o, computed, depth + 1)
-                    }
+            for (pid, cond) in parents.iter() {
+                if pid == "*" {
+                    continue;
+                }
+                let r = match self.kind_condition_ok(def, kind, cond) {
+                    Ok(true) => self.check_node(target, pid, depth + 1),
                     other => other,
                 };
                 if acc.add(r).is_break() {
@@ -470,12 +529,75 @@ impl<'a> Resolver<'a> {
         }
         acc.finish()
     }
+
+    /// Objects of `object_type` with `relation` to `subject`, through the fast path if any.
+    pub(crate) fn read_objects(
+        &mut self,
+        subject: Subject<'a>,
+        relation: &'a str,
+        object_type: &'a str,
+        out: &mut Vec<(&'a str, Option<&'a TupleCondition>)>,
+    ) -> Result<(), AuthzError> {
+        match &mut self.fast {
+            Some(fast) => {
+                fast.read_objects(subject, relation, object_type, |id, c| out.push((id, c)));
+                Ok(())
+            }
+            None => self
+                .reader
+                .read_objects(subject, relation, object_type, &mut |id, c| {
+                    out.push((id, c));
+                    ControlFlow::Continue(())
+                }),
+        }
+    }
+
+    /// Users of one kind of `object#relation`, through the fast path if any.
+    fn read_users(
+        &mut self,
+        object_type: NameId,
+        id: &'a str,
+        relation: NameId,
+        user_type: NameId,
+        user_relation: Option<NameId>,
+        out: &mut Hits<'a>,
+    ) -> Result<(), AuthzError> {
+        match &mut self.fast {
+            Some(fast) => {
+                fast.read_users(
+                    object_type,
+                    id,
+                    relation,
+                    user_type,
+                    user_relation,
+                    |u, c| {
+                        out.push(u, c);
+                    },
+                );
+                Ok(())
+            }
+            None => {
+                let c = self.compiled;
+                self.reader.read_users(
+                    c.name(object_type),
+                    id,
+                    c.name(relation),
+                    c.name(user_type),
+                    user_relation.map(|r| c.name(r)),
+                    &mut |u, cond| {
+                        out.push(u, cond);
+                        ControlFlow::Continue(())
+                    },
+                )
+            }
+        }
+    }
 }
 
-/// Tuples read for one step: up to four inline, more on the heap.
+/// Tuples read for one step: up to two inline, more on the heap.
 #[derive(Default)]
 struct Hits<'a> {
-    inline: [(&'a str, Option<&'a TupleCondition>); 4],
+    inline: [(&'a str, Option<&'a TupleCondition>); 2],
     len: usize,
     spill: Vec<(&'a str, Option<&'a TupleCondition>)>,
 }

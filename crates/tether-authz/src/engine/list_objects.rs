@@ -4,19 +4,19 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::BuildHasherDefault;
-use std::ops::ControlFlow;
 use std::time::Instant;
 
 use serde_json::{Map, Value};
 
-use super::check::{AnyOf, NodeKey, Resolver, restriction_kinds, validate_user};
+use super::check::{AnyOf, CKey, Resolver, restriction_kinds, validate_user};
 use super::graph::{Leaf, Mode, leaves};
 use super::{Engine, Layered};
 use crate::error::AuthzError;
-use crate::model::{AuthorizationModel, RelRef, RelationDefinition, TypeRestriction, Userset};
+use crate::model::compiled::{CNode, RelIdx};
+use crate::model::{AuthorizationModel, RelationDefinition, TypeRestriction, Userset};
 use crate::store::hash::{FoldBuild, FxHasher};
 use crate::store::{Subject, TupleReader};
-use crate::tuple::{ObjectRef, Tuple, TupleCondition, UserRef, parse_user};
+use crate::tuple::{Tuple, TupleCondition, UserRef, parse_user};
 
 /// A ListObjects request: which objects of `object_type` does `user` have `relation` on?
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -45,40 +45,76 @@ pub struct ListObjectsResponse {
 /// A user kind: (type, userset relation, wildcard).
 type Kind<'a> = (&'a str, Option<&'a str>, bool);
 
-/// Reverse edges of a model.
-#[derive(Default)]
-struct Graph<'a> {
-    /// Subject kind → relations whose direct assignment accepts it.
-    direct: FoldMap<Kind<'a>, Vec<(&'a RelationDefinition, &'a str, &'a TypeRestriction, Mode)>>,
-    /// (type, relation) → relations on the same type computed from it.
-    computed: FoldMap<(&'a str, &'a str), Vec<(&'a str, Mode)>>,
-    /// (parent type, relation) → (child type, child relation, tupleset def, restriction, mode).
-    ttu: FoldMap<(&'a str, &'a str), Vec<TtuEdge<'a>>>,
-    /// Relations whose rewrite, and every relation it depends on, uses only
-    /// unions: reverse expansion finds all their nodes before any candidate
-    /// that needs verification is resolved.
-    pure: HashSet<(&'a str, &'a str)>,
+/// A node: relation index (which fixes the type) and object id.
+type LKey<'a> = CKey<'a>;
+
+/// An edge from a subject to a relation whose direct assignment accepts it.
+#[derive(Clone, Copy)]
+struct DirectEdge<'a> {
+    target: RelIdx,
+    object_type: &'a str,
+    rel: &'a RelationDefinition,
+    restriction: &'a TypeRestriction,
+    mode: Mode,
 }
 
+/// An edge from a parent's relation to a child's relation through a tupleset.
 struct TtuEdge<'a> {
+    child: RelIdx,
     child_type: &'a str,
-    child_relation: &'a str,
     tupleset: &'a RelationDefinition,
     restriction: &'a TypeRestriction,
     mode: Mode,
 }
 
+/// Reverse edges of a model, indexed by relation.
+#[derive(Default)]
+struct Graph<'a> {
+    /// Per relation: its type name and its name.
+    names: Vec<(&'a str, &'a str)>,
+    /// Plain or wildcard subject kind → relations whose direct assignment accepts it.
+    direct: FoldMap<Kind<'a>, Vec<DirectEdge<'a>>>,
+    /// Per relation R: relations whose direct assignment accepts the userset `type#R`.
+    userset: Vec<Vec<DirectEdge<'a>>>,
+    /// Per relation: relations on the same type computed from it.
+    computed: Vec<Vec<(RelIdx, Mode)>>,
+    /// Per relation of a parent type: child relations through a tupleset.
+    ttu: Vec<Vec<TtuEdge<'a>>>,
+    /// Per relation: whether it and everything it depends on use only unions,
+    /// so that reverse expansion finds all its nodes before any candidate
+    /// that needs verification is resolved.
+    pure: Vec<bool>,
+}
+
 impl<'a> Graph<'a> {
     fn build(model: &'a AuthorizationModel) -> Self {
-        let mut g = Graph::default();
+        let n = model.compiled().rels.len();
+        let mut g = Graph {
+            names: vec![("", ""); n],
+            userset: (0..n).map(|_| Vec::new()).collect(),
+            computed: (0..n).map(|_| Vec::new()).collect(),
+            ttu: (0..n).map(|_| Vec::new()).collect(),
+            pure: vec![false; n],
+            ..Graph::default()
+        };
         for t in &model.data().types {
             for rel in &t.relations {
+                let Some(idx) = model.rel_idx(&t.name, &rel.name) else {
+                    continue;
+                };
+                if let Some(slot) = g.names.get_mut(idx as usize) {
+                    *slot = (&t.name, &rel.name);
+                }
                 for (leaf, mode) in leaves(&rel.rewrite, false) {
-                    g.add_leaf(model, &t.name, rel, leaf, mode);
+                    g.add_leaf(model, &t.name, rel, idx, leaf, mode);
                 }
             }
         }
-        g.pure = pure_relations(model);
+        for (t, r) in pure_relations(model) {
+            if let Some(slot) = model.rel_idx(t, r).and_then(|i| g.pure.get_mut(i as usize)) {
+                *slot = true;
+            }
+        }
         g
     }
 
@@ -87,24 +123,44 @@ impl<'a> Graph<'a> {
         model: &'a AuthorizationModel,
         type_name: &'a str,
         rel: &'a RelationDefinition,
+        idx: RelIdx,
         leaf: Leaf<'a>,
         mode: Mode,
     ) {
         match leaf {
             Leaf::This => {
                 for k in restriction_kinds(rel) {
-                    let kind = (k.type_name.as_str(), k.relation.as_deref(), k.wildcard);
-                    self.direct
-                        .entry(kind)
-                        .or_default()
-                        .push((rel, type_name, k, mode));
+                    let edge = DirectEdge {
+                        target: idx,
+                        object_type: type_name,
+                        rel,
+                        restriction: k,
+                        mode,
+                    };
+                    match &k.relation {
+                        Some(r) => {
+                            if let Some(v) = model
+                                .rel_idx(&k.type_name, r)
+                                .and_then(|u| self.userset.get_mut(u as usize))
+                            {
+                                v.push(edge);
+                            }
+                        }
+                        None => {
+                            let kind = (k.type_name.as_str(), None, k.wildcard);
+                            self.direct.entry(kind).or_default().push(edge);
+                        }
+                    }
                 }
             }
-            Leaf::Computed(r) => self
-                .computed
-                .entry((type_name, r))
-                .or_default()
-                .push((&rel.name, mode)),
+            Leaf::Computed(r) => {
+                if let Some(v) = model
+                    .rel_idx(type_name, r)
+                    .and_then(|src| self.computed.get_mut(src as usize))
+                {
+                    v.push((idx, mode));
+                }
+            }
             Leaf::Ttu { tupleset, computed } => {
                 let Some(ts) = model.relation(type_name, tupleset) else {
                     return;
@@ -113,20 +169,30 @@ impl<'a> Graph<'a> {
                     if k.relation.is_some() || k.wildcard {
                         continue;
                     }
-                    let edge = TtuEdge {
+                    let Some(v) = model
+                        .rel_idx(&k.type_name, computed)
+                        .and_then(|p| self.ttu.get_mut(p as usize))
+                    else {
+                        continue;
+                    };
+                    v.push(TtuEdge {
+                        child: idx,
                         child_type: type_name,
-                        child_relation: &rel.name,
                         tupleset: ts,
                         restriction: k,
                         mode,
-                    };
-                    self.ttu
-                        .entry((&k.type_name, computed))
-                        .or_default()
-                        .push(edge);
+                    });
                 }
             }
         }
+    }
+
+    fn names(&self, idx: RelIdx) -> (&'a str, &'a str) {
+        self.names.get(idx as usize).copied().unwrap_or(("", ""))
+    }
+
+    fn is_pure(&self, idx: RelIdx) -> bool {
+        self.pure.get(idx as usize).copied().unwrap_or(false)
     }
 }
 
@@ -199,20 +265,19 @@ fn rewrite_deps<'a>(
     }
 }
 
-type FxSet<T> = HashSet<T, BuildHasherDefault<FxHasher>>;
+pub(crate) type FxSet<T> = HashSet<T, BuildHasherDefault<FxHasher>>;
 type FoldMap<K, V> = HashMap<K, V, FoldBuild>;
 
 struct Lister<'a, 'g> {
     resolver: Resolver<'a>,
     graph: &'g Graph<'a>,
-    found: FxSet<NodeKey<'a>>,
-    rejected: FxSet<NodeKey<'a>>,
+    rejected: FxSet<LKey<'a>>,
     /// Candidates reached under an intersection or a difference, resolved
     /// once the queue is empty (every node of a pure relation is then known).
-    pending: Vec<NodeKey<'a>>,
-    pending_seen: FxSet<NodeKey<'a>>,
-    queue: VecDeque<NodeKey<'a>>,
-    target: (&'a str, &'a str),
+    pending: Vec<LKey<'a>>,
+    pending_seen: FxSet<LKey<'a>>,
+    queue: VecDeque<LKey<'a>>,
+    target: Option<RelIdx>,
     results: Vec<&'a str>,
     max_results: usize,
     deadline: Option<Instant>,
@@ -251,12 +316,11 @@ impl Engine {
         let mut lister = Lister {
             resolver: Resolver::new(model, reader, user, &req.context, &self.limits),
             graph: &graph,
-            found: FxSet::default(),
             rejected: FxSet::default(),
             pending: Vec::new(),
             pending_seen: FxSet::default(),
             queue: VecDeque::new(),
-            target: (&req.object_type, &req.relation),
+            target: model.rel_idx(&req.object_type, &req.relation),
             results: Vec::new(),
             max_results: self.limits.list_objects_max_results,
             deadline: self
@@ -303,9 +367,13 @@ impl<'a> Lister<'a, '_> {
                 return Ok(());
             }
             // The queue is empty: every node of a pure relation is in `found`.
+            if !self.resolver.found_complete {
+                self.resolver.pure.clone_from(&self.graph.pure);
+                self.resolver.found_complete = true;
+            }
             let pending = std::mem::take(&mut self.pending);
+            self.pending_seen.clear();
             for node in pending {
-                self.pending_seen.remove(&node);
                 if self.truncated {
                     return Ok(());
                 }
@@ -313,7 +381,7 @@ impl<'a> Lister<'a, '_> {
                 if steps.is_multiple_of(256) && self.past_deadline() {
                     return Ok(());
                 }
-                if self.found.contains(&node) || self.rejected.contains(&node) {
+                if self.resolver.found.contains(&node) || self.rejected.contains(&node) {
                     continue;
                 }
                 if self.verify(node)? {
@@ -334,59 +402,50 @@ impl<'a> Lister<'a, '_> {
 
     /// Decide a candidate: evaluate its rewrite, answering the positive
     /// references to pure relations from `found` instead of a Check.
-    fn verify(&mut self, node: NodeKey<'a>) -> Result<bool, AuthzError> {
-        if let Some(hit) = self.resolver.memo_get(&node) {
+    fn verify(&mut self, key: LKey<'a>) -> Result<bool, AuthzError> {
+        if let Some(hit) = self.resolver.memo_get(&key) {
             return Ok(hit);
         }
-        if self.resolver.is_user_userset(node) {
+        if self.resolver.is_user_userset(key) {
             return Ok(true);
         }
-        let model = self.resolver.model;
-        let Some(rel) = model.rel(node.0, node.2) else {
+        let compiled = self.resolver.model.compiled();
+        let Some(crel) = compiled.rel(key.0) else {
             return Ok(false);
         };
-        let object = ObjectRef {
-            object_type: node.0,
-            id: node.1,
-        };
-        self.resolver.push_frame(node);
-        let r = self.eval_known(object, rel, &rel.def.rewrite);
+        self.resolver.push_frame(key);
+        let r = self.eval_known(key, &crel.rewrite);
         self.resolver.pop_frame();
         r
     }
 
     /// Check's semantics for a rewrite in a positive position (not under a
     /// subtracted set, where a cycle denies and only Check can tell).
-    fn eval_known(
-        &mut self,
-        object: ObjectRef<'a>,
-        rel: RelRef<'a>,
-        rewrite: &'a Userset,
-    ) -> Result<bool, AuthzError> {
+    fn eval_known(&mut self, key: LKey<'a>, rewrite: &'a CNode) -> Result<bool, AuthzError> {
+        let (rel, id) = key;
         match rewrite {
-            Userset::Computed(r) => {
-                let key = (object.object_type, object.id, r.as_str());
-                if self.found.contains(&key) {
+            CNode::Computed(Some(r)) => {
+                if self.resolver.found.contains(&(*r, id)) {
                     Ok(true)
-                } else if self.graph.pure.contains(&(object.object_type, r.as_str())) {
+                } else if self.graph.is_pure(*r) {
                     Ok(false)
                 } else {
-                    self.resolver.eval_part(object, rel, rewrite, 0)
+                    self.resolver.eval_part(rel, id, rewrite, 0)
                 }
             }
-            Userset::Union(children) => {
+            CNode::Union(children) => {
                 let mut acc = AnyOf::new();
                 for c in children {
-                    if acc.add(self.eval_known(object, rel, c)).is_break() {
+                    if acc.add(self.eval_known(key, c)).is_break() {
                         break;
                     }
                 }
                 acc.finish()
             }
-            Userset::Intersection(children) => {
+            CNode::Intersection(children) => {
                 let mut error = None;
                 for c in children {
-                    match self.eval_known(object, rel, c) {
+                    match self.eval_known(key, c) {
                         Ok(true) => {}
                         Ok(false) => return Ok(false),
                         Err(e) => {
@@ -396,20 +455,18 @@ impl<'a> Lister<'a, '_> {
                 }
                 error.map_or(Ok(true), Err)
             }
-            Userset::Difference { base, subtract } => {
-                let base = self.eval_known(object, rel, base);
+            CNode::Difference(base, subtract) => {
+                let base = self.eval_known(key, base);
                 if matches!(base, Ok(false)) {
                     return Ok(false);
                 }
-                if let Userset::Computed(r) = subtract.as_ref()
-                    && self
-                        .found
-                        .contains(&(object.object_type, object.id, r.as_str()))
+                if let CNode::Computed(Some(r)) = subtract.as_ref()
+                    && self.resolver.found.contains(&(*r, id))
                 {
                     return Ok(false);
                 }
                 let cuts_before = self.resolver.cycle_cuts();
-                let subtract = self.resolver.eval_part(object, rel, subtract, 0);
+                let subtract = self.resolver.eval_part(rel, id, subtract, 0);
                 if matches!(subtract, Ok(false)) && self.resolver.cycle_cuts() != cuts_before {
                     return Ok(false);
                 }
@@ -419,8 +476,8 @@ impl<'a> Lister<'a, '_> {
                     (Ok(b), Ok(false)) => Ok(b),
                 }
             }
-            Userset::This | Userset::TupleToUserset { .. } => {
-                self.resolver.eval_part(object, rel, rewrite, 0)
+            CNode::This | CNode::Computed(None) | CNode::Ttu { .. } => {
+                self.resolver.eval_part(rel, id, rewrite, 0)
             }
         }
     }
@@ -438,20 +495,27 @@ impl<'a> Lister<'a, '_> {
                 )
             }
             UserRef::Wildcard(t) => self.reach_from_subject(subject(t, "*", None), (t, None, true)),
-            UserRef::Userset(o, r) => self.reach((o.object_type, o.id, r), Mode::Sure),
+            UserRef::Userset(o, r) => match self.resolver.model.rel_idx(o.object_type, r) {
+                Some(idx) => self.reach((idx, o.id), Mode::Sure),
+                None => Ok(()),
+            },
         }
     }
 
-    /// Every relation that directly holds `subj` (of `kind`).
+    /// Every relation that directly holds a plain or wildcard `subj` (of `kind`).
     fn reach_from_subject(&mut self, subj: Subject<'a>, kind: Kind<'a>) -> Result<(), AuthzError> {
         let graph = self.graph;
         let Some(edges) = graph.direct.get(&kind) else {
             return Ok(());
         };
-        for &(rel, object_type, restriction, mode) in edges {
-            let ids = self.read_objects(subj, &rel.name, object_type, rel, restriction)?;
+        self.follow(subj, edges)
+    }
+
+    fn follow(&mut self, subj: Subject<'a>, edges: &[DirectEdge<'a>]) -> Result<(), AuthzError> {
+        for e in edges {
+            let ids = self.read_objects(subj, &e.rel.name, e.object_type, e.rel, e.restriction)?;
             for id in ids {
-                self.reach((object_type, id, &rel.name), mode)?;
+                self.reach((e.target, id), e.mode)?;
             }
         }
         Ok(())
@@ -459,7 +523,7 @@ impl<'a> Lister<'a, '_> {
 
     /// Object ids related to `subj` whose tuple condition holds.
     fn read_objects(
-        &self,
+        &mut self,
         subj: Subject<'a>,
         relation: &'a str,
         object_type: &'a str,
@@ -468,11 +532,7 @@ impl<'a> Lister<'a, '_> {
     ) -> Result<Vec<&'a str>, AuthzError> {
         let mut hits: Vec<(&'a str, Option<&'a TupleCondition>)> = Vec::new();
         self.resolver
-            .reader
-            .read_objects(subj, relation, object_type, &mut |id, c| {
-                hits.push((id, c));
-                ControlFlow::Continue(())
-            })?;
+            .read_objects(subj, relation, object_type, &mut hits)?;
         let mut ids = Vec::with_capacity(hits.len());
         for (id, cond) in hits {
             if self.resolver.condition_ok(rel, restriction, cond)? {
@@ -482,8 +542,8 @@ impl<'a> Lister<'a, '_> {
         Ok(ids)
     }
 
-    fn reach(&mut self, node: NodeKey<'a>, mode: Mode) -> Result<(), AuthzError> {
-        if self.found.contains(&node) || self.rejected.contains(&node) || self.truncated {
+    fn reach(&mut self, node: LKey<'a>, mode: Mode) -> Result<(), AuthzError> {
+        if self.truncated || self.resolver.found.contains(&node) || self.rejected.contains(&node) {
             return Ok(());
         }
         if mode == Mode::Verify {
@@ -496,10 +556,10 @@ impl<'a> Lister<'a, '_> {
         Ok(())
     }
 
-    fn accept(&mut self, node: NodeKey<'a>) {
-        self.found.insert(node);
+    fn accept(&mut self, node: LKey<'a>) {
+        self.resolver.found.insert(node);
         self.queue.push_back(node);
-        if (node.0, node.2) == self.target {
+        if Some(node.0) == self.target {
             self.results.push(node.1);
             if self.results.len() >= self.max_results {
                 self.truncated = true;
@@ -507,13 +567,18 @@ impl<'a> Lister<'a, '_> {
         }
     }
 
-    fn propagate(&mut self, node: NodeKey<'a>) -> Result<(), AuthzError> {
-        let (t, id, r) = node;
+    fn propagate(&mut self, node: LKey<'a>) -> Result<(), AuthzError> {
+        let (idx, id) = node;
         let graph = self.graph;
-        for &(r2, mode) in graph.computed.get(&(t, r)).map_or(&[][..], Vec::as_slice) {
-            self.reach((t, id, r2), mode)?;
+        let (t, r) = graph.names(idx);
+        for &(r2, mode) in graph
+            .computed
+            .get(idx as usize)
+            .map_or(&[][..], Vec::as_slice)
+        {
+            self.reach((r2, id), mode)?;
         }
-        for e in graph.ttu.get(&(t, r)).map_or(&[][..], Vec::as_slice) {
+        for e in graph.ttu.get(idx as usize).map_or(&[][..], Vec::as_slice) {
             let ids = self.read_objects(
                 subject(t, id, None),
                 &e.tupleset.name,
@@ -522,10 +587,14 @@ impl<'a> Lister<'a, '_> {
                 e.restriction,
             )?;
             for child in ids {
-                self.reach((e.child_type, child, e.child_relation), e.mode)?;
+                self.reach((e.child, child), e.mode)?;
             }
         }
-        self.reach_from_subject(subject(t, id, Some(r)), (t, Some(r), false))
+        let edges = graph
+            .userset
+            .get(idx as usize)
+            .map_or(&[][..], Vec::as_slice);
+        self.follow(subject(t, id, Some(r)), edges)
     }
 }
 

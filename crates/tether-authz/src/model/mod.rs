@@ -1,5 +1,6 @@
 //! Authorization models: data types, JSON and DSL forms, and the validated model.
 
+pub(crate) mod compiled;
 mod json;
 mod types;
 
@@ -16,6 +17,7 @@ use crate::dsl::{SourceMap, parse_dsl, print_dsl};
 use crate::error::AuthzError;
 use crate::store::hash::FoldBuild;
 use crate::validate::validate_model;
+use compiled::{Compiled, RelIdx};
 
 /// A validated authorization model (schema 1.1), ready for queries.
 #[derive(Debug, Clone)]
@@ -23,32 +25,13 @@ pub struct AuthorizationModel {
     data: ModelData,
     index: HashMap<String, TypeIndex, FoldBuild>,
     conditions: HashMap<String, CompiledCondition, FoldBuild>,
+    compiled: Compiled,
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct TypeIndex {
     pub(crate) position: usize,
     pub(crate) relations: HashMap<String, usize, FoldBuild>,
-    /// Per relation: indexes of its distinct direct-restriction kinds
-    /// (type, userset relation, wildcard), conditions aside.
-    pub(crate) kinds: Vec<Vec<usize>>,
-}
-
-/// A relation with its precomputed restriction kinds.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct RelRef<'a> {
-    /// The relation.
-    pub(crate) def: &'a RelationDefinition,
-    kinds: &'a [usize],
-}
-
-impl<'a> RelRef<'a> {
-    /// Distinct user kinds `(type, relation, wildcard)` of the direct restrictions.
-    pub(crate) fn kinds(self) -> impl Iterator<Item = &'a TypeRestriction> {
-        self.kinds
-            .iter()
-            .filter_map(move |i| self.def.directly_related.get(*i))
-    }
 }
 
 impl AuthorizationModel {
@@ -78,10 +61,12 @@ impl AuthorizationModel {
             conditions.insert(name.clone(), CompiledCondition::compile(def)?);
         }
         let index = build_index(&data);
+        let compiled = Compiled::build(&data);
         Ok(Self {
             data,
             index,
             conditions,
+            compiled,
         })
     }
 
@@ -113,15 +98,20 @@ impl AuthorizationModel {
         t.relations.get(*idx.relations.get(relation)?)
     }
 
-    /// Look up a relation with its precomputed restriction kinds.
-    pub(crate) fn rel(&self, type_name: &str, relation: &str) -> Option<RelRef<'_>> {
+    pub(crate) fn compiled(&self) -> &Compiled {
+        &self.compiled
+    }
+
+    /// The compiled index of `type_name#relation`.
+    pub(crate) fn rel_idx(&self, type_name: &str, relation: &str) -> Option<RelIdx> {
         let idx = self.index.get(type_name)?;
-        let t = self.data.types.get(idx.position)?;
-        let i = *idx.relations.get(relation)?;
-        Some(RelRef {
-            def: t.relations.get(i)?,
-            kinds: idx.kinds.get(i)?,
-        })
+        self.compiled
+            .at(idx.position, *idx.relations.get(relation)?)
+    }
+
+    /// The definition of a compiled relation.
+    pub(crate) fn rel_def(&self, c: &compiled::CRel) -> Option<&RelationDefinition> {
+        self.data.types.get(c.type_pos)?.relations.get(c.rel_pos)
     }
 
     /// Whether a type exists.
@@ -143,30 +133,13 @@ fn build_index(data: &ModelData) -> HashMap<String, TypeIndex, FoldBuild> {
             .enumerate()
             .map(|(i, r)| (r.name.clone(), i))
             .collect();
-        let kinds = t.relations.iter().map(distinct_kinds).collect();
         index.insert(
             t.name.clone(),
             TypeIndex {
                 position,
                 relations,
-                kinds,
             },
         );
     }
     index
-}
-
-fn distinct_kinds(rel: &RelationDefinition) -> Vec<usize> {
-    let mut kinds: Vec<usize> = Vec::new();
-    for (i, r) in rel.directly_related.iter().enumerate() {
-        let dup = kinds.iter().any(|k| {
-            rel.directly_related.get(*k).is_some_and(|k| {
-                k.type_name == r.type_name && k.relation == r.relation && k.wildcard == r.wildcard
-            })
-        });
-        if !dup {
-            kinds.push(i);
-        }
-    }
-    kinds
 }

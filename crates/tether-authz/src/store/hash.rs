@@ -15,19 +15,26 @@ pub(crate) struct FxHasher {
 }
 
 impl FxHasher {
+    #[inline]
     fn add(&mut self, word: u64) {
         self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(SEED);
     }
 }
 
 impl Hasher for FxHasher {
+    #[inline]
     fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut buf = [0u8; 8];
-            for (d, s) in buf.iter_mut().zip(chunk) {
-                *d = *s;
-            }
-            self.add(u64::from_le_bytes(buf));
+        let mut rest = bytes;
+        while let Some((head, tail)) = rest.split_first_chunk::<8>() {
+            self.add(u64::from_le_bytes(*head));
+            rest = tail;
+        }
+        if let Some((head, tail)) = rest.split_first_chunk::<4>() {
+            self.add(u64::from(u32::from_le_bytes(*head)));
+            rest = tail;
+        }
+        for b in rest {
+            self.add(u64::from(*b));
         }
     }
 

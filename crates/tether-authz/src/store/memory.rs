@@ -237,6 +237,10 @@ impl MemoryTupleStore {
             .forward
             .get(&ids.forward)
             .map_or(&[][..], Entries::as_slice);
+        if users.len() <= 8 {
+            // Short lists (the common case) are scanned without the second lookup.
+            return users.iter().find(|e| e.id == ids.user_id).map(|e| e.cond);
+        }
         let objects = self
             .reverse
             .get(&ids.reverse)
@@ -363,6 +367,159 @@ impl TupleReader for MemoryTupleStore {
         Ok(ids
             .and_then(|ids| self.find_ids(&ids))
             .map(|c| self.condition(c)))
+    }
+
+    fn as_memory(&self) -> Option<&MemoryTupleStore> {
+        Some(self)
+    }
+}
+
+/// A per-request view of a [`MemoryTupleStore`] for the engine: the model's
+/// names (by id) are resolved to the store's symbols once per request, and
+/// object ids are cached by address. Every string the engine passes lives,
+/// unmodified, for the whole request, so an address and a length name one
+/// content; the caches are dropped with the request.
+pub(crate) struct SymReader<'s> {
+    store: &'s MemoryTupleStore,
+    names: &'s [String],
+    /// Per model name: `None` not looked up yet, `Some(None)` not in the store.
+    name_syms: Vec<Option<Option<Sym>>>,
+    ids: HashMap<(usize, usize), Option<Sym>, FxBuild>,
+    /// The two most recent id lookups.
+    recent: [((usize, usize), Option<Sym>); 2],
+}
+
+impl<'s> SymReader<'s> {
+    pub(crate) fn new(store: &'s MemoryTupleStore, names: &'s [String]) -> Self {
+        Self {
+            store,
+            names,
+            name_syms: vec![None; names.len()],
+            ids: HashMap::with_capacity_and_hasher(16, FxBuild::default()),
+            recent: [((0, usize::MAX), None); 2],
+        }
+    }
+
+    #[inline]
+    fn name(&mut self, id: u32) -> Option<Sym> {
+        let i = id as usize;
+        if let Some(Some(hit)) = self.name_syms.get(i) {
+            return *hit;
+        }
+        let found = self.names.get(i).and_then(|n| self.store.strings.get(n));
+        if let Some(slot) = self.name_syms.get_mut(i) {
+            *slot = Some(found);
+        }
+        found
+    }
+
+    #[inline]
+    fn id(&mut self, s: &str) -> Option<Sym> {
+        let key = (s.as_ptr() as usize, s.len());
+        // Reads come in runs on the same object, and the user's id recurs.
+        for (k, v) in &self.recent {
+            if *k == key {
+                return *v;
+            }
+        }
+        let found = match self.ids.get(&key) {
+            Some(hit) => *hit,
+            None => {
+                let found = self.store.strings.get(s);
+                self.ids.insert(key, found);
+                found
+            }
+        };
+        self.recent.swap(0, 1);
+        self.recent[0] = (key, found);
+        found
+    }
+
+    /// As [`TupleReader::read_users`], with model names by id.
+    pub(crate) fn read_users(
+        &mut self,
+        object_type: u32,
+        object_id: &str,
+        relation: u32,
+        user_type: u32,
+        user_relation: Option<u32>,
+        mut visit: impl FnMut(&'s str, Option<&'s TupleCondition>),
+    ) {
+        let key = (|| {
+            let urel = match user_relation {
+                Some(r) => self.name(r)?,
+                None => NONE,
+            };
+            Some([
+                self.name(object_type)?,
+                self.id(object_id)?,
+                self.name(relation)?,
+                self.name(user_type)?,
+                urel,
+            ])
+        })();
+        let store = self.store;
+        if let Some(entries) = key.and_then(|k| store.forward.get(&k)) {
+            for e in entries.as_slice() {
+                visit(store.strings.resolve(e.id), store.condition(e.cond));
+            }
+        }
+    }
+
+    /// As [`TupleReader::read_objects`]; the ids handed out are remembered
+    /// with their symbols, so later reads on those objects skip the interner.
+    pub(crate) fn read_objects(
+        &mut self,
+        subject: Subject<'_>,
+        relation: &str,
+        object_type: &str,
+        mut visit: impl FnMut(&'s str, Option<&'s TupleCondition>),
+    ) {
+        let key = (|| {
+            let urel = match subject.user_relation {
+                Some(r) => self.id(r)?,
+                None => NONE,
+            };
+            Some([
+                self.id(subject.user_type)?,
+                self.id(subject.user_id)?,
+                urel,
+                self.id(relation)?,
+                self.id(object_type)?,
+            ])
+        })();
+        let store = self.store;
+        if let Some(entries) = key.and_then(|k| store.reverse.get(&k)) {
+            let entries = entries.as_slice();
+            self.ids.reserve(entries.len());
+            for e in entries {
+                let id = store.strings.resolve(e.id);
+                self.ids
+                    .insert((id.as_ptr() as usize, id.len()), Some(e.id));
+                visit(id, store.condition(e.cond));
+            }
+        }
+    }
+
+    /// As [`TupleReader::find`] for a plain user or wildcard, with model names by id.
+    pub(crate) fn find(
+        &mut self,
+        object_type: u32,
+        object_id: &str,
+        relation: u32,
+        user_type: u32,
+        user_id: &str,
+    ) -> Option<Option<&'s TupleCondition>> {
+        let ids = make_ids(
+            self.name(object_type)?,
+            self.id(object_id)?,
+            self.name(relation)?,
+            self.name(user_type)?,
+            self.id(user_id)?,
+            NONE,
+        );
+        let store = self.store;
+        store.find_ids(&ids).map(|c| store.condition(c))
     }
 }
 

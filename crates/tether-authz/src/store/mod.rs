@@ -7,6 +7,7 @@ mod memory;
 use std::ops::ControlFlow;
 
 pub use memory::MemoryTupleStore;
+pub(crate) use memory::SymReader;
 
 use crate::error::AuthzError;
 use crate::tuple::TupleCondition;
@@ -63,4 +64,11 @@ pub trait TupleReader {
         relation: &str,
         subject: Subject<'_>,
     ) -> Result<Option<Option<&'s TupleCondition>>, AuthzError>;
+
+    /// The in-memory store behind this reader, if it is one: the engine then
+    /// resolves strings to the store's symbols once per request.
+    #[doc(hidden)]
+    fn as_memory(&self) -> Option<&MemoryTupleStore> {
+        None
+    }
 }

@@ -87,6 +87,14 @@ async fn every_error_has_the_json_shape_and_a_request_id() {
             r.text
         );
     }
+    for path in ["/v1/audit/default/log?limit=lots", "/v1/audit/default/log?colour=red"] {
+        let r = s.admin("GET", path, None).await;
+        assert_eq!((r.status, r.code()), (400, "invalid_argument"), "{path}: {}", r.text);
+    }
+    let r = s.admin("POST", "/v1/orgs/default/secrets/x/versions", Some(&json!({"data": {"K": "v"}}))).await;
+    assert_eq!(r.status, 201);
+    let r = s.admin("POST", "/v1/orgs/default/secrets/x/versions/latest/destroy", None).await;
+    assert_eq!((r.status, r.code()), (400, "invalid_argument"), "{}", r.text);
     let r = s.req("GET", "/v1/orgs/default", None, None).await;
     assert_eq!((r.status, r.code()), (401, "unauthenticated"));
     let r = s
@@ -204,4 +212,31 @@ async fn oversized_post(url: &str, path: &str, key: &str) -> (u16, String) {
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     (status, text)
+}
+
+/// The leak checks that every test runs on drop can fail: a value planted in a resource (and
+/// so in its audit snapshot and the debug log) is found.
+#[tokio::test]
+async fn the_leak_checks_catch_a_planted_value() {
+    let s = server().await;
+    s.apply("kind: Team\nmetadata: {name: planted}\nspec: {description: planted-value-4242}\n")
+        .await;
+    s.remember("planted-value-4242");
+    let audit = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        s.assert_no_secrets_in_audit()
+    }));
+    assert!(
+        audit.is_err(),
+        "the audit check did not see a value that is in an audit snapshot"
+    );
+    s.forget_remembered();
+    s.remember("/v1/apply");
+    let audit = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        s.assert_no_secrets_in_audit()
+    }));
+    assert!(
+        audit.is_err(),
+        "the audit check did not see a value in the request log"
+    );
+    s.forget_remembered();
 }

@@ -235,3 +235,36 @@ async fn deleting_a_principal_revokes_its_credentials() {
         401
     );
 }
+
+#[tokio::test]
+async fn expired_api_keys_are_refused() {
+    let s = server().await;
+    let r = s
+        .admin(
+            "POST",
+            "/v1/auth/keys",
+            Some(&json!({"name": "short", "expires_in": "1s"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let key = r.body["key"].as_str().unwrap().to_owned();
+    s.remember(&key);
+    assert!(r.body["info"]["expires_at"].is_string());
+    assert_eq!(
+        s.req("GET", "/v1/auth/whoami", Some(&key), None)
+            .await
+            .status,
+        200
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    let r = s.req("GET", "/v1/auth/whoami", Some(&key), None).await;
+    assert_eq!((r.status, r.code()), (401, "token_expired"));
+    let bad = s
+        .admin(
+            "POST",
+            "/v1/auth/keys",
+            Some(&json!({"name": "bad", "expires_in": "soon"})),
+        )
+        .await;
+    assert_eq!((bad.status, bad.code()), (400, "invalid_argument"));
+}

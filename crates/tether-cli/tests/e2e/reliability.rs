@@ -125,3 +125,76 @@ fn dev_mode_refuses_plain_http_off_loopback() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
 }
+
+/// Production mode: TLS 1.3 from a certificate and key, a root key from the environment, an
+/// explicit database URL. TLS 1.2 clients are refused.
+#[tokio::test]
+async fn production_mode_serves_tls13_only() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let cert_path = dir.path().join("tls.crt");
+    let key_path = dir.path().join("tls.key");
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    let mut key = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&key_path)
+        .unwrap();
+    key.write_all(cert.signing_key.serialize_pem().as_bytes())
+        .unwrap();
+    let root_key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["server", "--listen", "127.0.0.1:0"])
+        .env(
+            "TETHER_DATABASE_URL",
+            format!("sqlite://{}/prod.db", dir.path().display()),
+        )
+        .env("TETHER_ROOT_KEY", root_key)
+        .env("TETHER_TLS_CERT_FILE", &cert_path)
+        .env("TETHER_TLS_KEY_FILE", &key_path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut token = String::new();
+    let mut url = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(t) = line.trim().strip_prefix("export TETHER_TOKEN=") {
+            token = t.to_owned();
+        }
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            url = rest.split_whitespace().next().unwrap().to_owned();
+            break;
+        }
+    }
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let ca = reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap();
+    let tls13 = reqwest::Client::builder()
+        .tls_certs_only([ca.clone()])
+        .build()
+        .unwrap();
+    let r = tls13
+        .get(format!("{url}/v1/auth/whoami"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let tls12 = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .tls_version_max(reqwest::tls::Version::TLS_1_2)
+        .build()
+        .unwrap();
+    assert!(
+        tls12.get(format!("{url}/healthz")).send().await.is_err(),
+        "a TLS 1.2 client was served"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

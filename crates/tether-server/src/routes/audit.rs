@@ -3,7 +3,7 @@
 //! versions of resources it may read.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use similar::TextDiff;
@@ -15,7 +15,7 @@ use tether_store::{ChainBreak, RequestLogFilter, RequestLogRecord, VersionRecord
 use crate::error::{AppError, AppResult};
 use crate::model::{env_object, org_object, resource_object};
 use crate::resources::{self as svc, Change, ScopeNames};
-use crate::routes::extract::CtxExt;
+use crate::routes::extract::{ApiPath, ApiQuery, CtxExt};
 use crate::routes::guard::{Ctx, allowed, write_relation};
 use crate::state::AppState;
 
@@ -111,7 +111,7 @@ async fn load_visible(state: &AppState, ctx: &Ctx, id: &str) -> AppResult<Versio
 pub async fn list_versions(
     State(state): State<AppState>,
     ctx: CtxExt,
-    Query(q): Query<VersionsQuery>,
+    ApiQuery(q): ApiQuery<VersionsQuery>,
 ) -> AppResult<Json<Vec<VersionSummary>>> {
     let org = the_org(&ctx)?;
     let kind = Kind::parse(&q.kind).ok_or_else(|| {
@@ -149,7 +149,7 @@ pub async fn list_versions(
 pub async fn show_version(
     State(state): State<AppState>,
     ctx: CtxExt,
-    Path(path_params): Path<(String, String)>,
+    ApiPath(path_params): ApiPath<(String, String)>,
 ) -> AppResult<Json<VersionRecord>> {
     let (_, id) = path_params;
     Ok(Json(load_visible(&state, &ctx, &id).await?))
@@ -170,7 +170,7 @@ pub struct DiffQuery {
 pub async fn diff(
     State(state): State<AppState>,
     ctx: CtxExt,
-    Query(q): Query<DiffQuery>,
+    ApiQuery(q): ApiQuery<DiffQuery>,
 ) -> AppResult<Json<serde_json::Value>> {
     let a = load_visible(&state, &ctx, &q.from).await?;
     let b = load_visible(&state, &ctx, &q.to).await?;
@@ -190,7 +190,7 @@ pub async fn diff(
 pub async fn restore(
     State(state): State<AppState>,
     ctx: CtxExt,
-    Path(path_params): Path<(String, String)>,
+    ApiPath(path_params): ApiPath<(String, String)>,
 ) -> AppResult<Json<tether_core::Resource>> {
     let (_, id) = path_params;
     let v = load_visible(&state, &ctx, &id).await?;
@@ -318,7 +318,7 @@ fn filter_of(state: &AppState, org: &str, q: &LogQuery) -> AppResult<RequestLogF
 pub async fn search_log(
     State(state): State<AppState>,
     ctx: CtxExt,
-    Query(q): Query<LogQuery>,
+    ApiQuery(q): ApiQuery<LogQuery>,
 ) -> AppResult<Json<Vec<RequestLogRecord>>> {
     let org = the_org(&ctx)?;
     state.reqlog.flush().await;
@@ -335,7 +335,7 @@ pub async fn search_log(
 pub async fn export_log(
     State(state): State<AppState>,
     ctx: CtxExt,
-    Query(q): Query<LogQuery>,
+    ApiQuery(q): ApiQuery<LogQuery>,
 ) -> AppResult<Response> {
     let org = the_org(&ctx)?;
     state.reqlog.flush().await;

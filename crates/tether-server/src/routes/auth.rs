@@ -1,7 +1,7 @@
 //! Login, token refresh, `whoami`, passwords and API keys.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use tether_core::{ErrorCode, Kind};
@@ -12,7 +12,7 @@ use tether_store::{ApiKeyRow, ResourceRow};
 
 use crate::auth::Principal;
 use crate::error::{AppError, AppResult};
-use crate::routes::extract::{ApiJson, CtxExt};
+use crate::routes::extract::{ApiJson, ApiPath, CtxExt};
 use crate::state::AppState;
 use crate::tokens::{SessionTokens, issue_session, refresh};
 
@@ -296,7 +296,7 @@ async fn revoke_owned(state: &AppState, owner_id: &str, key_id: &str) -> AppResu
 pub async fn revoke_own_key(
     State(state): State<AppState>,
     ctx: CtxExt,
-    Path(key_id): Path<String>,
+    ApiPath(key_id): ApiPath<String>,
 ) -> AppResult<StatusCode> {
     revoke_owned(&state, &ctx.principal()?.id, &key_id).await
 }
@@ -369,7 +369,7 @@ fn principal_item<'a>(
 pub async fn set_password(
     State(state): State<AppState>,
     ctx: CtxExt,
-    Path(path_params): Path<(String, String, String)>,
+    ApiPath(path_params): ApiPath<(String, String, String)>,
     ApiJson(req): ApiJson<PasswordRequest>,
 ) -> AppResult<StatusCode> {
     let (_, _, name) = path_params;
@@ -382,7 +382,7 @@ pub async fn set_password(
 pub async fn list_keys(
     State(state): State<AppState>,
     ctx: CtxExt,
-    Path(path_params): Path<(String, String, String)>,
+    ApiPath(path_params): ApiPath<(String, String, String)>,
 ) -> AppResult<Json<Vec<ApiKeyView>>> {
     let (_, _, name) = path_params;
     let owner = principal_item(&ctx, &name, &[Kind::User, Kind::ServiceAccount])?;
@@ -402,7 +402,7 @@ pub async fn list_keys(
 pub async fn create_key(
     State(state): State<AppState>,
     ctx: CtxExt,
-    Path(path_params): Path<(String, String, String)>,
+    ApiPath(path_params): ApiPath<(String, String, String)>,
     ApiJson(req): ApiJson<NewKeyRequest>,
 ) -> AppResult<(StatusCode, Json<NewKeyResponse>)> {
     let (_, _, name) = path_params;
@@ -418,7 +418,7 @@ pub async fn create_key(
 pub async fn revoke_key(
     State(state): State<AppState>,
     ctx: CtxExt,
-    Path(path_params): Path<(String, String, String, String)>,
+    ApiPath(path_params): ApiPath<(String, String, String, String)>,
 ) -> AppResult<StatusCode> {
     let (_, _, name, key_id) = path_params;
     let owner = principal_item(&ctx, &name, &[Kind::User, Kind::ServiceAccount])?;

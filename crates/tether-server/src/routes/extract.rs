@@ -61,3 +61,49 @@ pub fn bytes_rejection(b: &BytesRejection) -> AppError {
 
 /// The guard's resolved context.
 pub type CtxExt = Extension<Ctx>;
+
+/// A query string; a malformed one gets a JSON `bad_request` naming the problem.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &S,
+    ) -> Result<Self, AppError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
+            Err(e) => Err(AppError::new(
+                ErrorCode::InvalidArgument,
+                format!("invalid query: {}", strip_prefix(&e.body_text())),
+            )),
+        }
+    }
+}
+
+/// Path parameters; one that does not parse (a version that is not a number) gets a JSON
+/// `invalid_argument`.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> axum::extract::FromRequestParts<S> for ApiPath<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &S,
+    ) -> Result<Self, AppError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(ApiPath(v)),
+            Err(e) => Err(AppError::new(
+                ErrorCode::InvalidArgument,
+                format!("invalid path: {}", strip_prefix(&e.body_text())),
+            )),
+        }
+    }
+}
+
+fn strip_prefix(text: &str) -> String {
+    let detail = text.split_once(": ").map(|(_, d)| d).unwrap_or(text);
+    detail.chars().take(300).collect()
+}

@@ -460,7 +460,9 @@ async fn resolve_scoped(
 ) -> AppResult<Ctx> {
     let org_name = params.get("org").map(String::as_str).unwrap_or_default();
     facts.org = org_name.to_owned();
-    let org = find_resource(state.store.reader(), "", "", "Organization", org_name)
+    let org = state
+        .scopes
+        .find(&state.store, "", "Organization", org_name)
         .await?
         .ok_or_else(|| AppError::not_found("organization", org_name))?;
     let org_obj = org_object(&org.id);
@@ -488,7 +490,9 @@ async fn resolve_scoped(
     if let Some(env_name) =
         query_param(query, "env").filter(|e| !e.is_empty() && kind != Kind::Environment)
     {
-        let env = find_resource(state.store.reader(), &org.id, "", "Environment", &env_name)
+        let env = state
+            .scopes
+            .find(&state.store, &org.id, "Environment", &env_name)
             .await?
             .ok_or_else(|| AppError::not_found("environment", &env_name))?;
         if kind.scope() != tether_core::resource::Scope::OrgOrEnv {
@@ -511,14 +515,21 @@ async fn resolve_scoped(
     };
     let object = match params.get("name") {
         Some(name) => {
-            let item = find_resource(
-                state.store.reader(),
-                &org.id,
-                &ctx.scope.env_id,
-                &kind.to_string(),
-                name,
-            )
-            .await?;
+            let item = if kind == Kind::Environment {
+                state
+                    .scopes
+                    .find(&state.store, &org.id, "Environment", name)
+                    .await?
+            } else {
+                find_resource(
+                    state.store.reader(),
+                    &org.id,
+                    &ctx.scope.env_id,
+                    &kind.to_string(),
+                    name,
+                )
+                .await?
+            };
             match item {
                 Some(item) => {
                     let obj = if kind == Kind::Environment {

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use tether_core::{ErrorCode, Kind};
 use tether_store::ResourceRow;
@@ -14,7 +14,7 @@ use tether_store::ResourceRow;
 use crate::error::{AppError, AppResult};
 use crate::kinds::VariableSpec;
 use crate::model::resource_object;
-use crate::routes::extract::CtxExt;
+use crate::routes::extract::{ApiQuery, CtxExt};
 use crate::routes::guard::{Ctx, allowed};
 use crate::secret_ops::read_version;
 use crate::state::AppState;
@@ -233,7 +233,7 @@ fn wanted(name: &str, q: &ResolveQuery) -> bool {
 pub async fn resolved(
     State(state): State<AppState>,
     ctx: CtxExt,
-    Query(q): Query<ResolveQuery>,
+    ApiQuery(q): ApiQuery<ResolveQuery>,
 ) -> AppResult<Json<Resolved>> {
     let env = match (ctx.kind, &ctx.item) {
         (Some(Kind::Environment), Some(env)) => env.clone(),

@@ -10,7 +10,7 @@ use tether_store::resources::get_resource;
 
 use crate::error::{AppError, AppResult};
 use crate::resources::{self as svc, Change, ScopeNames, to_resource};
-use crate::routes::extract::{ApiJson, CtxExt};
+use crate::routes::extract::{ApiJson, ApiPath, ApiQuery, CtxExt};
 use crate::routes::guard::Ctx;
 use crate::state::AppState;
 
@@ -184,7 +184,7 @@ fn is_deleted(row: &ResourceRow) -> bool {
 pub async fn list_items(
     State(state): State<AppState>,
     ctx: CtxExt,
-    axum::extract::Query(q): axum::extract::Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> AppResult<Json<Vec<Resource>>> {
     let kind = ctx_kind(&ctx)?;
     let rows = state
@@ -260,7 +260,7 @@ fn ctx_item<'a>(ctx: &'a Ctx, name: &str) -> AppResult<&'a ResourceRow> {
 pub async fn get_item(
     State(state): State<AppState>,
     ctx: CtxExt,
-    axum::extract::Path(path_params): axum::extract::Path<(String, String, String)>,
+    ApiPath(path_params): ApiPath<(String, String, String)>,
 ) -> AppResult<Json<Resource>> {
     let (_, _, name) = path_params;
     let row = ctx_item(&ctx, &name)?;
@@ -274,7 +274,7 @@ pub async fn get_item(
 pub async fn put_item(
     State(state): State<AppState>,
     ctx: CtxExt,
-    axum::extract::Path(path_params): axum::extract::Path<(String, String, String)>,
+    ApiPath(path_params): ApiPath<(String, String, String)>,
     ApiJson(input): ApiJson<ManifestInput>,
 ) -> AppResult<(StatusCode, Json<Resource>)> {
     let (_, _, name) = path_params;
@@ -307,7 +307,7 @@ pub async fn put_item(
 pub async fn delete_item(
     State(state): State<AppState>,
     ctx: CtxExt,
-    axum::extract::Path(path_params): axum::extract::Path<(String, String, String)>,
+    ApiPath(path_params): ApiPath<(String, String, String)>,
 ) -> AppResult<StatusCode> {
     let (_, _, name) = path_params;
     let row = ctx_item(&ctx, &name)?;

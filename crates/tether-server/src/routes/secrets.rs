@@ -4,14 +4,14 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use tether_core::Kind;
 use tether_store::ResourceRow;
 
 use crate::error::{AppError, AppResult};
-use crate::routes::extract::{ApiJson, CtxExt};
+use crate::routes::extract::{ApiJson, ApiPath, ApiQuery, CtxExt};
 use crate::routes::guard::Ctx;
 use crate::secret_ops::{self as ops, NewVersion, VersionInfo};
 use crate::state::AppState;
@@ -71,7 +71,7 @@ fn secret<'a>(ctx: &'a Ctx, name: &str) -> AppResult<&'a ResourceRow> {
 pub async fn write(
     State(state): State<AppState>,
     ctx: CtxExt,
-    Path(p): Path<(String, String, String)>,
+    ApiPath(p): ApiPath<(String, String, String)>,
     ApiJson(req): ApiJson<WriteRequest>,
 ) -> AppResult<(StatusCode, Json<WriteResponse>)> {
     let (_, _, name) = p;
@@ -93,7 +93,7 @@ pub async fn write(
 pub async fn versions(
     State(state): State<AppState>,
     ctx: CtxExt,
-    Path(p): Path<(String, String, String)>,
+    ApiPath(p): ApiPath<(String, String, String)>,
 ) -> AppResult<Json<Vec<VersionInfo>>> {
     let (_, _, name) = p;
     Ok(Json(
@@ -117,8 +117,8 @@ pub struct DataQuery {
 pub async fn data(
     State(state): State<AppState>,
     ctx: CtxExt,
-    Path(p): Path<(String, String, String)>,
-    Query(q): Query<DataQuery>,
+    ApiPath(p): ApiPath<(String, String, String)>,
+    ApiQuery(q): ApiQuery<DataQuery>,
 ) -> AppResult<Json<DataResponse>> {
     let (_, _, name) = p;
     let row = secret(&ctx, &name)?;
@@ -137,7 +137,7 @@ pub async fn data(
 pub async fn destroy(
     State(state): State<AppState>,
     ctx: CtxExt,
-    Path(p): Path<(String, String, String, i64)>,
+    ApiPath(p): ApiPath<(String, String, String, i64)>,
 ) -> AppResult<StatusCode> {
     let (_, _, name, version) = p;
     ops::destroy(
@@ -169,7 +169,7 @@ pub struct RollbackRequest {
 pub async fn rollback(
     State(state): State<AppState>,
     ctx: CtxExt,
-    Path(p): Path<(String, String, String)>,
+    ApiPath(p): ApiPath<(String, String, String)>,
     ApiJson(req): ApiJson<RollbackRequest>,
 ) -> AppResult<(StatusCode, Json<WriteResponse>)> {
     let (_, _, name) = p;
@@ -192,7 +192,7 @@ pub async fn rollback(
 pub async fn undelete(
     State(state): State<AppState>,
     ctx: CtxExt,
-    Path(p): Path<(String, String, String)>,
+    ApiPath(p): ApiPath<(String, String, String)>,
 ) -> AppResult<StatusCode> {
     let (_, _, name) = p;
     ops::set_deleted(
