@@ -301,7 +301,7 @@ async fn root_key_rotation_rewraps_every_kek_and_needs_the_new_key_to_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn root_rotation_during_writes_to_new_organizations_loses_nothing() {
-    let mut s = server().await;
+    let s = server().await;
     let root = s.root_key.clone();
     let new_key = s.dir.path().join("new-root.key");
     ok(&s.cli(
