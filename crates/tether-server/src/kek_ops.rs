@@ -123,6 +123,7 @@ pub async fn rotate(state: &AppState, org_id: &str, target: KekTarget) -> AppRes
         },
         t => t,
     };
+    let creating = state.secrets.kek_creation().await;
     let mut tx = state.store.begin().await?;
     let version = max_kek_version(&mut tx, org_id).await? + 1;
     let row = match &target {
@@ -147,8 +148,14 @@ pub async fn rotate(state: &AppState, org_id: &str, target: KekTarget) -> AppRes
                 created_at: now,
                 active: true,
             };
-            // Prove the key works both ways before any DEK depends on it.
-            let kek = state.secrets.kek_for_row(&row).await?;
+            // Prove the key works both ways before any DEK depends on it (built outside the
+            // KEK cache: a refused key must not be remembered under this version number).
+            let kek = state
+                .secrets
+                .providers
+                .remote(org_id, provider, key_id, version)
+                .await
+                .map_err(crate::secrets::unavailable)?;
             probe(kek.as_ref()).await?;
             row
         }
@@ -158,6 +165,7 @@ pub async fn rotate(state: &AppState, org_id: &str, target: KekTarget) -> AppRes
     };
     insert_kek(&mut tx, &row).await?;
     tx.commit().await.map_err(AppError::internal)?;
+    drop(creating);
     state.secrets.forget_org(org_id);
     tracing::info!(org_id, version, provider = %row.provider, key_id = %row.key_id, "KEK rotated");
     let new_kek = state.secrets.kek_for_row(&row).await?;
@@ -273,6 +281,7 @@ const SYSTEM_KEK: &str = "system_kek";
 
 /// Rewraps every root-wrapped KEK under `new_root` in one transaction, then uses it.
 pub async fn rotate_root(state: &AppState, new_root: RootKey) -> AppResult<RootRotateReport> {
+    let _rotating = state.secrets.root_rotation().await;
     let old: Arc<RootKey> = state.secrets.root();
     if old.id() == new_root.id() {
         return Err(AppError::new(

@@ -108,6 +108,9 @@ pub struct SecretKeys {
     pub limits: SecretLimits,
     /// Remote KEK providers (AWS KMS, OpenBao Transit) and their settings.
     pub providers: Providers,
+    /// Held (shared) while a new root-wrapped KEK is created and committed, and exclusively
+    /// by a root-key rotation, so no KEK can be committed under a root key being replaced.
+    root_lock: tokio::sync::RwLock<()>,
 }
 
 fn kek_ref(org_id: &str, version: i64) -> AppResult<KekRef> {
@@ -156,6 +159,7 @@ impl SecretKeys {
             capacity: 10_000,
             limits: SecretLimits::default(),
             providers,
+            root_lock: tokio::sync::RwLock::new(()),
         }
     }
 
@@ -197,17 +201,30 @@ impl SecretKeys {
         if let Some(row) = active_kek(store.reader(), org_id).await? {
             return Ok((row.version, self.kek_for_row(&row).await?));
         }
-        let row = self.new_kek_row(org_id, 1, now)?;
-        let mut tx = store.begin().await?;
-        match insert_kek(&mut tx, &row).await {
-            Ok(()) => tx.commit().await.map_err(AppError::internal)?,
-            Err(StoreError::AlreadyExists) => drop(tx),
-            Err(e) => return Err(e.into()),
+        {
+            let _creating = self.kek_creation().await;
+            let row = self.new_kek_row(org_id, 1, now)?;
+            let mut tx = store.begin().await?;
+            match insert_kek(&mut tx, &row).await {
+                Ok(()) => tx.commit().await.map_err(AppError::internal)?,
+                Err(StoreError::AlreadyExists) => drop(tx),
+                Err(e) => return Err(e.into()),
+            }
         }
         let row = active_kek(store.reader(), org_id)
             .await?
             .ok_or_else(|| AppError::internal("no active KEK after creating one"))?;
         Ok((row.version, self.kek_for_row(&row).await?))
+    }
+
+    /// Hold this while creating and committing a root-wrapped KEK row.
+    pub async fn kek_creation(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.root_lock.read().await
+    }
+
+    /// Held by a root-key rotation: no root-wrapped KEK is created meanwhile.
+    pub async fn root_rotation(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        self.root_lock.write().await
     }
 
     /// A fresh local KEK row, wrapped by the root key.

@@ -87,14 +87,39 @@ async fn every_error_has_the_json_shape_and_a_request_id() {
             r.text
         );
     }
-    for path in ["/v1/audit/default/log?limit=lots", "/v1/audit/default/log?colour=red"] {
+    for path in [
+        "/v1/audit/default/log?limit=lots",
+        "/v1/audit/default/log?colour=red",
+    ] {
         let r = s.admin("GET", path, None).await;
-        assert_eq!((r.status, r.code()), (400, "invalid_argument"), "{path}: {}", r.text);
+        assert_eq!(
+            (r.status, r.code()),
+            (400, "invalid_argument"),
+            "{path}: {}",
+            r.text
+        );
     }
-    let r = s.admin("POST", "/v1/orgs/default/secrets/x/versions", Some(&json!({"data": {"K": "v"}}))).await;
+    let r = s
+        .admin(
+            "POST",
+            "/v1/orgs/default/secrets/x/versions",
+            Some(&json!({"data": {"K": "v"}})),
+        )
+        .await;
     assert_eq!(r.status, 201);
-    let r = s.admin("POST", "/v1/orgs/default/secrets/x/versions/latest/destroy", None).await;
-    assert_eq!((r.status, r.code()), (400, "invalid_argument"), "{}", r.text);
+    let r = s
+        .admin(
+            "POST",
+            "/v1/orgs/default/secrets/x/versions/latest/destroy",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (400, "invalid_argument"),
+        "{}",
+        r.text
+    );
     let r = s.req("GET", "/v1/orgs/default", None, None).await;
     assert_eq!((r.status, r.code()), (401, "unauthenticated"));
     let r = s

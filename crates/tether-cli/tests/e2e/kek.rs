@@ -298,3 +298,64 @@ async fn root_key_rotation_rewraps_every_kek_and_needs_the_new_key_to_start() {
         "API keys still verify (the pepper is sealed by the system KEK)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_rotation_during_writes_to_new_organizations_loses_nothing() {
+    let s = server().await;
+    let root = s.root_key.clone();
+    let new_key = s.dir.path().join("new-root.key");
+    ok(&s.cli(
+        None,
+        &[
+            "operator",
+            "generate-root-key",
+            "--out",
+            new_key.to_str().unwrap(),
+        ],
+    ));
+    s.remember(std::fs::read_to_string(&new_key).unwrap().trim());
+    for i in 0..6 {
+        s.apply(&format!(
+            "kind: Organization\nmetadata: {{name: race{i}}}\nspec: {{}}\n"
+        ))
+        .await;
+    }
+    let s = std::sync::Arc::new(s);
+    // Each organization's first write creates its KEK, racing the rotation.
+    let writers: Vec<_> = (0..6)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                put(&s, &format!("race{i}"), "db", &format!("race-value-{i}")).await;
+            })
+        })
+        .collect();
+    let rotate = {
+        let s = s.clone();
+        let (root, key) = (root.clone(), new_key.clone());
+        tokio::task::spawn_blocking(move || {
+            ok(&s.cli(
+                Some(&root),
+                &[
+                    "operator",
+                    "rotate-root-key",
+                    "--new-root-key-file",
+                    key.to_str().unwrap(),
+                ],
+            ))
+        })
+    };
+    for w in writers {
+        w.await.unwrap();
+    }
+    rotate.await.unwrap();
+    let mut s = std::sync::Arc::into_inner(s).unwrap();
+    std::fs::copy(&new_key, s.dir.path().join("root.key")).unwrap();
+    s.restart().await;
+    for i in 0..6 {
+        assert_eq!(
+            read(&s, &format!("race{i}"), "db", 1).await.unwrap(),
+            format!("race-value-{i}")
+        );
+    }
+}

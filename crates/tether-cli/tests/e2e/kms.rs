@@ -240,6 +240,24 @@ async fn cmek_set_refuses_a_key_it_cannot_use() {
     );
     let list = s.admin("GET", "/v1/orgs/default/kek", None).await;
     assert_eq!(list.body.as_array().unwrap().len(), 1, "{}", list.text);
+    // With access granted, the same request succeeds and takes the next version number.
+    aws_helper(&["attach", &user.tag, &user.s("decrypt_policy")]);
+    let r = s
+        .admin(
+            "PUT",
+            "/v1/orgs/default/kek",
+            Some(&json!({"provider": "aws-kms", "key_id": user.s("key_arn")})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        (r.body["kek_version"].as_i64(), r.body["rewrapped"].as_i64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(
+        read(&s, "default", "db", 1).await.unwrap(),
+        "cmek-refuse-v1"
+    );
 }
 
 // ---- the in-test KMS fake ------------------------------------------------------------------

@@ -65,11 +65,15 @@ pub fn backend_unavailable(kind: &str, reason: impl std::fmt::Display) -> AppErr
 }
 
 fn safe_segment(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
-        && !s.contains("..")
+    s.len() <= 128
+        && s.trim_matches('/').split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        })
 }
 
 /// Checks a backend setting before it is stored, and that the backend is configured here.
@@ -193,5 +197,33 @@ pub async fn forget_blob(state: &AppState, secret_id: &str, version: i64) -> App
         #[cfg(feature = "kms-aws")]
         kind::AWS_SECRETS_MANAGER => aws_sm::delete(state, &reference).await,
         other => Err(backend_unavailable(other, "not supported by this build")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_settings_are_checked() {
+        let cfg = |mount: Option<&str>, prefix: Option<&str>| BackendConfig {
+            mount: mount.map(str::to_owned),
+            prefix: prefix.map(str::to_owned),
+        };
+        assert!(validate(kind::BUILTIN, &cfg(None, None)).is_ok());
+        assert!(validate(kind::OPENBAO_KV, &cfg(Some("secret"), Some("tether/prod"))).is_ok());
+        assert!(validate("s3", &cfg(None, None)).is_err());
+        for bad in ["../etc", "a b", "", "x?y", "a//b", "a/./b", "/"] {
+            assert!(
+                validate(kind::OPENBAO_KV, &cfg(Some(bad), None)).is_err(),
+                "{bad}"
+            );
+            assert!(
+                validate(kind::OPENBAO_KV, &cfg(None, Some(bad))).is_err(),
+                "{bad}"
+            );
+        }
+        assert_eq!(cfg(None, Some("/p/")).prefix(), "p");
+        assert_eq!(cfg(None, None).prefix(), "tether");
     }
 }

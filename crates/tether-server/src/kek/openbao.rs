@@ -168,14 +168,21 @@ impl TransitKek {
 ///
 /// A message for anything else.
 pub fn split_key_id(key_id: &str) -> Result<(String, String), String> {
+    // Every `/`-separated segment is non-empty, not `.` or `..`, and made of safe characters,
+    // so the key id cannot steer the request to another API path.
     let ok = |s: &str| {
-        !s.is_empty()
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+        s.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        })
     };
     match key_id.rsplit_once('/') {
         Some((mount, key)) if ok(mount) && ok(key) && !key.contains('/') => {
-            Ok((mount.trim_matches('/').to_owned(), key.to_owned()))
+            Ok((mount.to_owned(), key.to_owned()))
         }
         _ => Err(format!(
             "an OpenBao Transit key id is MOUNT/KEY (e.g. transit/acme), not '{key_id}'"
@@ -253,5 +260,32 @@ impl AsyncKek for TransitKek {
             );
             DataKey::from_bytes(&plain).map_err(|_| KekError::UnwrapFailed(self.kek_ref.clone()))
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transit_key_ids() {
+        assert_eq!(
+            split_key_id("transit/acme").unwrap(),
+            ("transit".into(), "acme".into())
+        );
+        assert_eq!(
+            split_key_id("team/transit/acme-1").unwrap(),
+            ("team/transit".into(), "acme-1".into())
+        );
+        for bad in [
+            "acme",
+            "/acme",
+            "transit/",
+            "transit/a b",
+            "../x/y",
+            "transit/k?x=1",
+        ] {
+            assert!(split_key_id(bad).is_err(), "{bad}");
+        }
     }
 }
