@@ -156,6 +156,7 @@ async fn production_mode_serves_tls13_only() {
         .env("TETHER_ROOT_KEY", root_key)
         .env("TETHER_TLS_CERT_FILE", &cert_path)
         .env("TETHER_TLS_KEY_FILE", &key_path)
+        .env("TETHER_TUNNEL_LISTEN", "127.0.0.1:0")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -168,7 +169,7 @@ async fn production_mode_serves_tls13_only() {
         if let Some(t) = line.trim().strip_prefix("export TETHER_TOKEN=") {
             token = t.to_owned();
         }
-        if let Some(rest) = line.split("listening on ").nth(1) {
+        if let Some(rest) = line.split("Tether server listening on ").nth(1) {
             url = rest.split_whitespace().next().unwrap().to_owned();
             break;
         }
