@@ -23,7 +23,8 @@ fn env_strategy() -> impl Strategy<Value = KeyEnv> {
 
 /// Ids that are valid in an AAD.
 fn id_strategy() -> impl Strategy<Value = String> {
-    "[A-Za-z0-9_-]{1,40}"
+    // A lone "-" is refused as an environment id: it is the AAD's "no environment" marker.
+    "[A-Za-z0-9_-]{1,40}".prop_filter("'-' alone marks 'no environment'", |s| s != "-")
 }
 
 proptest! {
