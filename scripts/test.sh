@@ -77,5 +77,9 @@ cargo build --locked -p tether-runner
 echo "== tests (SQLite)"
 cargo test --workspace --locked
 
+echo "== OpenFGA conformance and language counts"
+cargo test --locked -q -p tether-authz --test conformance --test language -- --nocapture 2>&1 \
+  | grep -E "passed|skipped|agree|match" || true
+
 echo "== storage-backed tests (PostgreSQL)"
 TETHER_TEST_DATABASE_URL=$pg_url cargo test --locked -p tether-store -p tether-server -p tether-cli
