@@ -193,7 +193,10 @@ fn read_secret_input(env: &str, prompt: &str) -> Result<String> {
     if let Ok(v) = std::env::var(env) {
         return Ok(v);
     }
-    eprint!("{prompt}: ");
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        eprint!("{prompt}: ");
+    }
     let mut s = String::new();
     std::io::stdin()
         .read_line(&mut s)

@@ -588,10 +588,13 @@ async fn resolve_scoped(
         }
         None => scope_obj,
     };
-    let what = (
-        kind.singular(),
-        params.get("name").map(String::as_str).unwrap_or(org_name),
-    );
+    // Name what the caller asked for: the item, else the environment or organization scope.
+    let env_name = ctx.scope.env.clone();
+    let what = match (params.get("name"), env_name.as_deref()) {
+        (Some(name), _) => (kind.singular(), name.as_str()),
+        (None, Some(env)) => ("environment", env),
+        (None, None) => ("organization", org_name),
+    };
     require(state, &ctx, rel, &object, Some(what)).await?;
     ctx.org = Some(org);
     Ok(ctx)
