@@ -3,6 +3,7 @@
 #[cfg(feature = "aws")]
 pub mod aws;
 mod job;
+pub mod k8s;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -27,8 +28,7 @@ pub fn supported(kind: OperationKind, cfg: &RunnerConfig) -> bool {
         | OperationKind::AwsS3ListBuckets
         | OperationKind::AwsEc2DescribeVpcs
         | OperationKind::AwsEc2CreateVpc => cfg!(feature = "aws"),
-        // Kubernetes is not built yet.
-        OperationKind::K8sListPods => false,
+        OperationKind::K8sListPods => cfg.k8s.kubeconfig.is_some(),
     }
 }
 
@@ -158,6 +158,10 @@ async fn run(
         ) => {
             let auth = req.aws_auth.take();
             bounded(&id, aws::run(&id, auth, op), timeout, cancel).await
+        }
+        Some(Operation::K8sListPods(op)) => {
+            let kubeconfig = cfg.k8s.kubeconfig.as_deref();
+            bounded(&id, k8s::run(&id, kubeconfig, op, timeout), timeout, cancel).await
         }
         _ => OperationResult::err(id, ErrorCode::InvalidRequest, "operation not supported"),
     }
