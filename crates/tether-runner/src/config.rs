@@ -11,6 +11,9 @@
 //! max_timeout_secs = 21600
 //! inherit_env = ["PATH", "HOME", "LANG", "TMPDIR"]
 //!
+//! [k8s]
+//! kubeconfig = "/etc/tether-runner/kubeconfig"
+//!
 //! [tunnel]
 //! startup_timeout_secs = 60
 //! healthy_after_secs = 60
@@ -39,6 +42,9 @@ pub struct RunnerConfig {
     /// Tunnel timing.
     #[serde(default)]
     pub tunnel: TunnelConfig,
+    /// Kubernetes (`k8s.list_pods`).
+    #[serde(default)]
+    pub k8s: K8sConfig,
 }
 
 /// `job.run` settings.
@@ -72,6 +78,14 @@ impl Default for JobConfig {
 }
 
 /// Tunnel timing.
+/// Kubernetes: `k8s.list_pods` is offered only when a kubeconfig is configured.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct K8sConfig {
+    /// The kubeconfig (server URL + bearer token per context), read for each request.
+    pub kubeconfig: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TunnelConfig {

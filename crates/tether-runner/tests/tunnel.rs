@@ -96,7 +96,17 @@ async fn hello_ack_whoami_and_heartbeats() {
     assert_eq!(hello.org_id, ORG_ID);
     assert_eq!(hello.runner_id, RUNNER_ID);
     assert_eq!(hello.protocol_version, tether_proto::PROTOCOL_VERSION);
-    assert_eq!(hello.capabilities, [OperationKind::JobRun.name()]);
+    let mut expected = Vec::new();
+    if cfg!(feature = "aws") {
+        expected.extend([
+            OperationKind::AwsStsGetCallerIdentity.name(),
+            OperationKind::AwsS3ListBuckets.name(),
+            OperationKind::AwsEc2DescribeVpcs.name(),
+            OperationKind::AwsEc2CreateVpc.name(),
+        ]);
+    }
+    expected.push(OperationKind::JobRun.name());
+    assert_eq!(hello.capabilities, expected);
     let mut beats = 0;
     let started = Instant::now();
     while beats < 3 {

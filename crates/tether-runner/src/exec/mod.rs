@@ -1,6 +1,9 @@
 //! Runs the operations the control plane sends: a closed, typed set, never arbitrary shell.
 
+#[cfg(feature = "aws")]
+pub mod aws;
 mod job;
+pub mod k8s;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -20,12 +23,12 @@ const MAX_RUNNING: usize = 64;
 pub fn supported(kind: OperationKind, cfg: &RunnerConfig) -> bool {
     match kind {
         OperationKind::JobRun => !cfg.job.allowed_commands.is_empty(),
-        // The AWS executors (feature `aws`) and Kubernetes are not built yet.
+        // The AWS executors are built with the (default) feature `aws`.
         OperationKind::AwsStsGetCallerIdentity
         | OperationKind::AwsS3ListBuckets
         | OperationKind::AwsEc2DescribeVpcs
-        | OperationKind::AwsEc2CreateVpc
-        | OperationKind::K8sListPods => false,
+        | OperationKind::AwsEc2CreateVpc => cfg!(feature = "aws"),
+        OperationKind::K8sListPods => cfg.k8s.kubeconfig.is_some(),
     }
 }
 
@@ -146,6 +149,40 @@ async fn run(
     let id = req.request_id.clone();
     match req.operation.take() {
         Some(Operation::JobRun(job)) => job::run(&id, job, &cfg.job, timeout, cancel, out).await,
+        #[cfg(feature = "aws")]
+        Some(
+            op @ (Operation::AwsStsGetCallerIdentity(_)
+            | Operation::AwsS3ListBuckets(_)
+            | Operation::AwsEc2DescribeVpcs(_)
+            | Operation::AwsEc2CreateVpc(_)),
+        ) => {
+            let auth = req.aws_auth.take();
+            bounded(&id, aws::run(&id, auth, op), timeout, cancel).await
+        }
+        Some(Operation::K8sListPods(op)) => {
+            let kubeconfig = cfg.k8s.kubeconfig.as_deref();
+            bounded(&id, k8s::run(&id, kubeconfig, op, timeout), timeout, cancel).await
+        }
         _ => OperationResult::err(id, ErrorCode::InvalidRequest, "operation not supported"),
+    }
+}
+
+/// Runs `fut` until it ends, the deadline passes, or the request is cancelled.
+#[cfg_attr(
+    not(feature = "aws"),
+    allow(dead_code, reason = "used by the AWS executors")
+)]
+async fn bounded(
+    id: &str,
+    fut: impl std::future::Future<Output = OperationResult>,
+    timeout: Duration,
+    cancel: oneshot::Receiver<()>,
+) -> OperationResult {
+    tokio::select! {
+        result = fut => result,
+        () = tokio::time::sleep(timeout) => {
+            OperationResult::err(id, ErrorCode::RunnerTimeout, "operation timed out")
+        }
+        _ = cancel => OperationResult::err(id, ErrorCode::Cancelled, "operation cancelled"),
     }
 }
