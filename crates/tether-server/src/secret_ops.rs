@@ -35,8 +35,14 @@ pub struct NewVersion<'a> {
     pub message: Option<String>,
 }
 
-fn spec_of(row: &ResourceRow) -> AppResult<SecretSpec> {
+/// A secret row's metadata.
+pub(crate) fn spec_of(row: &ResourceRow) -> AppResult<SecretSpec> {
     serde_json::from_str(&row.spec).map_err(AppError::internal)
+}
+
+/// Whether a row is a soft-deleted secret.
+pub(crate) fn is_deleted_secret(row: &ResourceRow) -> bool {
+    row.kind == Kind::Secret.to_string() && spec_of(row).is_ok_and(|s| s.deleted)
 }
 
 fn conflict(expected: i64, current: i64) -> AppError {

@@ -16,7 +16,7 @@ use crate::kinds::VariableSpec;
 use crate::model::resource_object;
 use crate::routes::extract::{ApiQuery, CtxExt};
 use crate::routes::guard::{Ctx, allowed};
-use crate::secret_ops::read_version;
+use crate::secret_ops::{read_version, spec_of};
 use crate::state::AppState;
 
 /// Deepest reference chain.
@@ -94,15 +94,8 @@ impl Resolver<'_> {
                 .list_resources(&env.org_id, Some(env_id), "Secret")
                 .await?
             {
-                let deleted = serde_json::from_str::<serde_json::Value>(&row.spec)
-                    .ok()
-                    .and_then(|v| v.get("deleted").and_then(serde_json::Value::as_bool))
-                    .unwrap_or(false);
-                let current = serde_json::from_str::<serde_json::Value>(&row.spec)
-                    .ok()
-                    .and_then(|v| v.get("current_version").and_then(serde_json::Value::as_i64))
-                    .unwrap_or(0);
-                if deleted || current == 0 {
+                let spec = spec_of(&row)?;
+                if spec.deleted || spec.current_version == 0 {
                     self.secrets.remove(&row.name);
                     continue;
                 }
@@ -112,28 +105,35 @@ impl Resolver<'_> {
         Ok(())
     }
 
+    /// A referenced secret's data; a secret the caller may not read is reported like a
+    /// missing one.
     async fn secret_data(&mut self, name: &str) -> AppResult<BTreeMap<String, String>> {
-        if let Some(d) = self.decrypted.get(name) {
-            return Ok(d.clone());
-        }
-        let (row, _) = self.secrets.get(name).ok_or_else(|| {
+        self.readable_data(name).await?.ok_or_else(|| {
             reference_error(format!(
                 "secret '{name}' does not exist in this environment or its organization"
             ))
-        })?;
+        })
+    }
+
+    /// A secret's data, or `None` when the caller lacks `can_read_value` or it does not exist.
+    async fn readable_data(&mut self, name: &str) -> AppResult<Option<BTreeMap<String, String>>> {
+        if let Some(d) = self.decrypted.get(name) {
+            return Ok(Some(d.clone()));
+        }
+        let Some((row, _)) = self.secrets.get(name) else {
+            return Ok(None);
+        };
         if !allowed(
             self.state,
             self.ctx,
             "can_read_value",
             &resource_object(&row.id),
         )? {
-            return Err(reference_error(format!(
-                "secret '{name}' does not exist in this environment or its organization"
-            )));
+            return Ok(None);
         }
         let (_, data) = read_version(self.state, row, None).await?;
         self.decrypted.insert(name.to_owned(), data.clone());
-        Ok(data)
+        Ok(Some(data))
     }
 
     /// Expands references in `value`. `stack` holds the chain of references being resolved.
@@ -265,17 +265,17 @@ pub async fn resolved(
         );
     }
     let mut skipped = Vec::new();
-    let secrets: Vec<(String, String, String)> = r
+    let secrets: Vec<(String, String)> = r
         .secrets
         .iter()
-        .map(|(n, (row, s))| (n.clone(), row.id.clone(), s.clone()))
+        .map(|(n, (_, s))| (n.clone(), s.clone()))
         .collect();
-    for (name, id, scope) in secrets {
-        if !allowed(&state, &ctx, "can_read_value", &resource_object(&id))? {
+    for (name, scope) in secrets {
+        let Some(data) = r.readable_data(&name).await? else {
             skipped.push(name);
             continue;
-        }
-        for (key, raw) in r.secret_data(&name).await? {
+        };
+        for (key, raw) in data {
             if !wanted(&key, &q) {
                 continue;
             }

@@ -170,13 +170,6 @@ pub struct ListQuery {
     pub deleted: bool,
 }
 
-fn is_deleted(row: &ResourceRow) -> bool {
-    serde_json::from_str::<serde_json::Value>(&row.spec)
-        .ok()
-        .and_then(|v| v.get("deleted").and_then(serde_json::Value::as_bool))
-        .unwrap_or(false)
-}
-
 /// Lists a collection (`?env=NAME` for environment-scoped kinds).
 #[utoipa::path(get, path = "/v1/orgs/{org}/{kind}", tag = "resources",
     params(("org" = String, Path), ("kind" = String, Path, description = "envs, teams, users, service-accounts, role-bindings, secrets or variables"), ListQuery),
@@ -195,7 +188,9 @@ pub async fn list_items(
             &kind.to_string(),
         )
         .await?;
-    let visible = rows.iter().filter(|r| q.deleted || !is_deleted(r));
+    let visible = rows
+        .iter()
+        .filter(|r| q.deleted || !crate::secret_ops::is_deleted_secret(r));
     Ok(Json(visible.map(|r| render(r, &ctx.scope)).collect()))
 }
 
