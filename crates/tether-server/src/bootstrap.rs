@@ -3,10 +3,10 @@
 
 use tether_core::resource::API_VERSION;
 use tether_core::{Kind, Metadata, Resource};
-use tether_crypto::{ApiKey, KeyEnv};
+use tether_crypto::KeyEnv;
+use tether_store::TupleRow;
 use tether_store::identity::insert_api_key;
 use tether_store::tuples::write_tuple;
-use tether_store::{ApiKeyRow, TupleRow};
 
 use crate::auth::{AuthVia, Principal};
 use crate::resources::{Change, ScopeNames, create};
@@ -107,7 +107,7 @@ pub async fn bootstrap(state: &AppState, dev: bool) -> Result<Bootstrapped, Star
         .await
         .map_err(fail)?;
     }
-    let key = grant_admin_and_mint_key(state, &org.id, &admin.id).await?;
+    let key = grant_admin_and_mint_key(state, &org.id, &admin).await?;
     Ok(Bootstrapped {
         root_api_key: Some(key),
     })
@@ -116,9 +116,9 @@ pub async fn bootstrap(state: &AppState, dev: bool) -> Result<Bootstrapped, Star
 async fn grant_admin_and_mint_key(
     state: &AppState,
     org_id: &str,
-    admin_id: &str,
+    admin: &tether_store::ResourceRow,
 ) -> Result<String, StartError> {
-    let subject = format!("user:{admin_id}");
+    let subject = format!("user:{}", admin.id);
     let tuples = [
         TupleRow {
             object: crate::model::org_object(org_id),
@@ -137,24 +137,15 @@ async fn grant_admin_and_mint_key(
             condition: None,
         },
     ];
-    let (key, id) = ApiKey::generate(KeyEnv::Live);
-    let hint = key.hint();
-    let now = state.clock.now_millis();
-    let row = ApiKeyRow {
-        id: id.as_str().to_owned(),
-        org_id: org_id.into(),
-        owner_id: admin_id.into(),
-        owner_kind: "User".into(),
-        name: "root".into(),
-        hash: state.pepper.hash(key.secret()).as_bytes().to_vec(),
-        display: format!("{}…{}", hint.prefix_and_id(), hint.last4()),
-        scopes: "[]".into(),
-        created_at: now,
-        created_by: "system".into(),
-        expires_at: None,
-        last_used_at: None,
-        revoked_at: None,
-    };
+    let (key, row) = crate::routes::auth::new_api_key(
+        state,
+        admin,
+        "root".into(),
+        "system".into(),
+        "[]".into(),
+        KeyEnv::Live,
+        None,
+    );
     let mut tx = state.store.begin().await?;
     for t in &tuples {
         write_tuple(&mut tx, t).await?;

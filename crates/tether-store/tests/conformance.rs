@@ -27,7 +27,7 @@ struct TestDb {
 
 async fn fresh_store() -> TestDb {
     if let Ok(admin) = std::env::var("TETHER_TEST_DATABASE_URL") {
-        let url = fresh_pg_database(&admin).await;
+        let url = tether_testkit::fresh_pg_database(&admin).await;
         let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
         return TestDb { store, _dir: None };
     }
@@ -41,30 +41,6 @@ async fn fresh_store() -> TestDb {
         store: Store::open(&url, &opts).await.unwrap(),
         _dir: Some(dir),
     }
-}
-
-async fn fresh_pg_database(admin: &str) -> String {
-    use sqlx::Connection;
-    let name = format!("t_{}", uuid_like());
-    let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap();
-    format!("{base}/{name}")
-}
-
-fn uuid_like() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos();
-    format!(
-        "{}_{}_{}",
-        std::process::id(),
-        nanos,
-        N.fetch_add(1, Ordering::SeqCst)
-    )
 }
 
 fn resource(name: &str) -> ResourceRow {

@@ -179,6 +179,37 @@ const SCOPES: [&str; 5] = [
     "can_read_value",
 ];
 
+/// Generates an API key for `owner` and the row that stores it: the public id, the keyed
+/// hash and the listing display (prefix, id, last four characters), never the key itself.
+pub(crate) fn new_api_key(
+    state: &AppState,
+    owner: &ResourceRow,
+    name: String,
+    created_by: String,
+    scopes: String,
+    env: KeyEnv,
+    expires_at: Option<i64>,
+) -> (ApiKey, ApiKeyRow) {
+    let (key, id) = ApiKey::generate(env);
+    let hint = key.hint();
+    let row = ApiKeyRow {
+        id: id.as_str().to_owned(),
+        org_id: owner.org_id.clone(),
+        owner_id: owner.id.clone(),
+        owner_kind: owner.kind.clone(),
+        name,
+        hash: state.pepper.hash(key.secret()).as_bytes().to_vec(),
+        display: format!("{}…{}", hint.prefix_and_id(), hint.last4()),
+        scopes,
+        created_at: state.clock.now_millis(),
+        created_by,
+        expires_at,
+        last_used_at: None,
+        revoked_at: None,
+    };
+    (key, row)
+}
+
 pub(crate) async fn mint_key(
     state: &AppState,
     owner: &ResourceRow,
@@ -207,23 +238,17 @@ pub(crate) async fn mint_key(
         ),
         None => None,
     };
-    let (key, id) = ApiKey::generate(if req.test { KeyEnv::Test } else { KeyEnv::Live });
-    let hint = key.hint();
-    let row = ApiKeyRow {
-        id: id.as_str().to_owned(),
-        org_id: owner.org_id.clone(),
-        owner_id: owner.id.clone(),
-        owner_kind: owner.kind.clone(),
-        name: req.name,
-        hash: state.pepper.hash(key.secret()).as_bytes().to_vec(),
-        display: format!("{}…{}", hint.prefix_and_id(), hint.last4()),
-        scopes: serde_json::to_string(&req.scopes).map_err(AppError::internal)?,
-        created_at: now,
-        created_by: creator.display(),
+    let scopes = serde_json::to_string(&req.scopes).map_err(AppError::internal)?;
+    let env = if req.test { KeyEnv::Test } else { KeyEnv::Live };
+    let (key, row) = new_api_key(
+        state,
+        owner,
+        req.name,
+        creator.display(),
+        scopes,
+        env,
         expires_at,
-        last_used_at: None,
-        revoked_at: None,
-    };
+    );
     let mut tx = state.store.begin().await?;
     insert_api_key(&mut tx, &row).await?;
     tx.commit().await.map_err(AppError::internal)?;

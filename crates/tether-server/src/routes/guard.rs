@@ -31,6 +31,16 @@ pub enum Rel {
     KindWrite,
 }
 
+impl Rel {
+    /// The relation, with `kind_write` standing for [`Rel::KindWrite`].
+    pub fn or(self, kind_write: &'static str) -> &'static str {
+        match self {
+            Rel::Fixed(r) => r,
+            Rel::KindWrite => kind_write,
+        }
+    }
+}
+
 /// On which object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
@@ -403,10 +413,7 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
 }
 
 fn action_name(guard: &Guard) -> String {
-    let rel = match guard.rel {
-        Rel::Fixed(r) => r,
-        Rel::KindWrite => "write",
-    };
+    let rel = guard.rel.or("write");
     format!("{} {} [{}]", guard.method, guard.path, rel)
 }
 
@@ -468,10 +475,7 @@ async fn resolve(
         return Ok(ctx);
     }
     if guard.target == Target::Platform {
-        let rel = match guard.rel {
-            Rel::Fixed(r) => r,
-            Rel::KindWrite => "admin",
-        };
+        let rel = guard.rel.or("admin");
         require(state, &ctx, rel, PLATFORM, None).await?;
         return Ok(ctx);
     }
@@ -501,10 +505,7 @@ async fn resolve_scoped(
         env: None,
     };
     if guard.target == Target::Org {
-        let rel = match guard.rel {
-            Rel::Fixed(r) => r,
-            Rel::KindWrite => "can_manage",
-        };
+        let rel = guard.rel.or("can_manage");
         require(state, &ctx, rel, &org_obj, Some(("organization", org_name))).await?;
         ctx.org = Some(org);
         return Ok(ctx);
@@ -537,10 +538,7 @@ async fn resolve_scoped(
         ctx.scope.env = Some(env.name.clone());
         ctx.env = Some(env);
     }
-    let rel = match guard.rel {
-        Rel::Fixed(r) => r,
-        Rel::KindWrite => write_relation(kind),
-    };
+    let rel = guard.rel.or(write_relation(kind));
     let object = match params.get("name") {
         Some(name) => {
             let item = if kind == Kind::Environment {
