@@ -18,7 +18,6 @@ pub mod model;
 pub mod reqlog;
 pub mod resources;
 pub mod routes;
-pub mod scope_cache;
 pub mod secret_ops;
 pub mod secrets;
 pub mod serve;
@@ -131,7 +130,6 @@ pub async fn build_state(config: &Config, clock: Arc<dyn Clock>) -> Result<AppSt
             root,
             kek::Providers::from_env().map_err(StartError::Other)?,
         ),
-        scopes: scope_cache::ScopeCache::default(),
         tunnel,
     };
     Ok(AppState(Arc::new(inner)))

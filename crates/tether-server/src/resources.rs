@@ -112,13 +112,6 @@ impl TupleDelta {
     }
 }
 
-/// Clears cached scope rows after a committed write of an organization or environment.
-fn after_commit(state: &AppState, kind: Kind) {
-    if matches!(kind, Kind::Organization | Kind::Environment) {
-        state.scopes.clear();
-    }
-}
-
 pub(crate) struct VersionInput<'a> {
     pub(crate) event: &'a str,
     pub(crate) before: Option<String>,
@@ -324,7 +317,6 @@ async fn insert_fresh(
     })?;
     tx.commit().await.map_err(AppError::internal)?;
     delta.apply(state);
-    after_commit(state, kind);
     metrics::counter!("tether_resource_writes_total", "event" => fresh.event).increment(1);
     Ok(row)
 }
@@ -388,7 +380,6 @@ pub async fn update(
     update_resource(&mut tx, &row).await?;
     tx.commit().await.map_err(AppError::internal)?;
     delta.apply(state);
-    after_commit(state, kind);
     metrics::counter!("tether_resource_writes_total", "event" => "update").increment(1);
     Ok((row, true))
 }
@@ -441,7 +432,6 @@ pub async fn delete(
     delete_resource(&mut tx, &existing.id).await?;
     tx.commit().await.map_err(AppError::internal)?;
     delta.apply(state);
-    after_commit(state, kind);
     if matches!(kind, Kind::User | Kind::ServiceAccount) {
         state.keys.forget_owner(&existing.id);
     }

@@ -10,7 +10,6 @@ use tether_core::{ErrorCode, Kind};
 use tether_store::resources::{find_resource, insert_resource, update_resource};
 use tether_store::secrets::{
     SecretVersionRow, destroy_secret_version, destroy_versions_before, insert_secret_version,
-    secret_version,
 };
 use tether_store::{ResourceRow, StoreError};
 
@@ -248,7 +247,7 @@ pub async fn read_version(
     let v = version.unwrap_or(spec.current_version);
     let rec = match v {
         0 => None,
-        _ => secret_version(state.store.reader(), &row.id, v).await?,
+        _ => state.store.secret_version_cached(&row.id, v).await?,
     };
     let rec = rec.ok_or_else(|| {
         AppError::new(

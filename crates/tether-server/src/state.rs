@@ -40,8 +40,6 @@ pub struct Inner {
     pub public_url: String,
     /// Keys for secrets: organization KEKs and the DEK cache.
     pub secrets: crate::secrets::SecretKeys,
-    /// Organization and environment rows by name.
-    pub scopes: crate::scope_cache::ScopeCache,
     /// The runner tunnel: CA, active serials, live sessions.
     pub tunnel: crate::tunnel::Tunnel,
 }

@@ -5,7 +5,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Executor, Row};
 
 use crate::chain::{ChainBreak, GENESIS_HASH, hash_fields};
-use crate::{Result, Store, Tx};
+use crate::{Backend, Result, Store, Tx};
 
 /// One resource version. `seq`, `prev_hash` and `hash` are assigned by [`append_version`].
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
@@ -106,17 +106,18 @@ async fn bump_head(tx: &mut Tx, chain: &str) -> Result<(i64, String)> {
 
 /// Reserves `n` positions at once; returns the last reserved seq and the previous hash.
 async fn bump_head_by(tx: &mut Tx, chain: &str, n: i64) -> Result<(i64, String)> {
-    sqlx::query("INSERT INTO chain_heads (chain, seq, hash) VALUES ($1, 0, $2) ON CONFLICT (chain) DO NOTHING")
-        .bind(chain)
-        .bind(GENESIS_HASH)
-        .execute(&mut **tx)
-        .await?;
-    let row =
-        sqlx::query("UPDATE chain_heads SET seq = seq + $2 WHERE chain = $1 RETURNING seq, hash")
-            .bind(chain)
-            .bind(n)
-            .fetch_one(&mut **tx)
-            .await?;
+    // One statement: create the head at genesis or advance it; RETURNING gives the new seq
+    // and the hash it had (the upsert leaves the hash alone).
+    let row = sqlx::query(
+        "INSERT INTO chain_heads (chain, seq, hash) VALUES ($1, $2, $3) \
+         ON CONFLICT (chain) DO UPDATE SET seq = chain_heads.seq + excluded.seq \
+         RETURNING seq, hash",
+    )
+    .bind(chain)
+    .bind(n)
+    .bind(GENESIS_HASH)
+    .fetch_one(&mut **tx)
+    .await?;
     Ok((row.try_get("seq")?, row.try_get("hash")?))
 }
 
@@ -300,7 +301,7 @@ impl Store {
             r.prev_hash = std::mem::replace(&mut prev, r.hash.clone());
         }
         for chunk in records.chunks(50) {
-            insert_requests(&mut tx, chunk).await?;
+            insert_requests(&mut tx, self.backend(), chunk).await?;
         }
         set_head_hash(&mut tx, REQUEST_CHAIN, &prev).await?;
         tx.commit().await?;
@@ -429,14 +430,22 @@ impl Store {
     }
 }
 
-async fn insert_requests(tx: &mut Tx, rows: &[RequestLogRecord]) -> Result<()> {
+/// One multi-row INSERT. SQLite gets anonymous `?` placeholders: for numbered ones, sqlx looks
+/// each parameter's name up by a linear scan inside SQLite, which is quadratic in the row count
+/// and was a tenth of the CPU of a loaded server.
+async fn insert_requests(tx: &mut Tx, backend: Backend, rows: &[RequestLogRecord]) -> Result<()> {
     const COLS: usize = 14;
     let mut sql = String::from(
         "INSERT INTO request_log (seq, at, request_id, org, principal, action, resource, result, \
          status, ip, user_agent, latency_us, prev_hash, hash) VALUES ",
     );
     for i in 0..rows.len() {
-        let ph: Vec<String> = (1..=COLS).map(|c| format!("${}", i * COLS + c)).collect();
+        let ph: Vec<String> = (1..=COLS)
+            .map(|c| match backend {
+                Backend::Sqlite => "?".to_owned(),
+                Backend::Postgres => format!("${}", i * COLS + c),
+            })
+            .collect();
         sql.push_str(if i == 0 { "(" } else { ", (" });
         sql.push_str(&ph.join(", "));
         sql.push(')');

@@ -4,6 +4,7 @@
 use sqlx::any::AnyRow;
 use sqlx::{Any, Executor, Row};
 
+use crate::cache::Touch;
 use crate::secrets::OrgKekRow;
 use crate::{Result, Tx};
 
@@ -86,6 +87,7 @@ pub async fn rewrap_version_if(
     .bind(blob)
     .execute(&mut **tx)
     .await?;
+    tx.touch(Touch::Secret(secret_id.to_owned()));
     Ok(done.rows_affected() == 1)
 }
 
@@ -196,5 +198,6 @@ pub async fn set_version_backend(
     .bind(backend_ref)
     .execute(&mut **tx)
     .await?;
+    tx.touch(Touch::Secret(secret_id.to_owned()));
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! [`Tx`], so they commit or vanish together.
 
 pub mod audit;
+mod cache;
 mod chain;
 pub mod identity;
 pub mod kms;
@@ -17,6 +18,7 @@ pub mod tuples;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -28,8 +30,53 @@ pub use identity::{ApiKeyRow, RefreshTokenRow};
 pub use resources::ResourceRow;
 pub use tuples::TupleRow;
 
-/// A write transaction. Dropping it without [`Tx::commit`] rolls it back.
-pub type Tx = sqlx::Transaction<'static, Any>;
+pub use cache::CacheLimits;
+
+/// A write transaction. Dropping it without [`Tx::commit`] rolls it back. It dereferences to
+/// the connection, so repository functions run their statements on `&mut **tx`; those that
+/// change a cached row record it, and [`Tx::commit`] drops those rows from the cache.
+pub struct Tx {
+    inner: sqlx::Transaction<'static, Any>,
+    touched: Vec<cache::Touch>,
+    cache: Arc<cache::HotCache>,
+}
+
+impl std::ops::Deref for Tx {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.inner
+    }
+}
+
+impl Tx {
+    /// Commits, then drops what the transaction changed from the cache (also when the commit
+    /// fails: its outcome is then unknown).
+    pub async fn commit(self) -> Result<()> {
+        let Tx {
+            inner,
+            touched,
+            cache,
+        } = self;
+        let done = inner.commit().await;
+        cache.invalidate(&touched);
+        Ok(done?)
+    }
+
+    /// Rolls back explicitly (dropping does the same).
+    pub async fn rollback(self) -> Result<()> {
+        Ok(self.inner.rollback().await?)
+    }
+
+    pub(crate) fn touch(&mut self, t: cache::Touch) {
+        self.touched.push(t);
+    }
+}
 
 /// Which database is behind the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +131,7 @@ pub struct Store {
     read: AnyPool,
     write: AnyPool,
     backend: Backend,
+    cache: Arc<cache::HotCache>,
 }
 
 impl std::fmt::Debug for Store {
@@ -106,6 +154,8 @@ pub struct StoreOptions {
     /// fsync per commit. The rest of the sentence: `NORMAL` survives a
     /// process crash.
     pub sqlite_synchronous: &'static str,
+    /// Limits of the hot-row cache.
+    pub cache: CacheLimits,
 }
 
 impl Default for StoreOptions {
@@ -114,6 +164,7 @@ impl Default for StoreOptions {
             create_sqlite: false,
             max_connections: 8,
             sqlite_synchronous: "NORMAL",
+            cache: CacheLimits::default(),
         }
     }
 }
@@ -169,6 +220,7 @@ impl Store {
             read,
             write,
             backend: Backend::Sqlite,
+            cache: Arc::new(cache::HotCache::new(opts.cache)),
         })
     }
 
@@ -183,6 +235,7 @@ impl Store {
             read: pool.clone(),
             write: pool,
             backend: Backend::Postgres,
+            cache: Arc::new(cache::HotCache::new(opts.cache)),
         })
     }
 
@@ -209,7 +262,11 @@ impl Store {
 
     /// Begins a write transaction.
     pub async fn begin(&self) -> Result<Tx> {
-        Ok(self.write.begin().await?)
+        Ok(Tx {
+            inner: self.write.begin().await?,
+            touched: Vec::new(),
+            cache: Arc::clone(&self.cache),
+        })
     }
 
     /// The pool for reads.

@@ -3,6 +3,7 @@
 use sqlx::any::AnyRow;
 use sqlx::{Any, Executor, Row};
 
+use crate::cache::{ResourceKey, Touch};
 use crate::{Result, Store, StoreError, Tx};
 
 /// One stored resource.
@@ -89,6 +90,32 @@ pub async fn get_resource<'c, E: Executor<'c, Database = Any>>(
 }
 
 impl Store {
+    /// [`find_resource`] through the hot-row cache (see `cache.rs`). Use it on read paths;
+    /// a read inside a write transaction must query through the transaction instead.
+    pub async fn find_resource_cached(
+        &self,
+        org_id: &str,
+        env_id: &str,
+        kind: &str,
+        name: &str,
+    ) -> Result<Option<ResourceRow>> {
+        let key = (
+            org_id.to_owned(),
+            env_id.to_owned(),
+            kind.to_owned(),
+            name.to_owned(),
+        );
+        if let Some(row) = self.cache.row(&key) {
+            return Ok(Some(row));
+        }
+        let epoch = self.cache.epoch();
+        let found = find_resource(&self.read, org_id, env_id, kind, name).await?;
+        if let Some(row) = &found {
+            self.cache.put_row(epoch, key, row);
+        }
+        Ok(found)
+    }
+
     /// Lists resources of a kind in a scope, ordered by name. `env_id = None` lists every
     /// environment's and the org's own.
     pub async fn list_resources(
@@ -144,7 +171,24 @@ pub async fn insert_resource(tx: &mut Tx, r: &ResourceRow) -> Result<()> {
     .bind(&r.version_id)
     .execute(&mut **tx)
     .await?;
+    tx.touch(touch_row(r));
     Ok(())
+}
+
+fn key_of(r: &ResourceRow) -> ResourceKey {
+    (
+        r.org_id.clone(),
+        r.env_id.clone(),
+        r.kind.clone(),
+        r.name.clone(),
+    )
+}
+
+fn touch_row(r: &ResourceRow) -> Touch {
+    Touch::Resource {
+        key: Some(key_of(r)),
+        id: r.id.clone(),
+    }
 }
 
 /// Replaces the mutable columns of a resource.
@@ -165,6 +209,7 @@ pub async fn update_resource(tx: &mut Tx, r: &ResourceRow) -> Result<()> {
     if done.rows_affected() == 0 {
         return Err(StoreError::NotFound);
     }
+    tx.touch(touch_row(r));
     Ok(())
 }
 
@@ -177,6 +222,12 @@ pub async fn delete_resource(tx: &mut Tx, id: &str) -> Result<()> {
     if done.rows_affected() == 0 {
         return Err(StoreError::NotFound);
     }
+    tx.touch(Touch::Resource {
+        key: None,
+        id: id.to_owned(),
+    });
+    // A secret's versions go with it.
+    tx.touch(Touch::Secret(id.to_owned()));
     Ok(())
 }
 

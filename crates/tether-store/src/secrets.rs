@@ -1,8 +1,11 @@
 //! Organization KEKs and encrypted secret versions.
 
+use std::sync::Arc;
+
 use sqlx::any::AnyRow;
 use sqlx::{Any, Executor, Row};
 
+use crate::cache::Touch;
 use crate::{Result, Store, Tx};
 
 /// A stored organization KEK.
@@ -127,6 +130,7 @@ pub async fn insert_secret_version(tx: &mut Tx, v: &SecretVersionRow) -> Result<
     .bind(v.destroyed_at)
     .execute(&mut **tx)
     .await?;
+    tx.touch(Touch::Secret(v.secret_id.clone()));
     Ok(())
 }
 
@@ -146,6 +150,7 @@ pub async fn destroy_secret_version(
     .bind(at)
     .execute(&mut **tx)
     .await?;
+    tx.touch(Touch::Secret(secret_id.to_owned()));
     Ok(done.rows_affected() == 1)
 }
 
@@ -165,6 +170,7 @@ pub async fn destroy_versions_before(
     .bind(at)
     .execute(&mut **tx)
     .await?;
+    tx.touch(Touch::Secret(secret_id.to_owned()));
     Ok(done.rows_affected())
 }
 
@@ -183,6 +189,7 @@ pub async fn rewrap_secret_version(
         .bind(kek_version)
         .execute(&mut **tx)
         .await?;
+    tx.touch(Touch::Secret(secret_id.to_owned()));
     Ok(())
 }
 
@@ -210,6 +217,25 @@ pub async fn tx_secret_versions(tx: &mut Tx, secret_id: &str) -> Result<Vec<Secr
 }
 
 impl Store {
+    /// [`secret_version`] through the hot-row cache (see `cache.rs`): the ciphertext row, shared.
+    pub async fn secret_version_cached(
+        &self,
+        secret_id: &str,
+        version: i64,
+    ) -> Result<Option<Arc<SecretVersionRow>>> {
+        if let Some(v) = self.cache.version(secret_id, version) {
+            return Ok(Some(v));
+        }
+        let epoch = self.cache.epoch();
+        let found = secret_version(&self.read, secret_id, version)
+            .await?
+            .map(Arc::new);
+        if let Some(v) = &found {
+            self.cache.put_version(epoch, v);
+        }
+        Ok(found)
+    }
+
     /// A KEK by version.
     pub async fn org_kek(&self, org_id: &str, version: i64) -> Result<Option<OrgKekRow>> {
         let row = sqlx::query("SELECT * FROM org_keks WHERE org_id = $1 AND version = $2")

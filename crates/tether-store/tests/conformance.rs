@@ -16,8 +16,8 @@ use tether_store::resources::{find_resource, insert_resource, update_resource};
 use tether_store::settings::init_setting;
 use tether_store::tuples::{delete_tuples_touching, write_tuple};
 use tether_store::{
-    RefreshTokenRow, RequestLogFilter, RequestLogRecord, ResourceRow, Store, StoreError,
-    StoreOptions, TupleRow, VersionRecord,
+    CacheLimits, RefreshTokenRow, RequestLogFilter, RequestLogRecord, ResourceRow, Store,
+    StoreError, StoreOptions, TupleRow, VersionRecord,
 };
 
 struct TestDb {
@@ -26,15 +26,24 @@ struct TestDb {
 }
 
 async fn fresh_store() -> TestDb {
+    fresh_store_with(CacheLimits::default()).await
+}
+
+async fn fresh_store_with(cache: CacheLimits) -> TestDb {
     if let Ok(admin) = std::env::var("TETHER_TEST_DATABASE_URL") {
         let url = tether_testkit::fresh_pg_database(&admin).await;
-        let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
+        let opts = StoreOptions {
+            cache,
+            ..StoreOptions::default()
+        };
+        let store = Store::open(&url, &opts).await.unwrap();
         return TestDb { store, _dir: None };
     }
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/t.db", dir.path().display());
     let opts = StoreOptions {
         create_sqlite: true,
+        cache,
         ..StoreOptions::default()
     };
     TestDb {
@@ -413,4 +422,124 @@ async fn large_request_batches_chain_across_chunks() {
         all.windows(2)
             .all(|w| w[1].seq == w[0].seq + 1 && w[1].prev_hash == w[0].hash)
     );
+}
+
+fn secret_version_row(blob: &[u8]) -> tether_store::secrets::SecretVersionRow {
+    tether_store::secrets::SecretVersionRow {
+        secret_id: "res_s".into(),
+        version: 1,
+        org_id: "org_1".into(),
+        env_id: String::new(),
+        blob: Some(blob.to_vec()),
+        kek_version: 1,
+        created_at: 1,
+        created_by: "user:a".into(),
+        destroyed_at: None,
+    }
+}
+
+/// Every committed write through a transaction is visible to the cached reads at once: update,
+/// rename, delete, and a secret version's rewrap and destroy. A rolled-back write changes nothing.
+#[tokio::test]
+async fn cached_reads_see_every_committed_write() {
+    use tether_store::secrets::{
+        destroy_secret_version, insert_secret_version, rewrap_secret_version,
+    };
+    let db = fresh_store().await;
+    let s = &db.store;
+    let cached = |name: &'static str| s.find_resource_cached("org_1", "", "Team", name);
+    assert!(cached("a").await.unwrap().is_none());
+    let mut tx = s.begin().await.unwrap();
+    insert_resource(&mut tx, &resource("a")).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(cached("a").await.unwrap().unwrap(), resource("a"));
+
+    let mut changed = resource("a");
+    changed.spec = r#"{"description":"x"}"#.into();
+    let mut tx = s.begin().await.unwrap();
+    update_resource(&mut tx, &changed).await.unwrap();
+    drop(tx);
+    assert_eq!(cached("a").await.unwrap().unwrap().spec, "{}");
+    let mut tx = s.begin().await.unwrap();
+    update_resource(&mut tx, &changed).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(cached("a").await.unwrap().unwrap().spec, changed.spec);
+
+    let mut renamed = changed.clone();
+    renamed.name = "b".into();
+    let mut tx = s.begin().await.unwrap();
+    update_resource(&mut tx, &renamed).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(cached("a").await.unwrap().is_none());
+    assert_eq!(cached("b").await.unwrap().unwrap().id, "res_a");
+
+    let mut tx = s.begin().await.unwrap();
+    tether_store::resources::delete_resource(&mut tx, "res_a")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(cached("b").await.unwrap().is_none());
+
+    let mut tx = s.begin().await.unwrap();
+    insert_secret_version(&mut tx, &secret_version_row(b"one"))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let v = s.secret_version_cached("res_s", 1).await.unwrap().unwrap();
+    assert_eq!(v.blob.as_deref(), Some(&b"one"[..]));
+    let mut tx = s.begin().await.unwrap();
+    rewrap_secret_version(&mut tx, "res_s", 1, b"two", 2)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let v = s.secret_version_cached("res_s", 1).await.unwrap().unwrap();
+    assert_eq!((v.blob.as_deref(), v.kek_version), (Some(&b"two"[..]), 2));
+    let mut tx = s.begin().await.unwrap();
+    assert!(
+        destroy_secret_version(&mut tx, "res_s", 1, 7)
+            .await
+            .unwrap()
+    );
+    tx.commit().await.unwrap();
+    let v = s.secret_version_cached("res_s", 1).await.unwrap().unwrap();
+    assert_eq!((v.blob.as_deref(), v.destroyed_at), (None, Some(7)));
+}
+
+/// The cache serves repeated reads without the database (a write behind its back is not seen),
+/// and the TTL bounds how long: this is what a second node or an offline command would do.
+#[tokio::test]
+async fn writes_the_cache_cannot_see_show_after_the_ttl() {
+    let ttl = std::time::Duration::from_millis(300);
+    let db = fresh_store_with(CacheLimits {
+        ttl,
+        ..CacheLimits::default()
+    })
+    .await;
+    let s = &db.store;
+    let mut tx = s.begin().await.unwrap();
+    insert_resource(&mut tx, &resource("t")).await.unwrap();
+    tx.commit().await.unwrap();
+    let first = s
+        .find_resource_cached("org_1", "", "Team", "t")
+        .await
+        .unwrap();
+    raw(
+        s,
+        "UPDATE resources SET spec = '{\"x\":1}' WHERE id = 'res_t'",
+    )
+    .await;
+    let again = s
+        .find_resource_cached("org_1", "", "Team", "t")
+        .await
+        .unwrap();
+    assert_eq!(
+        again, first,
+        "a repeated read within the TTL comes from the cache"
+    );
+    tokio::time::sleep(ttl + std::time::Duration::from_millis(50)).await;
+    let later = s
+        .find_resource_cached("org_1", "", "Team", "t")
+        .await
+        .unwrap();
+    assert_eq!(later.unwrap().spec, "{\"x\":1}");
 }

@@ -12,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use http::Method;
 use tether_core::{ErrorCode, Kind};
 use tether_store::ResourceRow;
-use tether_store::resources::find_resource;
 
 use crate::auth::{Principal, authenticate};
 use crate::authz::CheckContext;
@@ -493,8 +492,8 @@ async fn resolve_scoped(
     let org_name = params.get("org").map(String::as_str).unwrap_or_default();
     facts.org = org_name.to_owned();
     let org = state
-        .scopes
-        .find(&state.store, "", "Organization", org_name)
+        .store
+        .find_resource_cached("", "", "Organization", org_name)
         .await?
         .ok_or_else(|| AppError::not_found("organization", org_name))?;
     let org_obj = org_object(&org.id);
@@ -520,8 +519,8 @@ async fn resolve_scoped(
         query_param(query, "env").filter(|e| !e.is_empty() && kind != Kind::Environment)
     {
         let env = state
-            .scopes
-            .find(&state.store, &org.id, "Environment", &env_name)
+            .store
+            .find_resource_cached(&org.id, "", "Environment", &env_name)
             .await?
             .ok_or_else(|| AppError::not_found("environment", &env_name))?;
         if kind.scope() != tether_core::resource::Scope::OrgOrEnv {
@@ -541,21 +540,10 @@ async fn resolve_scoped(
     let rel = guard.rel.or(write_relation(kind));
     let object = match params.get("name") {
         Some(name) => {
-            let item = if kind == Kind::Environment {
-                state
-                    .scopes
-                    .find(&state.store, &org.id, "Environment", name)
-                    .await?
-            } else {
-                find_resource(
-                    state.store.reader(),
-                    &org.id,
-                    &ctx.scope.env_id,
-                    &kind.to_string(),
-                    name,
-                )
-                .await?
-            };
+            let item = state
+                .store
+                .find_resource_cached(&org.id, &ctx.scope.env_id, &kind.to_string(), name)
+                .await?;
             match item {
                 Some(item) => {
                     let obj = if kind == Kind::Environment {
