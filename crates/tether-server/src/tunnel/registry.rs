@@ -250,7 +250,7 @@ pub async fn record_seen(state: &AppState, session: &Session) {
     let result = async {
         let mut tx = state.store.begin().await?;
         upsert_runner_status(&mut tx, &row).await?;
-        tx.commit().await.map_err(tether_store::StoreError::from)
+        tx.commit().await
     }
     .await;
     if let Err(e) = result {
