@@ -357,4 +357,105 @@ mod tests {
         assert_eq!(call.await.unwrap().unwrap_err(), CallError::Unavailable);
         assert!(hub.is_empty());
     }
+
+    fn chunk(id: &str, data: &[u8]) -> LogChunk {
+        LogChunk {
+            request_id: id.into(),
+            stream: tether_proto::tunnel::LogStream::Stdout as i32,
+            sequence: 0,
+            data: data.to_vec(),
+        }
+    }
+
+    async fn sent_id(
+        rx: &mut tokio::sync::mpsc::Receiver<Result<ControlMessage, Status>>,
+    ) -> String {
+        match rx.recv().await.unwrap().unwrap().kind {
+            Some(control_message::Kind::Request(r)) => r.request_id,
+            other => panic!("expected a request, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_streamed_call_hands_out_chunks_in_order_then_the_result() {
+        let hub = Hub::default();
+        let (a, mut rx) = session("org_a", "run_a");
+        hub.register(a.clone());
+        let wait = Duration::from_secs(5);
+        let mut call = hub.start("org_a", "run_a", job(), wait, true).unwrap();
+        let id = sent_id(&mut rx).await;
+        for data in [&b"one"[..], b"two"] {
+            let LogRoute::Forward(tx, c) = a.log(chunk(&id, data)) else {
+                panic!("a streamed chunk is forwarded")
+            };
+            tx.send(c).await.unwrap();
+        }
+        assert!(a.complete(OperationResult::err(&id, Default::default(), "x")));
+        let mut seen = Vec::new();
+        loop {
+            match call.next().await.unwrap() {
+                Event::Log(c) => seen.push(c.data),
+                Event::Done(r, logs) => {
+                    assert_eq!(r.request_id, id);
+                    assert_eq!(logs.truncated, 0);
+                    break;
+                }
+            }
+        }
+        assert_eq!(seen, [b"one".to_vec(), b"two".to_vec()]);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_call_cancels_and_its_late_answers_are_not_violations() {
+        let hub = Hub::default();
+        let (a, mut rx) = session("org_a", "run_a");
+        hub.register(a.clone());
+        let call = hub
+            .start("org_a", "run_a", job(), Duration::from_secs(5), true)
+            .unwrap();
+        let id = sent_id(&mut rx).await;
+        drop(call);
+        match rx.recv().await.unwrap().unwrap().kind {
+            Some(control_message::Kind::Cancel(c)) => assert_eq!(c.request_id, id),
+            other => panic!("expected Cancel, got {other:?}"),
+        }
+        // The runner may still send output and its "cancelled" result: accepted, dropped.
+        assert!(matches!(a.log(chunk(&id, b"late")), LogRoute::Handled));
+        assert!(a.complete(OperationResult::err(&id, Default::default(), "cancelled")));
+        // After that the id is spent.
+        assert!(!a.complete(OperationResult::err(&id, Default::default(), "again")));
+    }
+
+    #[tokio::test]
+    async fn a_stalled_reader_loses_further_chunks_which_are_counted() {
+        let hub = Hub::default();
+        let (a, mut rx) = session("org_a", "run_a");
+        hub.register(a.clone());
+        let mut call = hub
+            .start("org_a", "run_a", job(), Duration::from_secs(5), true)
+            .unwrap();
+        let id = sent_id(&mut rx).await;
+        a.stalled(&id, 10);
+        assert!(matches!(a.log(chunk(&id, b"12345")), LogRoute::Handled));
+        assert!(a.complete(OperationResult::err(&id, Default::default(), "x")));
+        let Event::Done(_, logs) = call.next().await.unwrap() else {
+            panic!("no chunk was forwarded")
+        };
+        assert_eq!(logs.truncated, 15);
+    }
+
+    #[tokio::test]
+    async fn a_call_times_out_with_a_cancel() {
+        let hub = Hub::default();
+        let (a, mut rx) = session("org_a", "run_a");
+        hub.register(a);
+        let wait = Duration::from_millis(50);
+        let call = hub.start("org_a", "run_a", job(), wait, false).unwrap();
+        let id = sent_id(&mut rx).await;
+        assert_eq!(call.finish().await.unwrap_err(), CallError::Timeout);
+        match rx.recv().await.unwrap().unwrap().kind {
+            Some(control_message::Kind::Cancel(c)) => assert_eq!(c.request_id, id),
+            other => panic!("expected Cancel, got {other:?}"),
+        }
+    }
 }
