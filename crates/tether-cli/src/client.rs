@@ -98,6 +98,55 @@ impl Client {
         decode(res).await
     }
 
+    /// Sends a JSON body asking for `application/x-ndjson` and hands each line of the streamed
+    /// answer to `on_line` as it arrives. An error status is returned as an [`ApiFailure`].
+    pub async fn stream_lines(
+        &mut self,
+        path: &str,
+        body: &Value,
+        mut on_line: impl FnMut(Value) -> Result<()>,
+    ) -> Result<()> {
+        let url = format!("{}{}", self.base, path);
+        let mut req = self
+            .http
+            .post(&url)
+            .header(reqwest::header::ACCEPT, "application/x-ndjson")
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let mut res = req.send().await.map_err(|e| {
+            anyhow!(
+                "cannot reach the Tether server at {}: {}",
+                self.base,
+                root_cause(&e)
+            )
+        })?;
+        if !res.status().is_success() {
+            return Err(failure(res).await.into());
+        }
+        let mut pending: Vec<u8> = Vec::new();
+        while let Some(bytes) = res
+            .chunk()
+            .await
+            .map_err(|e| anyhow!("the stream from the server broke: {}", root_cause(&e)))?
+        {
+            pending.extend_from_slice(&bytes);
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                let text = String::from_utf8_lossy(&line);
+                if text.trim().is_empty() {
+                    continue;
+                }
+                let value = serde_json::from_str(text.trim())
+                    .map_err(|_| anyhow!("the server sent a line that is not JSON"))?;
+                on_line(value)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Sends raw bytes with a content type.
     pub async fn call_raw(
         &mut self,
@@ -182,10 +231,9 @@ fn root_cause(e: &dyn std::error::Error) -> String {
     cur.to_string()
 }
 
-async fn failure(res: reqwest::Response) -> ApiFailure {
-    let status = res.status();
-    let v: Value = res.json().await.unwrap_or(Value::Null);
-    let e = jp(&v, "/error");
+/// The `error` object of an error body (or of a streamed error line) as an [`ApiFailure`].
+pub fn failure_from(status: StatusCode, v: &Value) -> ApiFailure {
+    let e = jp(v, "/error");
     ApiFailure {
         status,
         code: jp(e, "/code").as_str().unwrap_or("http_error").to_owned(),
@@ -195,6 +243,12 @@ async fn failure(res: reqwest::Response) -> ApiFailure {
             .to_owned(),
         request_id: jp(e, "/request_id").as_str().unwrap_or("").to_owned(),
     }
+}
+
+async fn failure(res: reqwest::Response) -> ApiFailure {
+    let status = res.status();
+    let v: Value = res.json().await.unwrap_or(Value::Null);
+    failure_from(status, &v)
 }
 
 async fn decode(res: reqwest::Response) -> Result<Value> {

@@ -99,6 +99,10 @@ pub async fn run(cli: Cli) -> Result<()> {
             let mut c = connect(&cli.global)?;
             crate::runner_cmd::job(&mut c.client, &c.org, cmd).await
         }
+        Command::Cloud(cmd) => {
+            let mut c = connect(&cli.global)?;
+            crate::cloud_cmd::cloud(&mut c.client, &c.org, cmd).await
+        }
         Command::Secret(cmd) => {
             let mut c = connect(&cli.global)?;
             secrets_cmd::secret(

@@ -1,6 +1,7 @@
 //! `tether`: the Tether CLI, and `tether server` to run the control plane.
 
 mod client;
+mod cloud_cmd;
 mod commands;
 mod config;
 mod kek_cmd;
@@ -96,6 +97,9 @@ pub enum Command {
     /// Jobs run on a runner.
     #[command(subcommand)]
     Job(runner_cmd::JobCmd),
+    /// Cloud operations run by a runner (AWS: sts, s3, ec2).
+    #[command(subcommand)]
+    Cloud(cloud_cmd::CloudCmd),
     /// Print shell completions.
     Completion {
         /// bash, zsh, fish, elvish or powershell.
@@ -117,9 +121,12 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<runner_cmd::ExitWith>() {
+            Some(code) => ExitCode::from(code.0),
+            None => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

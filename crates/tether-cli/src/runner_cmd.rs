@@ -8,7 +8,7 @@ use clap::Subcommand;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::client::{Client, enc, jp};
+use crate::client::{Client, enc, failure_from, jp};
 use crate::output::{Format, print};
 
 /// `tether runner`.
@@ -164,7 +164,20 @@ fn emit_credentials(doc: &Value, out: Option<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-/// Runs a `tether job` command.
+/// The CLI ends with this exit code (the job's own), without an error message of its own.
+#[derive(Debug)]
+pub struct ExitWith(pub u8);
+
+impl std::fmt::Display for ExitWith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit code {}", self.0)
+    }
+}
+
+impl std::error::Error for ExitWith {}
+
+/// Runs a `tether job` command: the job's output is streamed to this process's stdout and
+/// stderr as it arrives, and the CLI exits with the job's exit code (128 + N for a signal).
 pub async fn job(client: &mut Client, org: &str, cmd: JobCmd) -> Result<()> {
     let JobCmd::Run {
         runner,
@@ -187,16 +200,53 @@ pub async fn job(client: &mut Client, org: &str, cmd: JobCmd) -> Result<()> {
         "timeout_secs": timeout,
     });
     let path = format!("{}/operations", item_path(org, &runner));
-    let res = client.call(Method::POST, &path, Some(&body)).await?;
-    print!("{}", jp(&res, "/logs/stdout").as_str().unwrap_or_default());
-    eprint!("{}", jp(&res, "/logs/stderr").as_str().unwrap_or_default());
-    std::io::stdout().flush()?;
-    match jp(&res, "/output/job/exit_code").as_i64() {
-        Some(0) => Ok(()),
-        Some(code) => bail!("the job exited with code {code}"),
-        None => bail!(
-            "the job was ended by signal {}",
-            jp(&res, "/output/job/signal")
-        ),
+    let mut last = None;
+    client
+        .stream_lines(&path, &body, |line| {
+            match jp(&line, "/type").as_str() {
+                Some("log") => write_log(&line)?,
+                Some("result" | "error") => last = Some(line),
+                _ => {}
+            }
+            Ok(())
+        })
+        .await?;
+    let Some(last) = last else {
+        bail!("the stream from the server ended before the job's result");
+    };
+    if jp(&last, "/type") == "error" {
+        let status = jp(&last, "/status")
+            .as_u64()
+            .and_then(|s| u16::try_from(s).ok())
+            .and_then(|s| reqwest::StatusCode::from_u16(s).ok())
+            .unwrap_or(reqwest::StatusCode::INTERNAL_SERVER_ERROR);
+        return Err(failure_from(status, &last).into());
     }
+    if let Some(n) = jp(&last, "/truncated_bytes").as_u64().filter(|n| *n > 0) {
+        eprintln!("tether: {n} bytes of the job's output were not shown (log cap)");
+    }
+    match jp(&last, "/output/job/exit_code").as_i64() {
+        Some(0) => Ok(()),
+        Some(code) => Err(ExitWith(u8::try_from(code).unwrap_or(1)).into()),
+        None => {
+            let signal = jp(&last, "/output/job/signal").as_i64().unwrap_or(0);
+            let code = u8::try_from(128 + signal).unwrap_or(1);
+            Err(ExitWith(code).into())
+        }
+    }
+}
+
+/// Writes a log line's data to stdout or stderr at once.
+fn write_log(line: &Value) -> Result<()> {
+    let data = jp(line, "/data").as_str().unwrap_or_default();
+    if jp(line, "/stream") == "stderr" {
+        let mut err = std::io::stderr().lock();
+        err.write_all(data.as_bytes())?;
+        err.flush()?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        out.write_all(data.as_bytes())?;
+        out.flush()?;
+    }
+    Ok(())
 }

@@ -9,12 +9,14 @@
 )]
 
 mod audit;
+mod cloud_aws;
 mod errors;
 mod identity;
 mod kek;
 mod kms;
 mod openbao;
 mod reliability;
+mod runner_live;
 mod runners;
 mod secrets;
 mod walkthrough;

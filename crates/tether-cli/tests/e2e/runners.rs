@@ -18,7 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::server;
 
 /// `tether-runner`, built next to `tether` (scripts/test.sh builds it first).
-fn runner_bin() -> PathBuf {
+pub fn runner_bin() -> PathBuf {
     let bin = Path::new(env!("CARGO_BIN_EXE_tether")).with_file_name("tether-runner");
     assert!(
         bin.exists(),
@@ -29,38 +29,42 @@ fn runner_bin() -> PathBuf {
 }
 
 /// A running `tether-runner` process, killed on drop.
-struct Runner {
-    child: Child,
-    log: PathBuf,
+pub struct Runner {
+    pub child: Child,
+    pub log: PathBuf,
 }
 
 impl Runner {
     /// Starts a runner from a credentials document, allowing `printenv` and `echo`, with
     /// `TAG=tag` in its own environment (passed to jobs).
     fn start(s: &TestServer, creds: &Value, tag: &str) -> Runner {
+        let config = "capabilities = [\"job.run\"]\n[job]\nallowed_commands = [\"printenv\", \"echo\"]\n\
+             inherit_env = [\"PATH\", \"TAG\"]\n";
+        Runner::spawn(s, creds, config, &[("TAG", tag)])
+    }
+
+    /// Starts a runner with this local configuration (TOML) and a cleared environment:
+    /// only `PATH`, `HOME` (the server's temp dir), the log filter and `env`.
+    pub fn spawn(s: &TestServer, creds: &Value, config: &str, env: &[(&str, &str)]) -> Runner {
         let dir = s.dir.path();
         let n = std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos();
         let creds_file = dir.join(format!("creds-{n}.json"));
         std::fs::write(&creds_file, creds.to_string()).unwrap();
         let private = std::os::unix::fs::PermissionsExt::from_mode(0o600);
         std::fs::set_permissions(&creds_file, private).unwrap();
-        let config = dir.join(format!("runner-{n}.toml"));
-        std::fs::write(
-            &config,
-            "capabilities = [\"job.run\"]\n[job]\nallowed_commands = [\"printenv\", \"echo\"]\n\
-             inherit_env = [\"PATH\", \"TAG\"]\n",
-        )
-        .unwrap();
+        let config_file = dir.join(format!("runner-{n}.toml"));
+        std::fs::write(&config_file, config).unwrap();
         let log = dir.join(format!("runner-{n}.log"));
         let child = Command::new(runner_bin())
             .arg("--credentials-file")
             .arg(&creds_file)
             .arg("--config")
-            .arg(&config)
-            .env("TAG", tag)
+            .arg(&config_file)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", dir)
             .env("TETHER_RUNNER_LOG", "info")
-            .env_remove("HTTPS_PROXY")
-            .env_remove("https_proxy")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
             .spawn()
@@ -68,12 +72,25 @@ impl Runner {
         Runner { child, log }
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits until the runner's log contains `text`.
+    pub async fn wait_log(&self, text: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !self.log().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "no '{text}' in the runner log: {}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits for the process to exit; returns its code and how long it took.
-    async fn wait_exit(&mut self, limit: Duration) -> Option<(i32, Duration)> {
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<(i32, Duration)> {
         let started = Instant::now();
         while started.elapsed() < limit {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -92,7 +109,7 @@ impl Drop for Runner {
     }
 }
 
-async fn register(s: &TestServer, org: &str, name: &str) {
+pub async fn register(s: &TestServer, org: &str, name: &str) {
     let body = json!({"metadata": {"name": name}, "spec": {"description": "e2e"}});
     let r = s
         .admin("POST", &format!("/v1/orgs/{org}/runners"), Some(&body))
@@ -100,7 +117,7 @@ async fn register(s: &TestServer, org: &str, name: &str) {
     assert_eq!(r.status, 201, "{}", r.text);
 }
 
-async fn credentials(s: &TestServer, org: &str, name: &str, regenerate: bool) -> Value {
+pub async fn credentials(s: &TestServer, org: &str, name: &str, regenerate: bool) -> Value {
     let suffix = if regenerate { "/regenerate" } else { "" };
     let path = format!("/v1/orgs/{org}/runners/{name}/credentials{suffix}");
     let r = s.admin("POST", &path, None).await;
@@ -110,7 +127,7 @@ async fn credentials(s: &TestServer, org: &str, name: &str, regenerate: bool) ->
     r.body
 }
 
-async fn status(s: &TestServer, org: &str, name: &str) -> Value {
+pub async fn status(s: &TestServer, org: &str, name: &str) -> Value {
     let r = s
         .admin(
             "GET",
@@ -122,7 +139,7 @@ async fn status(s: &TestServer, org: &str, name: &str) -> Value {
     r.body
 }
 
-async fn wait_status(s: &TestServer, org: &str, name: &str, want: &str) -> Value {
+pub async fn wait_status(s: &TestServer, org: &str, name: &str, want: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let st = status(s, org, name).await;

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod extract;
 pub mod guard;
 pub mod kek;
+pub mod op_stream;
 pub mod ops;
 pub mod resolve;
 pub mod resources;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -15,16 +16,17 @@ use tether_core::{ErrorCode, Kind};
 use tether_proto::tunnel::{
     AwsAuth, AwsEc2CreateVpc, AwsEc2DescribeVpcs, AwsS3ListBuckets, AwsStsGetCallerIdentity,
     CrossAccountTrust, EnvVar, InlineCredentials, JobRun, K8sListPods, OperationOutput,
-    OperationRequest, RunnerIdentity, Tag, aws_auth, operation_output,
+    OperationRequest, OperationResult, RunnerIdentity, Tag, aws_auth, operation_output,
     operation_request::Operation, operation_result::Outcome,
 };
 
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, REQUEST_ID};
 use crate::resources::Change;
 use crate::routes::extract::{ApiJson, CtxExt};
 use crate::routes::guard::Ctx;
+use crate::routes::op_stream::{self, Meta};
 use crate::state::AppState;
-use crate::tunnel::hub::{CallError, Logs};
+use crate::tunnel::hub::{CallError, Event, Logs};
 use crate::tunnel::registry::{self, Credentials, RunnerStatus, runner_item};
 
 fn change(ctx: &Ctx) -> AppResult<Change<'_>> {
@@ -336,17 +338,22 @@ pub struct OperationResponse {
 const DEFAULT_TIMEOUT_SECS: u32 = 60;
 const MAX_TIMEOUT_SECS: u32 = 3600;
 
-/// Sends a typed operation to the runner and returns its structured result.
+/// Sends a typed operation to the runner and returns its structured result. With
+/// `Accept: application/x-ndjson` the answer is a stream of JSON lines instead: log chunks as
+/// they arrive, then one `result` (or `error`) line; the client going away cancels the
+/// operation on the runner.
 #[utoipa::path(post, path = "/v1/orgs/{org}/{kind}/{name}/operations", tag = "runners",
     params(("org" = String, Path), ("kind" = String, Path, description = "runners"), ("name" = String, Path)),
     request_body = OperationBody,
-    responses((status = 200, body = OperationResponse), (status = 503, description = "runner_unavailable"), (status = 504, description = "runner_timeout")))]
+    responses((status = 200, body = OperationResponse, description = "The result (application/json), or with `Accept: application/x-ndjson` a stream of lines `{\"type\":\"log\",\"stream\",\"data\"}` then one `{\"type\":\"result\",...}` or `{\"type\":\"error\",\"error\":{...}}`"),
+        (status = 503, description = "runner_unavailable"), (status = 504, description = "runner_timeout")))]
 pub async fn operate(
     State(state): State<AppState>,
     ctx: CtxExt,
     Path(p): Path<(String, String, String)>,
+    headers: http::HeaderMap,
     ApiJson(body): ApiJson<OperationBody>,
-) -> AppResult<Json<OperationResponse>> {
+) -> AppResult<Response> {
     let runner = runner_item(ctx.kind, ctx.item.as_ref(), &p.2)?;
     let secs = body
         .timeout_secs
@@ -359,31 +366,62 @@ pub async fn operate(
         aws_auth,
         operation: Some(operation),
     };
-    let name = request
-        .kind()
-        .map(|k| k.name())
-        .unwrap_or_default()
-        .to_owned();
+    let meta = Meta {
+        runner: runner.name.clone(),
+        operation: request
+            .kind()
+            .map(|k| k.name())
+            .unwrap_or_default()
+            .to_owned(),
+        http_request_id: REQUEST_ID.try_with(Clone::clone).unwrap_or_default(),
+    };
+    let stream = op_stream::wants_stream(&headers);
     // The runner enforces the deadline; the hub waits a little longer for its answer.
     let wait = Duration::from_secs(u64::from(secs) + 2);
-    let (result, logs) = state
+    let call = state
         .tunnel
         .hub
-        .call(&runner.org_id, &runner.id, request, wait)
-        .await
+        .start(&runner.org_id, &runner.id, request, wait, stream)
         .map_err(|e| call_error(e, &runner.name))?;
-    let output = match result.outcome {
-        Some(Outcome::Output(o)) => output_json(o),
-        Some(Outcome::Error(e)) => return Err(runner_error(e.code, e.message)),
-        None => return Err(AppError::internal("a result without outcome")),
-    };
+    if stream {
+        return Ok(op_stream::respond(call, meta, stream_finish));
+    }
+    let (result, logs) = call
+        .finish()
+        .await
+        .map_err(|e| call_error(e, &meta.runner))?;
     Ok(Json(OperationResponse {
-        request_id: result.request_id,
-        runner: runner.name.clone(),
-        operation: name,
-        output,
+        request_id: result.request_id.clone(),
+        runner: meta.runner,
+        operation: meta.operation,
+        output: result_output(result)?,
         logs: logs_json(&logs),
-    }))
+    })
+    .into_response())
+}
+
+/// The typed output of a result, or the runner's error mapped to the API's table.
+fn result_output(result: OperationResult) -> AppResult<Value> {
+    match result.outcome {
+        Some(Outcome::Output(o)) => Ok(output_json(o)),
+        Some(Outcome::Error(e)) => Err(runner_error(e.code, e.message)),
+        None => Err(AppError::internal("a result without outcome")),
+    }
+}
+
+/// The last line of a streamed operation.
+fn stream_finish(meta: &Meta, outcome: Result<Event, CallError>) -> AppResult<Value> {
+    match outcome {
+        Ok(Event::Done(result, logs)) => Ok(json!({
+            "request_id": result.request_id.clone(),
+            "runner": meta.runner,
+            "operation": meta.operation,
+            "output": result_output(result)?,
+            "truncated_bytes": logs.truncated,
+        })),
+        Ok(Event::Log(_)) => Err(AppError::internal("a log chunk where a result was due")),
+        Err(e) => Err(call_error(e, &meta.runner)),
+    }
 }
 
 fn call_error(e: CallError, runner: &str) -> AppError {

@@ -9,47 +9,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tether_proto::tunnel::{
-    CloseReason, ControlMessage, LogChunk, LogStream, OperationRequest, OperationResult,
+    CloseReason, ControlMessage, LogChunk, OperationRequest, OperationResult,
 };
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tonic::Status;
+
+use crate::tunnel::call::Pending;
+pub use crate::tunnel::call::{Call, CallError, Event, LogRoute, Logs};
 
 /// The outbound half of a session's stream.
 pub type Outbound = tokio::sync::mpsc::Sender<Result<ControlMessage, Status>>;
-
-/// At most this many bytes of logs are kept per operation (the rest is counted, not kept).
-const MAX_LOG_BYTES: usize = 1 << 20;
-
-/// Logs of one operation.
-#[derive(Debug, Default, Clone)]
-pub struct Logs {
-    /// Standard output.
-    pub stdout: Vec<u8>,
-    /// Standard error.
-    pub stderr: Vec<u8>,
-    /// Bytes dropped because of the cap.
-    pub truncated: u64,
-}
-
-impl Logs {
-    fn push(&mut self, chunk: LogChunk) {
-        let kept = self.stdout.len() + self.stderr.len();
-        if kept + chunk.data.len() > MAX_LOG_BYTES {
-            self.truncated += chunk.data.len() as u64;
-            return;
-        }
-        if chunk.stream == LogStream::Stderr as i32 {
-            self.stderr.extend_from_slice(&chunk.data);
-        } else {
-            self.stdout.extend_from_slice(&chunk.data);
-        }
-    }
-}
-
-struct Pending {
-    done: oneshot::Sender<(OperationResult, Logs)>,
-    logs: Logs,
-}
 
 /// One connected runner.
 pub struct Session {
@@ -135,22 +104,43 @@ impl Session {
             .remove(&result.request_id);
         match pending {
             Some(p) => {
-                let _ = p.done.send((result, p.logs));
+                p.complete(result);
                 true
             }
             None => false,
         }
     }
 
-    /// Appends a log chunk; false if the id was never issued on this session.
-    pub fn log(&self, chunk: LogChunk) -> bool {
+    /// Routes a log chunk: kept, counted, or to be forwarded to a streaming response.
+    pub fn log(&self, chunk: LogChunk) -> LogRoute {
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         match pending.get_mut(&chunk.request_id) {
-            Some(p) => {
-                p.logs.push(chunk);
-                true
-            }
-            None => false,
+            Some(p) => p.log(chunk),
+            None => LogRoute::Unknown,
+        }
+    }
+
+    /// A forward to a streaming response timed out: its remaining chunks are dropped.
+    pub fn stalled(&self, request_id: &str, bytes: u64) {
+        if let Some(p) = self
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(request_id)
+        {
+            p.stalled(bytes);
+        }
+    }
+
+    /// Nobody waits for `request_id` any more; its late chunks and result are dropped quietly.
+    pub(crate) fn abandon(&self, request_id: &str) {
+        if let Some(p) = self
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(request_id)
+        {
+            p.abandon();
         }
     }
 
@@ -173,17 +163,6 @@ pub struct SessionInfo {
     pub version: String,
     /// Capabilities.
     pub capabilities: Vec<String>,
-}
-
-/// Why an operation did not produce a result.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CallError {
-    /// The runner is not connected (or its session ended meanwhile).
-    Unavailable,
-    /// The runner did not answer in time; a Cancel was sent.
-    Timeout,
-    /// The runner did not advertise this operation.
-    Unsupported(String),
 }
 
 /// Every live session, by runner id.
@@ -240,16 +219,32 @@ impl Hub {
         self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Sends `request` to the runner `runner_id` of org `org_id` and waits for its result.
-    /// The org is checked against the session's certificate identity as well: a runner is only
-    /// ever reached for its own org.
+    /// Sends `request` to the runner `runner_id` of org `org_id` and waits for its result
+    /// (logs buffered).
     pub async fn call(
+        &self,
+        org_id: &str,
+        runner_id: &str,
+        request: OperationRequest,
+        wait: Duration,
+    ) -> Result<(OperationResult, Logs), CallError> {
+        self.start(org_id, runner_id, request, wait, false)?
+            .finish()
+            .await
+    }
+
+    /// Sends `request` to the runner `runner_id` of org `org_id` and returns the call to wait
+    /// on; with `stream`, log chunks are handed out as they arrive. The org is checked against
+    /// the session's certificate identity as well: a runner is only ever reached for its own
+    /// org. Dropping the call before its result cancels the operation on the runner.
+    pub fn start(
         &self,
         org_id: &str,
         runner_id: &str,
         mut request: OperationRequest,
         wait: Duration,
-    ) -> Result<(OperationResult, Logs), CallError> {
+        stream: bool,
+    ) -> Result<Call, CallError> {
         let session = self
             .session(runner_id)
             .filter(|s| s.org_id == org_id)
@@ -260,31 +255,18 @@ impl Hub {
         }
         let request_id = format!("op_{:032x}", tether_core::id::fresh());
         request.request_id.clone_from(&request_id);
-        let (done, rx) = oneshot::channel();
+        let (call, pending) = Call::register(session.clone(), request_id.clone(), wait, stream);
         session
             .pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(
-                request_id.clone(),
-                Pending {
-                    done,
-                    logs: Logs::default(),
-                },
-            );
+            .insert(request_id.clone(), pending);
         if !session.send(ControlMessage::request(request)) {
             session.forget(&request_id);
+            call.discard();
             return Err(CallError::Unavailable);
         }
-        match tokio::time::timeout(wait, rx).await {
-            Ok(Ok(out)) => Ok(out),
-            Ok(Err(_)) => Err(CallError::Unavailable),
-            Err(_) => {
-                session.forget(&request_id);
-                session.send(ControlMessage::cancel(&request_id, "timed out"));
-                Err(CallError::Timeout)
-            }
-        }
+        Ok(call)
     }
 }
 
@@ -343,12 +325,15 @@ mod tests {
         let forged = OperationResult::err(&req.request_id, Default::default(), "x");
         assert!(!b.complete(forged));
         assert!(!a.complete(OperationResult::err("op_other", Default::default(), "x")));
-        assert!(a.log(LogChunk {
-            request_id: req.request_id.clone(),
-            stream: LogStream::Stdout as i32,
-            sequence: 0,
-            data: b"hi".to_vec(),
-        }));
+        assert!(matches!(
+            a.log(LogChunk {
+                request_id: req.request_id.clone(),
+                stream: tether_proto::tunnel::LogStream::Stdout as i32,
+                sequence: 0,
+                data: b"hi".to_vec(),
+            }),
+            LogRoute::Handled
+        ));
         assert!(a.complete(OperationResult::err(
             &req.request_id,
             Default::default(),
@@ -371,5 +356,106 @@ mod tests {
         assert!(hub.close_runner("run_a", CloseReason::Revoked, "revoked"));
         assert_eq!(call.await.unwrap().unwrap_err(), CallError::Unavailable);
         assert!(hub.is_empty());
+    }
+
+    fn chunk(id: &str, data: &[u8]) -> LogChunk {
+        LogChunk {
+            request_id: id.into(),
+            stream: tether_proto::tunnel::LogStream::Stdout as i32,
+            sequence: 0,
+            data: data.to_vec(),
+        }
+    }
+
+    async fn sent_id(
+        rx: &mut tokio::sync::mpsc::Receiver<Result<ControlMessage, Status>>,
+    ) -> String {
+        match rx.recv().await.unwrap().unwrap().kind {
+            Some(control_message::Kind::Request(r)) => r.request_id,
+            other => panic!("expected a request, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_streamed_call_hands_out_chunks_in_order_then_the_result() {
+        let hub = Hub::default();
+        let (a, mut rx) = session("org_a", "run_a");
+        hub.register(a.clone());
+        let wait = Duration::from_secs(5);
+        let mut call = hub.start("org_a", "run_a", job(), wait, true).unwrap();
+        let id = sent_id(&mut rx).await;
+        for data in [&b"one"[..], b"two"] {
+            let LogRoute::Forward(tx, c) = a.log(chunk(&id, data)) else {
+                panic!("a streamed chunk is forwarded")
+            };
+            tx.send(c).await.unwrap();
+        }
+        assert!(a.complete(OperationResult::err(&id, Default::default(), "x")));
+        let mut seen = Vec::new();
+        loop {
+            match call.next().await.unwrap() {
+                Event::Log(c) => seen.push(c.data),
+                Event::Done(r, logs) => {
+                    assert_eq!(r.request_id, id);
+                    assert_eq!(logs.truncated, 0);
+                    break;
+                }
+            }
+        }
+        assert_eq!(seen, [b"one".to_vec(), b"two".to_vec()]);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_call_cancels_and_its_late_answers_are_not_violations() {
+        let hub = Hub::default();
+        let (a, mut rx) = session("org_a", "run_a");
+        hub.register(a.clone());
+        let call = hub
+            .start("org_a", "run_a", job(), Duration::from_secs(5), true)
+            .unwrap();
+        let id = sent_id(&mut rx).await;
+        drop(call);
+        match rx.recv().await.unwrap().unwrap().kind {
+            Some(control_message::Kind::Cancel(c)) => assert_eq!(c.request_id, id),
+            other => panic!("expected Cancel, got {other:?}"),
+        }
+        // The runner may still send output and its "cancelled" result: accepted, dropped.
+        assert!(matches!(a.log(chunk(&id, b"late")), LogRoute::Handled));
+        assert!(a.complete(OperationResult::err(&id, Default::default(), "cancelled")));
+        // After that the id is spent.
+        assert!(!a.complete(OperationResult::err(&id, Default::default(), "again")));
+    }
+
+    #[tokio::test]
+    async fn a_stalled_reader_loses_further_chunks_which_are_counted() {
+        let hub = Hub::default();
+        let (a, mut rx) = session("org_a", "run_a");
+        hub.register(a.clone());
+        let mut call = hub
+            .start("org_a", "run_a", job(), Duration::from_secs(5), true)
+            .unwrap();
+        let id = sent_id(&mut rx).await;
+        a.stalled(&id, 10);
+        assert!(matches!(a.log(chunk(&id, b"12345")), LogRoute::Handled));
+        assert!(a.complete(OperationResult::err(&id, Default::default(), "x")));
+        let Event::Done(_, logs) = call.next().await.unwrap() else {
+            panic!("no chunk was forwarded")
+        };
+        assert_eq!(logs.truncated, 15);
+    }
+
+    #[tokio::test]
+    async fn a_call_times_out_with_a_cancel() {
+        let hub = Hub::default();
+        let (a, mut rx) = session("org_a", "run_a");
+        hub.register(a);
+        let wait = Duration::from_millis(50);
+        let call = hub.start("org_a", "run_a", job(), wait, false).unwrap();
+        let id = sent_id(&mut rx).await;
+        assert_eq!(call.finish().await.unwrap_err(), CallError::Timeout);
+        match rx.recv().await.unwrap().unwrap().kind {
+            Some(control_message::Kind::Cancel(c)) => assert_eq!(c.request_id, id),
+            other => panic!("expected Cancel, got {other:?}"),
+        }
     }
 }

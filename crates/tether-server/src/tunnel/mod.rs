@@ -4,6 +4,7 @@
 
 pub mod active;
 pub mod ca;
+pub mod call;
 pub mod hub;
 pub mod registry;
 pub mod serve;

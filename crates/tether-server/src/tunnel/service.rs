@@ -9,7 +9,9 @@ use std::time::Duration;
 use tether_pki::{ActiveSerials, RunnerCertIdentity, parse_runner_certificate};
 use tether_proto::frame::validate_runner_message;
 use tether_proto::tunnel::tunnel_service_server::TunnelService;
-use tether_proto::tunnel::{CloseReason, ControlMessage, Hello, RunnerMessage, runner_message};
+use tether_proto::tunnel::{
+    CloseReason, ControlMessage, Hello, LogChunk, RunnerMessage, runner_message,
+};
 use tether_store::RequestLogRecord;
 use tether_store::resources::get_resource;
 use tokio::sync::mpsc;
@@ -17,7 +19,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::state::AppState;
-use crate::tunnel::hub::{Outbound, Session, SessionInfo};
+use crate::tunnel::call::STALL_TIMEOUT;
+use crate::tunnel::hub::{LogRoute, Outbound, Session, SessionInfo};
 
 /// How long a runner has to send its Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -230,7 +233,7 @@ async fn serve(
         tokio::select! {
             msg = inbound.message() => match msg {
                 Ok(Some(m)) => {
-                    if let Err(reason) = handle(state, session, m, &mut flood) {
+                    if let Err(reason) = handle(state, session, m, &mut flood).await {
                         return End::Violation(reason);
                     }
                 }
@@ -249,7 +252,7 @@ async fn serve(
     }
 }
 
-fn handle(
+async fn handle(
     state: &AppState,
     session: &Session,
     msg: RunnerMessage,
@@ -273,15 +276,44 @@ fn handle(
                 Err("a result for a request id this session was never given".into())
             }
         }
-        Some(runner_message::Kind::Log(l)) => {
-            if session.log(l) {
-                Ok(())
-            } else {
+        Some(runner_message::Kind::Log(l)) => match session.log(l) {
+            LogRoute::Unknown => {
                 Err("a log chunk for a request id this session was never given".into())
             }
-        }
+            LogRoute::Handled => Ok(()),
+            LogRoute::Forward(tx, chunk) => {
+                forward(session, tx, chunk).await;
+                // The runner is alive (it sent this); time spent waiting for a slow reader
+                // must not count as missed heartbeats.
+                session.beat(state.clock.now_millis());
+                Ok(())
+            }
+        },
         Some(runner_message::Kind::Hello(_)) => Err("a second Hello".into()),
         None => Err("unknown message type".into()),
+    }
+}
+
+/// Hands a log chunk to a streaming response. While the response's channel is full this waits
+/// (holding the session's reads, so the runner slows down), at most [`STALL_TIMEOUT`]; after
+/// that the reader is considered stalled and its further chunks are dropped and counted. A
+/// closed session stops the wait at once.
+async fn forward(session: &Session, tx: mpsc::Sender<LogChunk>, chunk: LogChunk) {
+    let id = chunk.request_id.clone();
+    let len = chunk.data.len() as u64;
+    let mut closed = session.closed();
+    if *closed.borrow_and_update() {
+        return;
+    }
+    tokio::select! {
+        sent = tokio::time::timeout(STALL_TIMEOUT, tx.send(chunk)) => {
+            // A send error means the reader is gone; its Call cancels the operation.
+            if sent.is_err() {
+                tracing::warn!(request_id = %id, "a log reader stalled; dropping its further logs");
+                session.stalled(&id, len);
+            }
+        }
+        _ = closed.changed() => {}
     }
 }
 
