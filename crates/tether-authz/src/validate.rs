@@ -98,7 +98,7 @@ impl<'a> Validator<'a> {
                 Some(String::new()),
                 Loc::None,
             );
-        } else if v != "1.1" {
+        } else if v != "1.1" && v != "1.2" {
             self.push(
                 ModelErrorKind::InvalidSchema,
                 format!("invalid schema {v}"),
@@ -191,6 +191,7 @@ impl<'a> Validator<'a> {
         let children = match u {
             Userset::Union(c) | Userset::Intersection(c) => c,
             Userset::Difference { base, subtract } => {
+                self.duplicate_leaf(t, r, base, subtract);
                 self.partial_duplicates(t, r, base);
                 self.partial_duplicates(t, r, subtract);
                 return;
@@ -199,23 +200,37 @@ impl<'a> Validator<'a> {
         };
         let mut seen: Vec<&Userset> = Vec::new();
         for c in children {
-            let leaf = matches!(c, Userset::Computed(_) | Userset::TupleToUserset { .. });
-            if leaf && seen.contains(&c) {
-                let s = partial_text(c);
-                let msg = format!(
-                    "the partial relation definition `{s}` is a duplicate in the relation `{}`.",
-                    r.name
-                );
-                self.push(
-                    ModelErrorKind::DuplicatedError,
-                    msg,
-                    Some(s.clone()),
-                    in_rel(&t.name, &r.name, s),
-                );
+            if let Some(earlier) = seen.iter().find(|s| **s == c) {
+                self.duplicate_leaf(t, r, earlier, c);
             }
             seen.push(c);
             self.partial_duplicates(t, r, c);
         }
+    }
+
+    /// Report `later` when it is a leaf (`x` or `x from y`) equal to `earlier`.
+    fn duplicate_leaf(
+        &mut self,
+        t: &'a TypeDefinition,
+        r: &'a RelationDefinition,
+        earlier: &Userset,
+        later: &Userset,
+    ) {
+        let leaf = matches!(later, Userset::Computed(_) | Userset::TupleToUserset { .. });
+        if !leaf || earlier != later {
+            return;
+        }
+        let s = partial_text(later);
+        let msg = format!(
+            "the partial relation definition `{s}` is a duplicate in the relation `{}`.",
+            r.name
+        );
+        self.push(
+            ModelErrorKind::DuplicatedError,
+            msg,
+            Some(s.clone()),
+            in_rel(&t.name, &r.name, s),
+        );
     }
 
     fn references(&mut self) {
@@ -276,13 +291,7 @@ impl<'a> Validator<'a> {
             {
                 let s = tr.dsl_subject();
                 let msg = format!("`{ur}` is not a valid relation for `{}`.", tr.type_name);
-                let loc = Loc::InRelation {
-                    type_name: &t.name,
-                    relation: &r.name,
-                    offset: tr.type_name.chars().count() + 1,
-                    len: ur.chars().count(),
-                    needle: s,
-                };
+                let loc = in_rel(&t.name, &r.name, s);
                 self.push(
                     ModelErrorKind::InvalidRelationType,
                     msg,
@@ -350,8 +359,11 @@ impl<'a> Validator<'a> {
             );
             return;
         };
-        let direct_only =
-            ts.rewrite == Userset::This && ts.directly_related.iter().all(|x| x.relation.is_none());
+        let direct_only = ts.rewrite == Userset::This
+            && ts
+                .directly_related
+                .iter()
+                .all(|x| x.relation.is_none() && !x.wildcard);
         if !direct_only {
             let msg =
                 format!("`{tupleset}` relation used inside from allows only direct relation.");
@@ -375,11 +387,15 @@ impl<'a> Validator<'a> {
             .iter()
             .map(|x| x.type_name.as_str())
             .collect();
-        if !parents
+        if parents
             .iter()
             .any(|p| self.data.relation(p, computed).is_some())
         {
-            let p = parents.first().copied().unwrap_or_default();
+            return;
+        }
+        // OpenFGA reports one error per tupleset type when none has the relation.
+        let mut reported = HashSet::new();
+        for p in parents.into_iter().filter(|p| reported.insert(*p)) {
             let msg = format!(
                 "the `{computed}` relation definition on type `{}` is not valid: `{computed}` does not exist on `{tupleset}`, which is of type `{p}`.",
                 t.name
@@ -388,7 +404,7 @@ impl<'a> Validator<'a> {
                 ModelErrorKind::InvalidRelationType,
                 msg,
                 Some(whole.clone()),
-                in_rel(&t.name, &r.name, whole),
+                in_rel(&t.name, &r.name, whole.clone()),
             );
         }
     }
