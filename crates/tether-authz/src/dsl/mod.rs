@@ -1,9 +1,11 @@
 //! The OpenFGA DSL: scanner, parser and printer.
 
+mod antlr;
 mod parser;
 mod printer;
 mod scanner;
 
+pub use antlr::syntax_errors;
 pub use parser::{SourceMap, parse_dsl};
 pub use printer::{print_dsl, print_rewrite};
 pub(crate) use scanner::is_word_char;

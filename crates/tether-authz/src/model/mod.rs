@@ -13,7 +13,7 @@ pub use types::{
 };
 
 use crate::condition::CompiledCondition;
-use crate::dsl::{SourceMap, parse_dsl, print_dsl};
+use crate::dsl::{SourceMap, parse_dsl, print_dsl, syntax_errors};
 use crate::error::AuthzError;
 use crate::store::hash::FoldBuild;
 use crate::validate::validate_model;
@@ -37,6 +37,10 @@ pub(crate) struct TypeIndex {
 impl AuthorizationModel {
     /// Parse and validate a DSL model.
     pub fn from_dsl(src: &str) -> Result<Self, AuthzError> {
+        let syntax = syntax_errors(src);
+        if !syntax.is_empty() {
+            return Err(AuthzError::InvalidModel(syntax));
+        }
         let (data, map) = parse_dsl(src).map_err(|e| AuthzError::InvalidModel(vec![e]))?;
         Self::from_data_with_source(data, Some(&map))
     }
