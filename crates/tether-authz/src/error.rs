@@ -60,6 +60,10 @@ pub enum ModelErrorKind {
     InvalidCondition,
     /// A type restriction that refers to an undefined relation on an assignable type.
     AssignableRelationMustHaveTypes,
+    /// A JSON condition whose `name` differs from its key.
+    DifferentNestedConditionName,
+    /// A JSON model that would put several modules in one file.
+    MultipleModulesInFile,
     /// Anything else.
     Other,
 }
@@ -82,6 +86,8 @@ impl ModelErrorKind {
             Self::ConditionNotUsed => "condition-not-used",
             Self::InvalidCondition => "invalid-condition",
             Self::AssignableRelationMustHaveTypes => "assignable-relation-must-have-type",
+            Self::DifferentNestedConditionName => "different-nested-condition-name",
+            Self::MultipleModulesInFile => "multiple-modules-in-file",
             Self::Other => "other",
         }
     }

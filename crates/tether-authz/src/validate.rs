@@ -13,6 +13,8 @@ use crate::model::{ModelData, RelationDefinition, TypeDefinition, Userset};
 /// Where an error points.
 enum Loc<'a> {
     None,
+    /// The start of the source (line 0, column 0).
+    Start,
     Schema,
     Type(&'a str),
     RelationName(&'a str, &'a str),
@@ -96,7 +98,7 @@ impl<'a> Validator<'a> {
                 ModelErrorKind::InvalidSchema,
                 "schema version required".into(),
                 Some(String::new()),
-                Loc::None,
+                Loc::Start,
             );
         } else if v != "1.1" && v != "1.2" {
             self.push(
@@ -239,6 +241,20 @@ impl<'a> Validator<'a> {
             for r in &t.relations {
                 self.restrictions(t, r, &mut used_conditions);
                 self.rewrite_refs(t, r, &r.rewrite);
+            }
+        }
+        for (key, c) in &self.data.conditions {
+            if c.name != *key {
+                let msg = format!(
+                    "condition key is `{key}` but nested name property is {}",
+                    c.name
+                );
+                self.push(
+                    ModelErrorKind::DifferentNestedConditionName,
+                    msg,
+                    Some(c.name.clone()),
+                    Loc::None,
+                );
             }
         }
         for name in self.data.conditions.keys() {
@@ -614,6 +630,13 @@ impl<'a> Validator<'a> {
         let map = self.map?;
         let (line, needle, offset, len, after_colon) = match loc {
             Loc::None => return None,
+            Loc::Start => {
+                return Some(Span {
+                    line: 0,
+                    start_column: 0,
+                    end_column: 0,
+                });
+            }
             Loc::Schema => (
                 find_line(map, "schema")?,
                 self.data.schema_version.clone(),

@@ -1,6 +1,7 @@
 //! Language runner over `../shared/conformance/openfga-language/tests/data/`.
 //!
-//! Prints per-section pass counts and a closing `N passed, M failed, K skipped` line.
+//! Prints per-section pass counts and a closing `N passed, M failed, K skipped` line,
+//! and fails if a transformer case fails or a validation count drops below its floor.
 //! Module (schema 1.2) cases are counted as skipped and reported.
 
 use std::path::{Path, PathBuf};
@@ -103,12 +104,18 @@ fn language_suite() {
     );
     let mut tally = Tally::default();
     run_transformer(&mut tally);
-    validation::run(&data_dir(), &mut tally);
+    let regressions = validation::run(&data_dir(), &mut tally);
     for f in &tally.failures {
         println!("FAIL {f}");
     }
     println!(
         "{} passed, {} failed, {} skipped",
         tally.passed, tally.failed, tally.skipped
+    );
+    assert_eq!(tally.failed, 0, "transformer cases failed");
+    assert!(
+        regressions.is_empty(),
+        "validation counts regressed:\n{}",
+        regressions.join("\n")
     );
 }

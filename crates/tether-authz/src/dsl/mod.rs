@@ -6,6 +6,6 @@ mod printer;
 mod scanner;
 
 pub use antlr::syntax_errors;
-pub use parser::{SourceMap, parse_dsl};
+pub use parser::{SourceMap, parse_dsl, parse_dsl_all};
 pub use printer::{print_dsl, print_rewrite};
 pub(crate) use scanner::is_word_char;

@@ -6,7 +6,7 @@ use super::types::{
     ConditionDefinition, ModelData, ParamType, RelationDefinition, TypeDefinition, TypeRestriction,
     Userset,
 };
-use crate::error::{AuthzError, ModelErrorKind};
+use crate::error::{AuthzError, ModelError, ModelErrorKind};
 
 type JsonResult<T> = Result<T, AuthzError>;
 
@@ -54,6 +54,60 @@ pub fn model_from_value(value: &Value) -> JsonResult<ModelData> {
         types,
         conditions,
     })
+}
+
+/// Where a type, relation or condition says it comes from: (file, module).
+fn module_of(meta: Option<&Value>) -> Option<(&str, &str)> {
+    let meta = meta?;
+    let module = meta.get("module")?.as_str().filter(|m| !m.is_empty())?;
+    let file = meta
+        .get("source_info")?
+        .get("file")?
+        .as_str()
+        .filter(|f| !f.is_empty())?;
+    Some((file, module))
+}
+
+/// OpenFGA's check that a JSON model maps back to module files: each file
+/// may hold one module only.
+pub(crate) fn module_file_errors(value: &Value) -> Vec<ModelError> {
+    let mut files: Vec<(&str, Vec<&str>)> = Vec::new();
+    let mut sources: Vec<(&str, &str)> = Vec::new();
+    let types = value.get("type_definitions").and_then(Value::as_array);
+    for t in types.into_iter().flatten() {
+        let meta = t.get("metadata");
+        sources.extend(module_of(meta));
+        let rels = meta
+            .and_then(|m| m.get("relations"))
+            .and_then(Value::as_object);
+        for r in rels.into_iter().flat_map(|m| m.values()) {
+            sources.extend(module_of(Some(r)));
+        }
+    }
+    let conds = value.get("conditions").and_then(Value::as_object);
+    for c in conds.into_iter().flat_map(|m| m.values()) {
+        sources.extend(module_of(c.get("metadata")));
+    }
+    for (file, module) in sources {
+        match files.iter_mut().find(|(f, _)| *f == file) {
+            Some((_, mods)) if !mods.contains(&module) => mods.push(module),
+            Some(_) => {}
+            None => files.push((file, vec![module])),
+        }
+    }
+    files
+        .into_iter()
+        .filter(|(_, mods)| mods.len() > 1)
+        .map(|(file, mods)| ModelError {
+            message: format!(
+                "file {file} would contain multiple module definitions ({}) when transforming to DSL. Only one module can be defined per file.",
+                mods.join(", ")
+            ),
+            kind: ModelErrorKind::MultipleModulesInFile,
+            symbol: Some(file.to_owned()),
+            span: None,
+        })
+        .collect()
 }
 
 fn str_field<'a>(obj: &'a Map<String, Value>, key: &str) -> JsonResult<&'a str> {

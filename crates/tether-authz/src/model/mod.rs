@@ -13,7 +13,7 @@ pub use types::{
 };
 
 use crate::condition::CompiledCondition;
-use crate::dsl::{SourceMap, parse_dsl, print_dsl, syntax_errors};
+use crate::dsl::{SourceMap, parse_dsl_all, print_dsl, syntax_errors};
 use crate::error::AuthzError;
 use crate::store::hash::FoldBuild;
 use crate::validate::validate_model;
@@ -41,13 +41,25 @@ impl AuthorizationModel {
         if !syntax.is_empty() {
             return Err(AuthzError::InvalidModel(syntax));
         }
-        let (data, map) = parse_dsl(src).map_err(|e| AuthzError::InvalidModel(vec![e]))?;
+        let (data, map) = parse_dsl_all(src).map_err(AuthzError::InvalidModel)?;
         Self::from_data_with_source(data, Some(&map))
     }
 
     /// Parse and validate a JSON model.
     pub fn from_json(json: &str) -> Result<Self, AuthzError> {
-        Self::from_data(parse_json_model(json)?)
+        let value: serde_json::Value = serde_json::from_str(json).map_err(|e| {
+            AuthzError::model(
+                crate::error::ModelErrorKind::Syntax,
+                format!("invalid JSON model: {e}"),
+            )
+        })?;
+        let data = model_from_value(&value)?;
+        let mut errors = json::module_file_errors(&value);
+        if !errors.is_empty() {
+            errors.extend(validate_model(&data, None));
+            return Err(AuthzError::InvalidModel(errors));
+        }
+        Self::from_data(data)
     }
 
     /// Validate model data.
