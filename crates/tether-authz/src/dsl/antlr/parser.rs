@@ -58,7 +58,8 @@ pub(crate) struct Recognizer<'a> {
 impl<'a> Recognizer<'a> {
     pub(crate) fn new(atn: &'a Atn, tokens: &'a [Token]) -> Self {
         let types = tokens.iter().map(|t| t.ttype).collect();
-        let budget = 200_000u64.saturating_add(20_000u64.saturating_mul(tokens.len() as u64));
+        // Nesting is capped at 64 levels, where prediction needs about 600k steps.
+        let budget = 1_000_000u64.saturating_add(2_000u64.saturating_mul(tokens.len() as u64));
         Self {
             atn,
             tokens,
