@@ -549,45 +549,51 @@ impl Builder {
                 };
                 (start, end, node)
             }
-            G::Star(body) => {
-                let blk_start = self.new_state(Kind::StarBlockStart, rule);
-                let blk_end = self.new_state(Kind::BlockEnd, rule);
-                let nodes = self.block(alts_of(body), rule, blk_start, blk_end, rs);
-                let entry = self.new_state(Kind::StarLoopEntry, rule);
-                let end = self.new_state(Kind::LoopEnd, rule);
-                let loopback = self.new_state(Kind::StarLoopBack, rule);
-                self.eps(entry, blk_start);
-                self.eps(entry, end);
-                self.eps(blk_end, loopback);
-                self.eps(loopback, entry);
-                let body = Box::new(inner(blk_start, nodes));
-                let node = Node::Star {
-                    entry,
-                    loopback,
-                    body,
-                    ll1: None,
-                };
-                (entry, end, node)
-            }
-            G::Plus(body) => {
-                let blk_start = self.new_state(Kind::PlusBlockStart, rule);
-                let blk_end = self.new_state(Kind::BlockEnd, rule);
-                let nodes = self.block(alts_of(body), rule, blk_start, blk_end, rs);
-                let loopback = self.new_state(Kind::PlusLoopBack, rule);
-                let end = self.new_state(Kind::LoopEnd, rule);
-                self.eps(blk_end, loopback);
-                self.eps(loopback, blk_start);
-                self.eps(loopback, end);
-                let body = Box::new(inner(blk_start, nodes));
-                let node = Node::Plus {
-                    start: blk_start,
-                    loopback,
-                    body,
-                    ll1: None,
-                };
-                (blk_start, end, node)
-            }
+            G::Star(body) => self.star(alts_of(body), rule, rs),
+            G::Plus(body) => self.plus(alts_of(body), rule, rs),
         }
+    }
+
+    /// `( alts )*`: ANTLR's star-loop states around a star block.
+    fn star(&mut self, alts: &[G], rule: usize, rs: &[usize]) -> (usize, usize, Node) {
+        let blk_start = self.new_state(Kind::StarBlockStart, rule);
+        let blk_end = self.new_state(Kind::BlockEnd, rule);
+        let nodes = self.block(alts, rule, blk_start, blk_end, rs);
+        let entry = self.new_state(Kind::StarLoopEntry, rule);
+        let end = self.new_state(Kind::LoopEnd, rule);
+        let loopback = self.new_state(Kind::StarLoopBack, rule);
+        self.eps(entry, blk_start);
+        self.eps(entry, end);
+        self.eps(blk_end, loopback);
+        self.eps(loopback, entry);
+        let body = Box::new(inner(blk_start, nodes));
+        let node = Node::Star {
+            entry,
+            loopback,
+            body,
+            ll1: None,
+        };
+        (entry, end, node)
+    }
+
+    /// `( alts )+`: a plus block whose end loops back through a decision.
+    fn plus(&mut self, alts: &[G], rule: usize, rs: &[usize]) -> (usize, usize, Node) {
+        let blk_start = self.new_state(Kind::PlusBlockStart, rule);
+        let blk_end = self.new_state(Kind::BlockEnd, rule);
+        let nodes = self.block(alts, rule, blk_start, blk_end, rs);
+        let loopback = self.new_state(Kind::PlusLoopBack, rule);
+        let end = self.new_state(Kind::LoopEnd, rule);
+        self.eps(blk_end, loopback);
+        self.eps(loopback, blk_start);
+        self.eps(loopback, end);
+        let body = Box::new(inner(blk_start, nodes));
+        let node = Node::Plus {
+            start: blk_start,
+            loopback,
+            body,
+            ll1: None,
+        };
+        (blk_start, end, node)
     }
 
     fn token(&mut self, set: TokSet, rule: usize) -> (usize, usize, Node) {

@@ -147,70 +147,99 @@ impl<'a> Recognizer<'a> {
                 alts,
                 optional,
                 ll1,
-            } => {
-                self.state = *state;
-                self.sync()?;
-                let la = self.la(1);
-                let chosen = match ll1 {
-                    Some(looks) => match looks.iter().position(|l| l.contains(la)) {
-                        Some(i) => Some(i),
-                        None if *optional => None,
-                        None => {
-                            return Err(Recog::NoViableAlt {
-                                start: self.pos,
-                                offending: self.pos,
-                            }
-                            .into());
-                        }
-                    },
-                    None => self.predict(*state)?.checked_sub(1),
-                };
-                match chosen.and_then(|i| alts.get(i)) {
-                    Some(alt) => self.walk(alt),
-                    None => Ok(()),
-                }
-            }
+            } => self.choice(*state, alts, *optional, ll1.as_deref()),
             Node::Star {
                 entry,
                 loopback,
                 body,
                 ll1,
-            } => {
-                self.state = *entry;
-                self.sync()?;
-                loop {
-                    let enter = match ll1 {
-                        Some(look) => look.contains(self.la(1)),
-                        None => self.predict(*entry)? == 1,
-                    };
-                    if !enter {
-                        return Ok(());
-                    }
-                    self.walk(body)?;
-                    self.state = *loopback;
-                    self.sync()?;
-                }
-            }
+            } => self.star(*entry, *loopback, body, *ll1),
             Node::Plus {
                 start,
                 loopback,
                 body,
                 ll1,
-            } => {
-                self.state = *start;
-                self.sync()?;
-                loop {
-                    self.walk(body)?;
-                    self.state = *loopback;
-                    self.sync()?;
-                    let again = match ll1 {
-                        Some(look) => look.contains(self.la(1)),
-                        None => self.predict(*loopback)? == 1,
-                    };
-                    if !again {
-                        return Ok(());
+            } => self.plus(*start, *loopback, body, *ll1),
+        }
+    }
+
+    /// An alternative block or an optional block (`LL1AltBlock`, `AltBlock`,
+    /// `LL1OptionalBlock`, `OptionalBlock` in ANTLR's templates).
+    fn choice(
+        &mut self,
+        state: usize,
+        alts: &[Node],
+        optional: bool,
+        ll1: Option<&[TokSet]>,
+    ) -> Result<(), Fail> {
+        self.state = state;
+        self.sync()?;
+        let la = self.la(1);
+        let chosen = match ll1 {
+            Some(looks) => match looks.iter().position(|l| l.contains(la)) {
+                Some(i) => Some(i),
+                None if optional => None,
+                None => {
+                    let here = self.pos;
+                    return Err(Recog::NoViableAlt {
+                        start: here,
+                        offending: here,
                     }
+                    .into());
                 }
+            },
+            None => self.predict(state)?.checked_sub(1),
+        };
+        match chosen.and_then(|i| alts.get(i)) {
+            Some(alt) => self.walk(alt),
+            None => Ok(()),
+        }
+    }
+
+    /// `( ... )*`: `sync` at the entry, then at the loop-back after each pass.
+    fn star(
+        &mut self,
+        entry: usize,
+        loopback: usize,
+        body: &Node,
+        ll1: Option<TokSet>,
+    ) -> Result<(), Fail> {
+        self.state = entry;
+        self.sync()?;
+        loop {
+            let enter = match ll1 {
+                Some(look) => look.contains(self.la(1)),
+                None => self.predict(entry)? == 1,
+            };
+            if !enter {
+                return Ok(());
+            }
+            self.walk(body)?;
+            self.state = loopback;
+            self.sync()?;
+        }
+    }
+
+    /// `( ... )+`: one pass, then `sync` and a decision at the loop-back.
+    fn plus(
+        &mut self,
+        start: usize,
+        loopback: usize,
+        body: &Node,
+        ll1: Option<TokSet>,
+    ) -> Result<(), Fail> {
+        self.state = start;
+        self.sync()?;
+        loop {
+            self.walk(body)?;
+            self.state = loopback;
+            self.sync()?;
+            let again = match ll1 {
+                Some(look) => look.contains(self.la(1)),
+                None => self.predict(loopback)? == 1,
+            };
+            if !again {
+                return Ok(());
             }
         }
     }
