@@ -23,6 +23,10 @@ pub struct SourceMap {
     pub condition_lines: BTreeMap<String, usize>,
     /// The source lines.
     pub lines: Vec<String>,
+    /// The module name, for a module file (`module x`).
+    pub module: Option<String>,
+    /// Types the file extends (`extend type x`), in order.
+    pub extended: Vec<String>,
 }
 
 type PResult<T> = Result<T, ModelError>;
@@ -173,7 +177,8 @@ impl<'a> Parser<'a> {
             // A module file has no schema line; it is combined with others
             // (schema 1.2) through an `fga.mod` manifest.
             self.advance();
-            self.expect_ident("IDENTIFIER")?;
+            let (module, _) = self.expect_ident("IDENTIFIER")?;
+            self.map.module = Some(module);
             self.expect_line_end()?;
             self.modular = true;
             let mut data = ModelData::default();
@@ -265,6 +270,7 @@ impl<'a> Parser<'a> {
             format!("'{name}' is already extended in file.")
         } else {
             self.extended.push(name.to_owned());
+            self.map.extended.push(name.to_owned());
             return;
         };
         self.soft.push(err_at(name_tok, message));

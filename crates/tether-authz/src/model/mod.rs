@@ -2,14 +2,16 @@
 
 pub(crate) mod compiled;
 mod json;
+mod modules;
 mod types;
 
 use std::collections::HashMap;
 
 pub use json::{model_from_value, model_to_value, parse_json_model};
+pub use modules::{ModuleFile, model_from_modules};
 pub use types::{
-    ConditionDefinition, ModelData, ParamType, RelationDefinition, TypeDefinition, TypeRestriction,
-    Userset,
+    ConditionDefinition, ModelData, ModuleSource, ModuleSources, ParamType, RelationDefinition,
+    TypeDefinition, TypeRestriction, Userset,
 };
 
 use crate::condition::CompiledCondition;

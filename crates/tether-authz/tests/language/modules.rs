@@ -1,0 +1,163 @@
+//! The `transformer-module/` cases: module files combined into a schema 1.2
+//! model (compared with `authorization-model.json` and `expected_modules.json`),
+//! or the transformation errors of `expected_errors.json`. As in OpenFGA's Go
+//! and Java harnesses, expected errors that are model-validation errors (those
+//! with a `metadata.errorType`) are not part of the transformation; a case left
+//! with none is skipped.
+
+use std::path::Path;
+
+use serde_json::Value;
+use tether_authz::AuthzError;
+use tether_authz::model::{ModuleFile, model_from_modules, model_to_value, parse_json_model};
+
+use super::Tally;
+
+fn read(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path).ok()
+}
+
+fn json(path: &Path) -> Result<Option<Value>, String> {
+    read(path)
+        .map(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+        .transpose()
+}
+
+fn module_files(dir: &Path) -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    read(&e.path()).map(|c| (name, c))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+fn expected_modules(dir: &Path) -> Result<Option<Vec<String>>, String> {
+    Ok(json(&dir.join("expected_modules.json"))?.map(|v| {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m.as_str().map(str::to_owned))
+            .collect()
+    }))
+}
+
+type ErrorKey = (String, String, usize, usize);
+
+fn expected_errors(v: &Value) -> Vec<ErrorKey> {
+    let mut out: Vec<ErrorKey> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e.pointer("/metadata/errorType").is_none())
+        .map(|e| {
+            let s = |p: &str| e.pointer(p).and_then(Value::as_str).unwrap_or_default();
+            let n = |p: &str| {
+                e.pointer(p)
+                    .and_then(Value::as_u64)
+                    .and_then(|x| usize::try_from(x).ok())
+                    .unwrap_or_default()
+            };
+            let (msg, file) = (s("/msg").to_owned(), s("/file").to_owned());
+            (msg, file, n("/line/start"), n("/column/start"))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Ok(true) passed, Ok(false) skipped (nothing to compare), Err failed.
+fn case(dir: &Path) -> Result<bool, String> {
+    let files = module_files(&dir.join("module"));
+    let modules: Vec<ModuleFile<'_>> = files
+        .iter()
+        .map(|(name, contents)| ModuleFile { name, contents })
+        .collect();
+    let want_modules = expected_modules(dir)?;
+    if let Some(want) = json(&dir.join("authorization-model.json"))? {
+        let data = if modules.is_empty() {
+            parse_json_model(&want.to_string()).map_err(|e| e.to_string())?
+        } else {
+            let data = model_from_modules(&modules).map_err(|e| e.to_string())?;
+            let got = model_to_value(&data);
+            if got != want {
+                return Err(format!("combined model differs:\n got {got}\nwant {want}"));
+            }
+            data
+        };
+        if let Some(want) = want_modules
+            && data.module_names() != want
+        {
+            return Err(format!("modules {:?}, want {want:?}", data.module_names()));
+        }
+        return Ok(true);
+    }
+    let Some(errors) = json(&dir.join("expected_errors.json"))? else {
+        return Ok(false);
+    };
+    let want = expected_errors(&errors);
+    if want.is_empty() {
+        return Ok(false);
+    }
+    let got: Vec<ErrorKey> = match model_from_modules(&modules) {
+        Ok(_) => Vec::new(),
+        Err(AuthzError::InvalidModules(errs)) => {
+            let mut v: Vec<ErrorKey> = errs
+                .into_iter()
+                .map(|e| {
+                    let (line, col) = e.error.span.map_or((0, 0), |s| (s.line, s.start_column));
+                    (e.error.message, e.file, line, col)
+                })
+                .collect();
+            v.sort();
+            v
+        }
+        Err(other) => return Err(other.to_string()),
+    };
+    if got == want {
+        Ok(true)
+    } else {
+        Err(format!("errors differ:\n got {got:?}\nwant {want:?}"))
+    }
+}
+
+pub fn run(dir: &Path, tally: &mut Tally) {
+    let mut dirs: Vec<_> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.sort();
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+    for d in &dirs {
+        let name = d
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match case(d) {
+            Ok(true) => passed += 1,
+            Ok(false) => skipped += 1,
+            Err(e) => {
+                failed += 1;
+                tally
+                    .failures
+                    .push(format!("transformer-module/{name}: {e}"));
+            }
+        }
+    }
+    tally.passed += passed;
+    tally.failed += failed;
+    tally.skipped += skipped;
+    println!(
+        "transformer-module (schema 1.2 modules): {passed} passed, {failed} failed, {skipped} skipped (only model-validation errors expected)"
+    );
+}
