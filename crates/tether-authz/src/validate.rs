@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 
 use crate::dsl::SourceMap;
-use crate::error::{ModelError, ModelErrorKind, Span};
+use crate::error::{ModelError, ModelErrorKind, ModuleError, Span};
 use crate::model::{ModelData, RelationDefinition, TypeDefinition, Userset};
 
 /// Where an error points.
@@ -33,26 +33,58 @@ enum Loc<'a> {
 struct Validator<'a> {
     data: &'a ModelData,
     map: Option<&'a SourceMap>,
+    /// The source map of each module file, for a modular model.
+    files: &'a [(String, SourceMap)],
     errors: Vec<ModelError>,
+    /// The file of each error (modular models only).
+    error_files: Vec<Option<String>>,
 }
 
 /// Validate a model; an empty list means valid.
 pub fn validate_model(data: &ModelData, map: Option<&SourceMap>) -> Vec<ModelError> {
-    let mut v = Validator {
+    run(Validator {
         data,
         map,
+        files: &[],
         errors: Vec::new(),
-    };
+        error_files: Vec::new(),
+    })
+    .errors
+}
+
+/// Validate a model combined from module files, placing each error in its file.
+pub(crate) fn validate_modules(
+    data: &ModelData,
+    files: &[(String, SourceMap)],
+) -> Vec<ModuleError> {
+    let v = run(Validator {
+        data,
+        map: None,
+        files,
+        errors: Vec::new(),
+        error_files: Vec::new(),
+    });
+    v.errors
+        .into_iter()
+        .zip(v.error_files)
+        .map(|(error, file)| ModuleError {
+            file: file.unwrap_or_default(),
+            error,
+        })
+        .collect()
+}
+
+fn run(mut v: Validator<'_>) -> Validator<'_> {
     v.schema();
     if !v.errors.is_empty() {
-        return v.errors;
+        return v;
     }
     v.names();
     v.references();
     if v.errors.is_empty() {
         v.entry_points();
     }
-    v.errors
+    v
 }
 
 fn in_rel<'a>(t: &'a str, r: &'a str, needle: String) -> Loc<'a> {
@@ -82,13 +114,47 @@ impl<'a> Validator<'a> {
         symbol: Option<String>,
         loc: Loc<'_>,
     ) {
-        let span = self.locate(&loc);
+        let (file, map) = match self.map_for(&loc) {
+            Some((file, map)) => (file, Some(map)),
+            None => (None, None),
+        };
+        let span = self.locate(map, &loc);
         self.errors.push(ModelError {
             message,
             kind,
             symbol,
             span,
         });
+        self.error_files.push(file);
+    }
+
+    /// The source map (and, for a modular model, the file) `loc` is in.
+    fn map_for(&self, loc: &Loc<'_>) -> Option<(Option<String>, &'a SourceMap)> {
+        if let Some(map) = self.map {
+            return Some((None, map));
+        }
+        let src = &self.data.sources;
+        let by_type = |t: &str| src.types.get(t);
+        let source = match loc {
+            Loc::Type(t) => by_type(t),
+            Loc::RelationName(t, r)
+            | Loc::InRelation {
+                type_name: t,
+                relation: r,
+                ..
+            } => src
+                .relations
+                .get(&((*t).to_owned(), (*r).to_owned()))
+                .or_else(|| by_type(t)),
+            Loc::Condition(c) => src.conditions.get(*c),
+            Loc::None | Loc::Start | Loc::Schema => None,
+        }?;
+        let map = self
+            .files
+            .iter()
+            .find(|(f, _)| *f == source.file)
+            .map(|(_, m)| m)?;
+        Some((Some(source.file.clone()), map))
     }
 
     fn schema(&mut self) {
@@ -626,8 +692,8 @@ impl<'a> Validator<'a> {
         }
     }
 
-    fn locate(&self, loc: &Loc<'_>) -> Option<Span> {
-        let map = self.map?;
+    fn locate(&self, map: Option<&SourceMap>, loc: &Loc<'_>) -> Option<Span> {
+        let map = map?;
         let (line, needle, offset, len, after_colon) = match loc {
             Loc::None => return None,
             Loc::Start => {

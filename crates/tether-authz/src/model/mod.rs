@@ -18,7 +18,7 @@ use crate::condition::CompiledCondition;
 use crate::dsl::{SourceMap, parse_dsl_all, print_dsl, syntax_errors};
 use crate::error::AuthzError;
 use crate::store::hash::FoldBuild;
-use crate::validate::validate_model;
+use crate::validate::{validate_model, validate_modules};
 use compiled::{Compiled, RelIdx};
 
 /// A validated authorization model (schema 1.1), ready for queries.
@@ -60,6 +60,17 @@ impl AuthorizationModel {
         if !errors.is_empty() {
             errors.extend(validate_model(&data, None));
             return Err(AuthzError::InvalidModel(errors));
+        }
+        Self::from_data(data)
+    }
+
+    /// Combine module files (schema 1.2) and validate the model; every error
+    /// names its file (error 2056, [`AuthzError::InvalidModules`]).
+    pub fn from_modules(files: &[ModuleFile<'_>]) -> Result<Self, AuthzError> {
+        let (data, maps, mut errors) = modules::combine(files);
+        errors.extend(validate_modules(&data, &maps));
+        if !errors.is_empty() {
+            return Err(AuthzError::InvalidModules(errors));
         }
         Self::from_data(data)
     }

@@ -6,7 +6,7 @@
 //! Problems are reported per file with OpenFGA's messages and positions.
 
 use super::types::{ModelData, ModuleSource, TypeDefinition};
-use crate::dsl::{parse_dsl_all, syntax_errors};
+use crate::dsl::{SourceMap, parse_dsl_all, syntax_errors};
 use crate::error::{AuthzError, ModelError, ModelErrorKind, ModuleError, Span};
 
 /// One module file: its name (as listed in `fga.mod`) and its DSL text.
@@ -29,11 +29,26 @@ struct Extension<'a> {
 struct Combiner<'a> {
     data: ModelData,
     extensions: Vec<Extension<'a>>,
+    maps: Vec<(String, SourceMap)>,
     errors: Vec<ModuleError>,
 }
 
-/// Combine module files into one schema 1.2 model (not yet validated).
+/// Combine module files into one schema 1.2 model, without validating it
+/// (OpenFGA's `TransformModuleFilesToModel`). See
+/// [`crate::AuthorizationModel::from_modules`] for a validated model.
 pub fn model_from_modules(files: &[ModuleFile<'_>]) -> Result<ModelData, AuthzError> {
+    let (data, _, errors) = combine(files);
+    if errors.is_empty() {
+        Ok(data)
+    } else {
+        Err(AuthzError::InvalidModules(errors))
+    }
+}
+
+/// The combined model, each file's source map, and the combination errors.
+pub(crate) fn combine(
+    files: &[ModuleFile<'_>],
+) -> (ModelData, Vec<(String, SourceMap)>, Vec<ModuleError>) {
     let mut c = Combiner::default();
     c.data.schema_version = "1.2".into();
     for file in files {
@@ -43,11 +58,7 @@ pub fn model_from_modules(files: &[ModuleFile<'_>]) -> Result<ModelData, AuthzEr
     for ext in extensions {
         c.extend(ext);
     }
-    if c.errors.is_empty() {
-        Ok(c.data)
-    } else {
-        Err(AuthzError::InvalidModules(c.errors))
-    }
+    (c.data, c.maps, c.errors)
 }
 
 /// The 0-based line of the first line that, trimmed, starts with `prefix`
@@ -107,7 +118,7 @@ impl<'a> Combiner<'a> {
                 return;
             }
         };
-        let Some(module) = map.module else {
+        let Some(module) = map.module.clone() else {
             let mut e = error_at("", None, "", "file is not a module".into());
             e.span = Some(Span {
                 line: 0,
@@ -124,6 +135,7 @@ impl<'a> Combiner<'a> {
         for def in data.types {
             self.add_type(file, &source, map.extended.contains(&def.name), def);
         }
+        self.maps.push((file.name.to_owned(), map));
         for (name, cond) in data.conditions {
             if self.data.conditions.contains_key(&name) {
                 let line = line_of(file.contents, "condition ", &name);
