@@ -87,6 +87,7 @@ fn run_transformer(tally: &mut Tally) {
         tally.failed - before.1
     );
     modules::run(&data_dir().join("transformer-module"), tally);
+    modules::run_mod_file_cases(&data_dir().join("fga-mod-transformer-cases.yaml"), tally);
 }
 
 #[path = "language/modules.rs"]

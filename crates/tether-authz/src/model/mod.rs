@@ -1,12 +1,14 @@
 //! Authorization models: data types, JSON and DSL forms, and the validated model.
 
 pub(crate) mod compiled;
+mod fga_mod;
 mod json;
 mod modules;
 mod types;
 
 use std::collections::HashMap;
 
+pub use fga_mod::{ModFile, ModRange, ModValue, parse_mod_file};
 pub use json::{model_from_value, model_to_value, parse_json_model};
 pub use modules::{ModuleFile, model_from_modules};
 pub use types::{

@@ -6,7 +6,10 @@
 use std::path::Path;
 
 use serde_json::Value;
-use tether_authz::model::{ModuleFile, model_from_modules, model_to_value, parse_json_model};
+use tether_authz::model::{
+    ModFile, ModRange, ModuleFile, model_from_modules, model_to_value, parse_json_model,
+    parse_mod_file,
+};
 use tether_authz::{AuthorizationModel, AuthzError};
 
 use super::Tally;
@@ -156,5 +159,105 @@ pub fn run(dir: &Path, tally: &mut Tally) {
     tally.skipped += skipped;
     println!(
         "transformer-module (schema 1.2 modules): {passed} passed, {failed} failed, {skipped} skipped"
+    );
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct ModCase {
+    name: String,
+    #[serde(rename = "modFile")]
+    mod_file: String,
+    json: Option<String>,
+    expected_errors: Option<Vec<Value>>,
+}
+
+fn range_value(r: &ModRange) -> Value {
+    serde_json::json!({
+        "line": { "start": r.line.0, "end": r.line.1 },
+        "column": { "start": r.column.0, "end": r.column.1 },
+    })
+}
+
+fn with_value(value: Value, r: &ModRange) -> Value {
+    let mut v = range_value(r);
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("value".into(), value);
+    }
+    v
+}
+
+fn mod_file_value(m: &ModFile) -> Value {
+    let items: Vec<Value> = m
+        .contents
+        .value
+        .iter()
+        .map(|i| with_value(Value::String(i.value.clone()), &i.range))
+        .collect();
+    serde_json::json!({
+        "schema": with_value(Value::String(m.schema.value.clone()), &m.schema.range),
+        "contents": with_value(Value::Array(items), &m.contents.range),
+    })
+}
+
+fn mod_case(case: &ModCase) -> Result<(), String> {
+    let result = parse_mod_file(&case.mod_file);
+    if let Some(want) = &case.json {
+        let want: Value = serde_json::from_str(want).map_err(|e| e.to_string())?;
+        let got = result
+            .map(|m| mod_file_value(&m))
+            .map_err(|e| e.to_string())?;
+        return if got == want {
+            Ok(())
+        } else {
+            Err(format!("got {got}\nwant {want}"))
+        };
+    }
+    let key = |msg: &str, line: usize, col: usize| (msg.to_owned(), line, col);
+    let mut want: Vec<_> = case
+        .expected_errors
+        .iter()
+        .flatten()
+        .map(|e| {
+            let n = |p: &str| e.pointer(p).and_then(Value::as_u64).unwrap_or_default() as usize;
+            let msg = e
+                .pointer("/msg")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            key(msg, n("/line/start"), n("/column/start"))
+        })
+        .collect();
+    let mut got: Vec<_> = match result {
+        Ok(_) => Vec::new(),
+        Err(e) => e
+            .model_errors()
+            .iter()
+            .map(|m| {
+                let (l, c) = m.span.map_or((0, 0), |s| (s.line, s.start_column));
+                key(&m.message, l, c)
+            })
+            .collect(),
+    };
+    want.sort();
+    got.sort();
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!("got {got:?}\nwant {want:?}"))
+    }
+}
+
+/// The `fga-mod-transformer-cases.yaml` cases: `fga.mod` parsing and checks.
+pub fn run_mod_file_cases(path: &Path, tally: &mut Tally) {
+    let text = read(path).unwrap_or_default();
+    let cases: Vec<ModCase> = serde_saphyr::from_str(&text).unwrap_or_default();
+    let before = (tally.passed, tally.failed);
+    for case in &cases {
+        tally.record(&format!("fga.mod/{}", case.name), mod_case(case));
+    }
+    println!(
+        "fga-mod-transformer-cases.yaml: {} passed, {} failed",
+        tally.passed - before.0,
+        tally.failed - before.1
     );
 }
