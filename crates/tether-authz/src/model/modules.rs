@@ -119,12 +119,16 @@ impl<'a> Combiner<'a> {
             }
         };
         let Some(module) = map.module.clone() else {
-            let mut e = error_at("", None, "", "file is not a module".into());
-            e.span = Some(Span {
-                line: 0,
-                start_column: 0,
-                end_column: 0,
-            });
+            let e = ModelError {
+                message: "file is not a module".into(),
+                kind: ModelErrorKind::Other,
+                symbol: None,
+                span: Some(Span {
+                    line: 0,
+                    start_column: 0,
+                    end_column: 0,
+                }),
+            };
             self.fail(file, e);
             return;
         };

@@ -11,6 +11,7 @@
 //! hand-written parser in `super::parser`.
 
 mod atn;
+mod grammar;
 mod lexer;
 mod parser;
 mod predict;

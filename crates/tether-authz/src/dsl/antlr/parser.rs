@@ -4,7 +4,8 @@
 //! sets of the rule invocation stack. It only recognises; it reports the
 //! same syntax errors, in the same words and places, as OpenFGA's tools.
 
-use super::atn::{Atn, Kind, LookCtx, MAIN, Node};
+use super::atn::{Atn, Kind, LookCtx, Node};
+use super::grammar::MAIN;
 use super::lexer::Token;
 use super::predict::{PredictError, Predictor};
 use super::tokens::{EOF, EPSILON, TokSet, TokType};
