@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use tether_authz::dsl::{parse_dsl, print_dsl};
+use tether_authz::dsl::{parse_dsl, print_dsl, syntax_errors, try_print_dsl};
 use tether_authz::model::{model_to_value, parse_json_model};
 
 fn data_dir() -> PathBuf {
@@ -93,6 +93,58 @@ fn run_transformer(tally: &mut Tally) {
 #[path = "language/modules.rs"]
 mod modules;
 
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct JsonToDslCase {
+    name: String,
+    json: String,
+    valid: Option<bool>,
+    error_message: Option<String>,
+}
+
+/// A JSON model the DSL cannot express gives OpenFGA's error; one it can is
+/// printed as DSL that parses.
+fn json_to_dsl_case(case: &JsonToDslCase) -> Result<(), String> {
+    let data = parse_json_model(&case.json).map_err(|e| e.to_string())?;
+    match (try_print_dsl(&data), case.valid.unwrap_or(true)) {
+        (Ok(text), true) => {
+            let errors = syntax_errors(&text);
+            if !errors.is_empty() {
+                return Err(format!("printed DSL does not parse: {errors:?}\n{text}"));
+            }
+            parse_dsl(&text).map(|_| ()).map_err(|e| e.to_string())
+        }
+        (Err(e), false) => {
+            let got = e.model_errors().first().map(|m| m.message.clone());
+            if got == case.error_message {
+                Ok(())
+            } else {
+                Err(format!("got {got:?}, want {:?}", case.error_message))
+            }
+        }
+        (Ok(text), false) => Err(format!("printed, want an error:\n{text}")),
+        (Err(e), true) => Err(e.to_string()),
+    }
+}
+
+fn run_json_to_dsl(tally: &mut Tally) {
+    let path = data_dir().join("json-syntax-transformer-validation-cases.yaml");
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let cases: Vec<JsonToDslCase> = serde_saphyr::from_str(&text).unwrap_or_default();
+    let before = (tally.passed, tally.failed);
+    for case in &cases {
+        tally.record(
+            &format!("json-to-dsl/{}", case.name),
+            json_to_dsl_case(case),
+        );
+    }
+    println!(
+        "json-syntax-transformer-validation-cases.yaml: {} passed, {} failed",
+        tally.passed - before.0,
+        tally.failed - before.1
+    );
+}
+
 #[path = "language/validation.rs"]
 mod validation;
 
@@ -105,6 +157,7 @@ fn language_suite() {
     );
     let mut tally = Tally::default();
     run_transformer(&mut tally);
+    run_json_to_dsl(&mut tally);
     let regressions = validation::run(&data_dir(), &mut tally);
     for f in &tally.failures {
         println!("FAIL {f}");
