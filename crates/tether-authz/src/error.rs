@@ -60,6 +60,10 @@ pub enum ModelErrorKind {
     InvalidCondition,
     /// A type restriction that refers to an undefined relation on an assignable type.
     AssignableRelationMustHaveTypes,
+    /// A JSON condition whose `name` differs from its key.
+    DifferentNestedConditionName,
+    /// A JSON model that would put several modules in one file.
+    MultipleModulesInFile,
     /// Anything else.
     Other,
 }
@@ -82,6 +86,8 @@ impl ModelErrorKind {
             Self::ConditionNotUsed => "condition-not-used",
             Self::InvalidCondition => "invalid-condition",
             Self::AssignableRelationMustHaveTypes => "assignable-relation-must-have-type",
+            Self::DifferentNestedConditionName => "different-nested-condition-name",
+            Self::MultipleModulesInFile => "multiple-modules-in-file",
             Self::Other => "other",
         }
     }
@@ -156,12 +162,33 @@ pub enum AuthzError {
     /// The model is not valid (2056); the list names each problem.
     #[error("invalid authorization model: {}", join_errors(.0))]
     InvalidModel(Vec<ModelError>),
+    /// Module files could not be combined into a model (2056); each problem
+    /// names its file.
+    #[error("invalid modular model: {}", join_module_errors(.0))]
+    InvalidModules(Vec<ModuleError>),
     /// Unsupported schema version (2057).
     #[error("unsupported schema version '{0}'")]
     UnsupportedSchemaVersion(String),
     /// A request exceeded a configured limit (2053).
     #[error("limit exceeded: {0}")]
     LimitExceeded(String),
+}
+
+/// A problem in one file of a modular model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleError {
+    /// The file, as named in `fga.mod`.
+    pub file: String,
+    /// The problem, with its position in that file.
+    pub error: ModelError,
+}
+
+fn join_module_errors(errors: &[ModuleError]) -> String {
+    let parts: Vec<String> = errors
+        .iter()
+        .map(|e| format!("{}: {}", e.file, e.error))
+        .collect();
+    parts.join("; ")
 }
 
 fn join_errors(errors: &[ModelError]) -> String {
@@ -181,7 +208,7 @@ impl AuthzError {
             Self::RelationNotFound { .. } => 2022,
             Self::InvalidTuple { .. } => 2027,
             Self::LimitExceeded(_) => 2053,
-            Self::InvalidModel(_) => 2056,
+            Self::InvalidModel(_) | Self::InvalidModules(_) => 2056,
             Self::UnsupportedSchemaVersion(_) => 2057,
         }
     }

@@ -17,7 +17,7 @@ pub use engine::{
     CheckRequest, Engine, ExpandNode, ExpandRequest, Limits, ListObjectsRequest,
     ListObjectsResponse, ListUsersRequest, ListUsersResponse, UserFilter, UsersetTree,
 };
-pub use error::{AuthzError, ModelError, ModelErrorKind, Span};
+pub use error::{AuthzError, ModelError, ModelErrorKind, ModuleError, Span};
 pub use model::AuthorizationModel;
 pub use store::{MemoryTupleStore, Subject, TupleReader};
 pub use tuple::{Tuple, TupleCondition, validate_tuple};

@@ -7,12 +7,14 @@
 use std::collections::HashSet;
 
 use crate::dsl::SourceMap;
-use crate::error::{ModelError, ModelErrorKind, Span};
+use crate::error::{ModelError, ModelErrorKind, ModuleError, Span};
 use crate::model::{ModelData, RelationDefinition, TypeDefinition, Userset};
 
 /// Where an error points.
 enum Loc<'a> {
     None,
+    /// The start of the source (line 0, column 0).
+    Start,
     Schema,
     Type(&'a str),
     RelationName(&'a str, &'a str),
@@ -31,26 +33,58 @@ enum Loc<'a> {
 struct Validator<'a> {
     data: &'a ModelData,
     map: Option<&'a SourceMap>,
+    /// The source map of each module file, for a modular model.
+    files: &'a [(String, SourceMap)],
     errors: Vec<ModelError>,
+    /// The file of each error (modular models only).
+    error_files: Vec<Option<String>>,
 }
 
 /// Validate a model; an empty list means valid.
 pub fn validate_model(data: &ModelData, map: Option<&SourceMap>) -> Vec<ModelError> {
-    let mut v = Validator {
+    run(Validator {
         data,
         map,
+        files: &[],
         errors: Vec::new(),
-    };
+        error_files: Vec::new(),
+    })
+    .errors
+}
+
+/// Validate a model combined from module files, placing each error in its file.
+pub(crate) fn validate_modules(
+    data: &ModelData,
+    files: &[(String, SourceMap)],
+) -> Vec<ModuleError> {
+    let v = run(Validator {
+        data,
+        map: None,
+        files,
+        errors: Vec::new(),
+        error_files: Vec::new(),
+    });
+    v.errors
+        .into_iter()
+        .zip(v.error_files)
+        .map(|(error, file)| ModuleError {
+            file: file.unwrap_or_default(),
+            error,
+        })
+        .collect()
+}
+
+fn run(mut v: Validator<'_>) -> Validator<'_> {
     v.schema();
     if !v.errors.is_empty() {
-        return v.errors;
+        return v;
     }
     v.names();
     v.references();
     if v.errors.is_empty() {
         v.entry_points();
     }
-    v.errors
+    v
 }
 
 fn in_rel<'a>(t: &'a str, r: &'a str, needle: String) -> Loc<'a> {
@@ -80,13 +114,47 @@ impl<'a> Validator<'a> {
         symbol: Option<String>,
         loc: Loc<'_>,
     ) {
-        let span = self.locate(&loc);
+        let (file, map) = match self.map_for(&loc) {
+            Some((file, map)) => (file, Some(map)),
+            None => (None, None),
+        };
+        let span = self.locate(map, &loc);
         self.errors.push(ModelError {
             message,
             kind,
             symbol,
             span,
         });
+        self.error_files.push(file);
+    }
+
+    /// The source map (and, for a modular model, the file) `loc` is in.
+    fn map_for(&self, loc: &Loc<'_>) -> Option<(Option<String>, &'a SourceMap)> {
+        if let Some(map) = self.map {
+            return Some((None, map));
+        }
+        let src = &self.data.sources;
+        let by_type = |t: &str| src.types.get(t);
+        let source = match loc {
+            Loc::Type(t) => by_type(t),
+            Loc::RelationName(t, r)
+            | Loc::InRelation {
+                type_name: t,
+                relation: r,
+                ..
+            } => src
+                .relations
+                .get(&((*t).to_owned(), (*r).to_owned()))
+                .or_else(|| by_type(t)),
+            Loc::Condition(c) => src.conditions.get(*c),
+            Loc::None | Loc::Start | Loc::Schema => None,
+        }?;
+        let map = self
+            .files
+            .iter()
+            .find(|(f, _)| *f == source.file)
+            .map(|(_, m)| m)?;
+        Some((Some(source.file.clone()), map))
     }
 
     fn schema(&mut self) {
@@ -96,9 +164,9 @@ impl<'a> Validator<'a> {
                 ModelErrorKind::InvalidSchema,
                 "schema version required".into(),
                 Some(String::new()),
-                Loc::None,
+                Loc::Start,
             );
-        } else if v != "1.1" {
+        } else if v != "1.1" && v != "1.2" {
             self.push(
                 ModelErrorKind::InvalidSchema,
                 format!("invalid schema {v}"),
@@ -191,6 +259,7 @@ impl<'a> Validator<'a> {
         let children = match u {
             Userset::Union(c) | Userset::Intersection(c) => c,
             Userset::Difference { base, subtract } => {
+                self.duplicate_leaf(t, r, base, subtract);
                 self.partial_duplicates(t, r, base);
                 self.partial_duplicates(t, r, subtract);
                 return;
@@ -199,23 +268,37 @@ impl<'a> Validator<'a> {
         };
         let mut seen: Vec<&Userset> = Vec::new();
         for c in children {
-            let leaf = matches!(c, Userset::Computed(_) | Userset::TupleToUserset { .. });
-            if leaf && seen.contains(&c) {
-                let s = partial_text(c);
-                let msg = format!(
-                    "the partial relation definition `{s}` is a duplicate in the relation `{}`.",
-                    r.name
-                );
-                self.push(
-                    ModelErrorKind::DuplicatedError,
-                    msg,
-                    Some(s.clone()),
-                    in_rel(&t.name, &r.name, s),
-                );
+            if let Some(earlier) = seen.iter().find(|s| **s == c) {
+                self.duplicate_leaf(t, r, earlier, c);
             }
             seen.push(c);
             self.partial_duplicates(t, r, c);
         }
+    }
+
+    /// Report `later` when it is a leaf (`x` or `x from y`) equal to `earlier`.
+    fn duplicate_leaf(
+        &mut self,
+        t: &'a TypeDefinition,
+        r: &'a RelationDefinition,
+        earlier: &Userset,
+        later: &Userset,
+    ) {
+        let leaf = matches!(later, Userset::Computed(_) | Userset::TupleToUserset { .. });
+        if !leaf || earlier != later {
+            return;
+        }
+        let s = partial_text(later);
+        let msg = format!(
+            "the partial relation definition `{s}` is a duplicate in the relation `{}`.",
+            r.name
+        );
+        self.push(
+            ModelErrorKind::DuplicatedError,
+            msg,
+            Some(s.clone()),
+            in_rel(&t.name, &r.name, s),
+        );
     }
 
     fn references(&mut self) {
@@ -224,6 +307,20 @@ impl<'a> Validator<'a> {
             for r in &t.relations {
                 self.restrictions(t, r, &mut used_conditions);
                 self.rewrite_refs(t, r, &r.rewrite);
+            }
+        }
+        for (key, c) in &self.data.conditions {
+            if c.name != *key {
+                let msg = format!(
+                    "condition key is `{key}` but nested name property is {}",
+                    c.name
+                );
+                self.push(
+                    ModelErrorKind::DifferentNestedConditionName,
+                    msg,
+                    Some(c.name.clone()),
+                    Loc::None,
+                );
             }
         }
         for name in self.data.conditions.keys() {
@@ -276,13 +373,7 @@ impl<'a> Validator<'a> {
             {
                 let s = tr.dsl_subject();
                 let msg = format!("`{ur}` is not a valid relation for `{}`.", tr.type_name);
-                let loc = Loc::InRelation {
-                    type_name: &t.name,
-                    relation: &r.name,
-                    offset: tr.type_name.chars().count() + 1,
-                    len: ur.chars().count(),
-                    needle: s,
-                };
+                let loc = in_rel(&t.name, &r.name, s);
                 self.push(
                     ModelErrorKind::InvalidRelationType,
                     msg,
@@ -350,8 +441,11 @@ impl<'a> Validator<'a> {
             );
             return;
         };
-        let direct_only =
-            ts.rewrite == Userset::This && ts.directly_related.iter().all(|x| x.relation.is_none());
+        let direct_only = ts.rewrite == Userset::This
+            && ts
+                .directly_related
+                .iter()
+                .all(|x| x.relation.is_none() && !x.wildcard);
         if !direct_only {
             let msg =
                 format!("`{tupleset}` relation used inside from allows only direct relation.");
@@ -375,11 +469,15 @@ impl<'a> Validator<'a> {
             .iter()
             .map(|x| x.type_name.as_str())
             .collect();
-        if !parents
+        if parents
             .iter()
             .any(|p| self.data.relation(p, computed).is_some())
         {
-            let p = parents.first().copied().unwrap_or_default();
+            return;
+        }
+        // OpenFGA reports one error per tupleset type when none has the relation.
+        let mut reported = HashSet::new();
+        for p in parents.into_iter().filter(|p| reported.insert(*p)) {
             let msg = format!(
                 "the `{computed}` relation definition on type `{}` is not valid: `{computed}` does not exist on `{tupleset}`, which is of type `{p}`.",
                 t.name
@@ -388,7 +486,7 @@ impl<'a> Validator<'a> {
                 ModelErrorKind::InvalidRelationType,
                 msg,
                 Some(whole.clone()),
-                in_rel(&t.name, &r.name, whole),
+                in_rel(&t.name, &r.name, whole.clone()),
             );
         }
     }
@@ -594,10 +692,17 @@ impl<'a> Validator<'a> {
         }
     }
 
-    fn locate(&self, loc: &Loc<'_>) -> Option<Span> {
-        let map = self.map?;
+    fn locate(&self, map: Option<&SourceMap>, loc: &Loc<'_>) -> Option<Span> {
+        let map = map?;
         let (line, needle, offset, len, after_colon) = match loc {
             Loc::None => return None,
+            Loc::Start => {
+                return Some(Span {
+                    line: 0,
+                    start_column: 0,
+                    end_column: 0,
+                });
+            }
             Loc::Schema => (
                 find_line(map, "schema")?,
                 self.data.schema_version.clone(),

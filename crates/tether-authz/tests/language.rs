@@ -1,12 +1,14 @@
 //! Language runner over `../shared/conformance/openfga-language/tests/data/`.
 //!
-//! Prints per-section pass counts and a closing `N passed, M failed, K skipped` line.
-//! Module (schema 1.2) cases are counted as skipped and reported.
+//! Prints per-section pass counts and a closing `N passed, M failed, K skipped` line,
+//! and fails if a transformer case fails or a validation count drops below its floor.
+//! Module (schema 1.2) cases whose only expected errors are model-validation errors
+//! are counted as skipped and reported.
 
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use tether_authz::dsl::{parse_dsl, print_dsl};
+use tether_authz::dsl::{parse_dsl, print_dsl, syntax_errors, try_print_dsl};
 use tether_authz::model::{model_to_value, parse_json_model};
 
 fn data_dir() -> PathBuf {
@@ -84,11 +86,63 @@ fn run_transformer(tally: &mut Tally) {
         tally.passed - before.0,
         tally.failed - before.1
     );
-    let modules = std::fs::read_dir(data_dir().join("transformer-module"))
-        .map(Iterator::count)
-        .unwrap_or(0);
-    tally.skipped += modules;
-    println!("transformer-module (schema 1.2 modules): {modules} skipped (not supported yet)");
+    modules::run(&data_dir().join("transformer-module"), tally);
+    modules::run_mod_file_cases(&data_dir().join("fga-mod-transformer-cases.yaml"), tally);
+}
+
+#[path = "language/modules.rs"]
+mod modules;
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct JsonToDslCase {
+    name: String,
+    json: String,
+    valid: Option<bool>,
+    error_message: Option<String>,
+}
+
+/// A JSON model the DSL cannot express gives OpenFGA's error; one it can is
+/// printed as DSL that parses.
+fn json_to_dsl_case(case: &JsonToDslCase) -> Result<(), String> {
+    let data = parse_json_model(&case.json).map_err(|e| e.to_string())?;
+    match (try_print_dsl(&data), case.valid.unwrap_or(true)) {
+        (Ok(text), true) => {
+            let errors = syntax_errors(&text);
+            if !errors.is_empty() {
+                return Err(format!("printed DSL does not parse: {errors:?}\n{text}"));
+            }
+            parse_dsl(&text).map(|_| ()).map_err(|e| e.to_string())
+        }
+        (Err(e), false) => {
+            let got = e.model_errors().first().map(|m| m.message.clone());
+            if got == case.error_message {
+                Ok(())
+            } else {
+                Err(format!("got {got:?}, want {:?}", case.error_message))
+            }
+        }
+        (Ok(text), false) => Err(format!("printed, want an error:\n{text}")),
+        (Err(e), true) => Err(e.to_string()),
+    }
+}
+
+fn run_json_to_dsl(tally: &mut Tally) {
+    let path = data_dir().join("json-syntax-transformer-validation-cases.yaml");
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let cases: Vec<JsonToDslCase> = serde_saphyr::from_str(&text).unwrap_or_default();
+    let before = (tally.passed, tally.failed);
+    for case in &cases {
+        tally.record(
+            &format!("json-to-dsl/{}", case.name),
+            json_to_dsl_case(case),
+        );
+    }
+    println!(
+        "json-syntax-transformer-validation-cases.yaml: {} passed, {} failed",
+        tally.passed - before.0,
+        tally.failed - before.1
+    );
 }
 
 #[path = "language/validation.rs"]
@@ -103,12 +157,19 @@ fn language_suite() {
     );
     let mut tally = Tally::default();
     run_transformer(&mut tally);
-    validation::run(&data_dir(), &mut tally);
+    run_json_to_dsl(&mut tally);
+    let regressions = validation::run(&data_dir(), &mut tally);
     for f in &tally.failures {
         println!("FAIL {f}");
     }
     println!(
         "{} passed, {} failed, {} skipped",
         tally.passed, tally.failed, tally.skipped
+    );
+    assert_eq!(tally.failed, 0, "transformer cases failed");
+    assert!(
+        regressions.is_empty(),
+        "validation counts regressed:\n{}",
+        regressions.join("\n")
     );
 }

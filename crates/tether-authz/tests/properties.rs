@@ -109,6 +109,7 @@ fn model_data() -> impl Strategy<Value = ModelData> {
             schema_version: "1.1".into(),
             types,
             conditions: BTreeMap::new(),
+            ..ModelData::default()
         }
     })
 }

@@ -23,6 +23,10 @@ pub struct SourceMap {
     pub condition_lines: BTreeMap<String, usize>,
     /// The source lines.
     pub lines: Vec<String>,
+    /// The module name, for a module file (`module x`).
+    pub module: Option<String>,
+    /// Types the file extends (`extend type x`), in order.
+    pub extended: Vec<String>,
 }
 
 type PResult<T> = Result<T, ModelError>;
@@ -32,6 +36,12 @@ pub(crate) struct Parser<'a> {
     current: Token,
     nesting: usize,
     map: SourceMap,
+    /// Whether the file is a module (`module name` header, schema 1.2).
+    modular: bool,
+    /// Types extended in this file (`extend type x`).
+    extended: Vec<String>,
+    /// Problems that do not stop the parse (OpenFGA's listener errors).
+    soft: Vec<ModelError>,
 }
 
 fn err_at(tok: &Token, message: String) -> ModelError {
@@ -49,8 +59,30 @@ fn err_at(tok: &Token, message: String) -> ModelError {
 
 /// Parse DSL text into model data and a source map.
 pub fn parse_dsl(src: &str) -> PResult<(ModelData, SourceMap)> {
+    parse_dsl_all(src).map_err(|mut errors| {
+        if errors.is_empty() {
+            err_at(
+                &Token {
+                    tok: Tok::Eof,
+                    line: 0,
+                    col: 0,
+                    len: 0,
+                },
+                "invalid model".into(),
+            )
+        } else {
+            errors.swap_remove(0)
+        }
+    })
+}
+
+/// Parse DSL text, returning every problem found when it is not valid.
+pub fn parse_dsl_all(src: &str) -> Result<(ModelData, SourceMap), Vec<ModelError>> {
     let mut p = Parser::new(src);
-    let data = p.parse_file()?;
+    let data = p.parse_file().map_err(|e| vec![e])?;
+    if !p.soft.is_empty() {
+        return Err(p.soft);
+    }
     Ok((data, p.map))
 }
 
@@ -67,6 +99,9 @@ impl<'a> Parser<'a> {
             current,
             nesting: 0,
             map,
+            modular: false,
+            extended: Vec::new(),
+            soft: Vec::new(),
         }
     }
 
@@ -139,10 +174,16 @@ impl<'a> Parser<'a> {
     fn parse_file(&mut self) -> PResult<ModelData> {
         self.skip_newlines();
         if self.is_word("module") {
-            return Err(err_at(
-                &self.current,
-                "modular models (schema 1.2) are not supported".to_owned(),
-            ));
+            // A module file has no schema line; it is combined with others
+            // (schema 1.2) through an `fga.mod` manifest.
+            self.advance();
+            let (module, _) = self.expect_ident("IDENTIFIER")?;
+            self.map.module = Some(module);
+            self.expect_line_end()?;
+            self.modular = true;
+            let mut data = ModelData::default();
+            self.parse_items(&mut data)?;
+            return Ok(data);
         }
         self.expect_word("model")?;
         self.expect_line_end()?;
@@ -172,8 +213,15 @@ impl<'a> Parser<'a> {
             if self.current.tok == Tok::Eof {
                 return Ok(());
             }
-            if self.is_word("type") {
-                let t = self.parse_type()?;
+            if self.is_word("extend") {
+                self.advance();
+                if !self.is_word("type") {
+                    return Err(self.mismatch("'type'"));
+                }
+                let t = self.parse_type(true)?;
+                data.types.push(t);
+            } else if self.is_word("type") {
+                let t = self.parse_type(false)?;
                 data.types.push(t);
             } else if self.is_word("condition") {
                 self.parse_condition(data)?;
@@ -183,9 +231,12 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn parse_type(&mut self) -> PResult<TypeDefinition> {
+    fn parse_type(&mut self, extend: bool) -> PResult<TypeDefinition> {
         let type_tok = self.advance();
-        let (name, _) = self.expect_ident("IDENTIFIER")?;
+        let (name, name_tok) = self.expect_ident("IDENTIFIER")?;
+        if extend {
+            self.check_extend(&name, &name_tok);
+        }
         self.map
             .type_lines
             .entry(name.clone())
@@ -209,6 +260,20 @@ impl<'a> Parser<'a> {
             self.expect_line_end()?;
         }
         Ok(def)
+    }
+
+    /// OpenFGA's rules for `extend type`: modules only, once per type and file.
+    fn check_extend(&mut self, name: &str, name_tok: &Token) {
+        let message = if !self.modular {
+            "extend can only be used in a modular model".to_owned()
+        } else if self.extended.iter().any(|n| n == name) {
+            format!("'{name}' is already extended in file.")
+        } else {
+            self.extended.push(name.to_owned());
+            self.map.extended.push(name.to_owned());
+            return;
+        };
+        self.soft.push(err_at(name_tok, message));
     }
 
     fn parse_define(

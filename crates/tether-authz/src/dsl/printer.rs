@@ -2,7 +2,43 @@
 
 use std::fmt::Write as _;
 
+use crate::error::{AuthzError, ModelErrorKind};
 use crate::model::{ConditionDefinition, ModelData, RelationDefinition, TypeDefinition, Userset};
+
+/// Print model data as DSL text, or say which relation the DSL cannot express.
+///
+/// The DSL allows a direct assignment (`[user]`) only first in a definition or
+/// first inside parentheses that come first, so a `this` may sit in a union or
+/// intersection (it is printed first) or as the base of a difference, but not
+/// in a subtracted set or in two children of the same union or intersection.
+pub fn try_print_dsl(model: &ModelData) -> Result<String, AuthzError> {
+    for t in &model.types {
+        for r in &t.relations {
+            if !expressible(&r.rewrite) {
+                return Err(AuthzError::model(
+                    ModelErrorKind::Syntax,
+                    format!(
+                        "the '{}' relation definition under the '{}' type is not supported by the OpenFGA DSL syntax yet",
+                        r.name, t.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(print_dsl(model))
+}
+
+/// Whether a rewrite fits the DSL's rule for direct assignments.
+fn expressible(u: &Userset) -> bool {
+    match u {
+        Userset::This | Userset::Computed(_) | Userset::TupleToUserset { .. } => true,
+        Userset::Union(children) | Userset::Intersection(children) => {
+            children.iter().filter(|c| c.contains_this()).count() <= 1
+                && children.iter().all(expressible)
+        }
+        Userset::Difference { base, subtract } => expressible(base) && !subtract.contains_this(),
+    }
+}
 
 /// Print model data as DSL text in the canonical OpenFGA layout.
 pub fn print_dsl(model: &ModelData) -> String {
@@ -72,7 +108,14 @@ fn join(children: &[Userset], sep: &str, r: &RelationDefinition) -> String {
     if let [only] = children {
         return print_userset(only, r, false);
     }
-    let parts: Vec<String> = children.iter().map(|c| print_userset(c, r, true)).collect();
+    // A direct assignment can only come first; `or` and `and` commute.
+    let (first, rest): (Vec<&Userset>, Vec<&Userset>) =
+        children.iter().partition(|c| c.contains_this());
+    let parts: Vec<String> = first
+        .into_iter()
+        .chain(rest)
+        .map(|c| print_userset(c, r, true))
+        .collect();
     parts.join(sep)
 }
 

@@ -3,10 +3,10 @@
 use serde_json::{Map, Value, json};
 
 use super::types::{
-    ConditionDefinition, ModelData, ParamType, RelationDefinition, TypeDefinition, TypeRestriction,
-    Userset,
+    ConditionDefinition, ModelData, ModuleSource, ModuleSources, ParamType, RelationDefinition,
+    TypeDefinition, TypeRestriction, Userset,
 };
-use crate::error::{AuthzError, ModelErrorKind};
+use crate::error::{AuthzError, ModelError, ModelErrorKind};
 
 type JsonResult<T> = Result<T, AuthzError>;
 
@@ -31,7 +31,7 @@ pub fn model_from_value(value: &Value) -> JsonResult<ModelData> {
         None | Some(Value::Null) => String::new(),
         Some(_) => return Err(syntax("schema_version must be a string")),
     };
-    let types = match obj.get("type_definitions") {
+    let types: Vec<TypeDefinition> = match obj.get("type_definitions") {
         Some(Value::Array(items)) => items
             .iter()
             .map(type_from_value)
@@ -39,6 +39,7 @@ pub fn model_from_value(value: &Value) -> JsonResult<ModelData> {
         None | Some(Value::Null) => Vec::new(),
         Some(_) => return Err(syntax("type_definitions must be an array")),
     };
+    let sources = sources_from_value(value);
     let mut conditions = std::collections::BTreeMap::new();
     if let Some(c) = obj.get("conditions").filter(|v| !v.is_null()) {
         let map = c
@@ -53,7 +54,103 @@ pub fn model_from_value(value: &Value) -> JsonResult<ModelData> {
         schema_version,
         types,
         conditions,
+        sources,
     })
+}
+
+fn source(meta: Option<&Value>) -> Option<ModuleSource> {
+    module_of(meta).map(|(file, module)| ModuleSource {
+        module: module.to_owned(),
+        file: file.to_owned(),
+    })
+}
+
+/// The `module` and `source_info` metadata of types, relations and conditions.
+fn sources_from_value(value: &Value) -> ModuleSources {
+    let mut out = ModuleSources::default();
+    let types = value.get("type_definitions").and_then(Value::as_array);
+    for t in types.into_iter().flatten() {
+        let Some(name) = t.get("type").and_then(Value::as_str) else {
+            continue;
+        };
+        let meta = t.get("metadata");
+        if let Some(src) = source(meta) {
+            out.types.insert(name.to_owned(), src);
+        }
+        let rels = meta
+            .and_then(|m| m.get("relations"))
+            .and_then(Value::as_object);
+        for (rel, m) in rels.into_iter().flatten() {
+            if let Some(src) = source(Some(m)) {
+                out.relations.insert((name.to_owned(), rel.clone()), src);
+            }
+        }
+    }
+    let conds = value.get("conditions").and_then(Value::as_object);
+    for (name, c) in conds.into_iter().flatten() {
+        if let Some(src) = source(c.get("metadata")) {
+            out.conditions.insert(name.clone(), src);
+        }
+    }
+    out
+}
+
+fn source_value(src: &ModuleSource) -> (Value, Value) {
+    (json!(src.module), json!({ "file": src.file }))
+}
+
+/// Where a type, relation or condition says it comes from: (file, module).
+fn module_of(meta: Option<&Value>) -> Option<(&str, &str)> {
+    let meta = meta?;
+    let module = meta.get("module")?.as_str().filter(|m| !m.is_empty())?;
+    let file = meta
+        .get("source_info")?
+        .get("file")?
+        .as_str()
+        .filter(|f| !f.is_empty())?;
+    Some((file, module))
+}
+
+/// OpenFGA's check that a JSON model maps back to module files: each file
+/// may hold one module only.
+pub(crate) fn module_file_errors(value: &Value) -> Vec<ModelError> {
+    let mut files: Vec<(&str, Vec<&str>)> = Vec::new();
+    let mut sources: Vec<(&str, &str)> = Vec::new();
+    let types = value.get("type_definitions").and_then(Value::as_array);
+    for t in types.into_iter().flatten() {
+        let meta = t.get("metadata");
+        sources.extend(module_of(meta));
+        let rels = meta
+            .and_then(|m| m.get("relations"))
+            .and_then(Value::as_object);
+        for r in rels.into_iter().flat_map(|m| m.values()) {
+            sources.extend(module_of(Some(r)));
+        }
+    }
+    let conds = value.get("conditions").and_then(Value::as_object);
+    for c in conds.into_iter().flat_map(|m| m.values()) {
+        sources.extend(module_of(c.get("metadata")));
+    }
+    for (file, module) in sources {
+        match files.iter_mut().find(|(f, _)| *f == file) {
+            Some((_, mods)) if !mods.contains(&module) => mods.push(module),
+            Some(_) => {}
+            None => files.push((file, vec![module])),
+        }
+    }
+    files
+        .into_iter()
+        .filter(|(_, mods)| mods.len() > 1)
+        .map(|(file, mods)| ModelError {
+            message: format!(
+                "file {file} would contain multiple module definitions ({}) when transforming to DSL. Only one module can be defined per file.",
+                mods.join(", ")
+            ),
+            kind: ModelErrorKind::MultipleModulesInFile,
+            symbol: Some(file.to_owned()),
+            span: None,
+        })
+        .collect()
 }
 
 fn str_field<'a>(obj: &'a Map<String, Value>, key: &str) -> JsonResult<&'a str> {
@@ -242,29 +339,40 @@ pub fn model_to_value(model: &ModelData) -> Value {
     let mut out = Map::new();
     out.insert("schema_version".into(), json!(model.schema_version));
     if !model.types.is_empty() {
-        let types: Vec<Value> = model.types.iter().map(type_to_value).collect();
+        let types: Vec<Value> = model
+            .types
+            .iter()
+            .map(|t| type_to_value(t, &model.sources))
+            .collect();
         out.insert("type_definitions".into(), Value::Array(types));
     }
     if !model.conditions.is_empty() {
         let conds: Map<String, Value> = model
             .conditions
             .iter()
-            .map(|(k, c)| (k.clone(), condition_to_value(c)))
+            .map(|(k, c)| {
+                let src = model.sources.conditions.get(k);
+                (k.clone(), condition_to_value(c, src))
+            })
             .collect();
         out.insert("conditions".into(), Value::Object(conds));
     }
     Value::Object(out)
 }
 
-fn type_to_value(t: &TypeDefinition) -> Value {
+fn type_to_value(t: &TypeDefinition, sources: &ModuleSources) -> Value {
     let relations: Map<String, Value> = t
         .relations
         .iter()
         .map(|r| (r.name.clone(), userset_to_value(&r.rewrite)))
         .collect();
-    let metadata = if t.relations.is_empty() {
-        Value::Null
-    } else {
+    let mut metadata = Map::new();
+    if let Some(src) = sources.types.get(&t.name) {
+        let (module, info) = source_value(src);
+        metadata.insert("module".into(), module);
+        metadata.insert("source_info".into(), info);
+    }
+    if !t.relations.is_empty() {
         let meta: Map<String, Value> = t
             .relations
             .iter()
@@ -274,13 +382,23 @@ fn type_to_value(t: &TypeDefinition) -> Value {
                     .iter()
                     .map(restriction_to_value)
                     .collect();
-                (
-                    r.name.clone(),
-                    json!({ "directly_related_user_types": types }),
-                )
+                let mut m = Map::new();
+                m.insert("directly_related_user_types".into(), Value::Array(types));
+                let key = (t.name.clone(), r.name.clone());
+                if let Some(src) = sources.relations.get(&key) {
+                    let (module, info) = source_value(src);
+                    m.insert("module".into(), module);
+                    m.insert("source_info".into(), info);
+                }
+                (r.name.clone(), Value::Object(m))
             })
             .collect();
-        json!({ "relations": meta })
+        metadata.insert("relations".into(), Value::Object(meta));
+    }
+    let metadata = if metadata.is_empty() {
+        Value::Null
+    } else {
+        Value::Object(metadata)
     };
     json!({ "type": t.name, "relations": relations, "metadata": metadata })
 }
@@ -322,7 +440,19 @@ fn userset_to_value(u: &Userset) -> Value {
     }
 }
 
-fn condition_to_value(c: &ConditionDefinition) -> Value {
+fn condition_to_value(c: &ConditionDefinition, src: Option<&ModuleSource>) -> Value {
+    let mut v = condition_body(c);
+    if let (Some(src), Some(obj)) = (src, v.as_object_mut()) {
+        let (module, info) = source_value(src);
+        obj.insert(
+            "metadata".into(),
+            json!({ "module": module, "source_info": info }),
+        );
+    }
+    v
+}
+
+fn condition_body(c: &ConditionDefinition) -> Value {
     let params: Map<String, Value> = c
         .parameters
         .iter()

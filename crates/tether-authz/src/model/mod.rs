@@ -1,22 +1,26 @@
 //! Authorization models: data types, JSON and DSL forms, and the validated model.
 
 pub(crate) mod compiled;
+mod fga_mod;
 mod json;
+mod modules;
 mod types;
 
 use std::collections::HashMap;
 
+pub use fga_mod::{ModFile, ModRange, ModValue, parse_mod_file};
 pub use json::{model_from_value, model_to_value, parse_json_model};
+pub use modules::{ModuleFile, model_from_modules};
 pub use types::{
-    ConditionDefinition, ModelData, ParamType, RelationDefinition, TypeDefinition, TypeRestriction,
-    Userset,
+    ConditionDefinition, ModelData, ModuleSource, ModuleSources, ParamType, RelationDefinition,
+    TypeDefinition, TypeRestriction, Userset,
 };
 
 use crate::condition::CompiledCondition;
-use crate::dsl::{SourceMap, parse_dsl, print_dsl};
+use crate::dsl::{SourceMap, parse_dsl_all, print_dsl, syntax_errors};
 use crate::error::AuthzError;
 use crate::store::hash::FoldBuild;
-use crate::validate::validate_model;
+use crate::validate::{validate_model, validate_modules};
 use compiled::{Compiled, RelIdx};
 
 /// A validated authorization model (schema 1.1), ready for queries.
@@ -37,13 +41,40 @@ pub(crate) struct TypeIndex {
 impl AuthorizationModel {
     /// Parse and validate a DSL model.
     pub fn from_dsl(src: &str) -> Result<Self, AuthzError> {
-        let (data, map) = parse_dsl(src).map_err(|e| AuthzError::InvalidModel(vec![e]))?;
+        let syntax = syntax_errors(src);
+        if !syntax.is_empty() {
+            return Err(AuthzError::InvalidModel(syntax));
+        }
+        let (data, map) = parse_dsl_all(src).map_err(AuthzError::InvalidModel)?;
         Self::from_data_with_source(data, Some(&map))
     }
 
     /// Parse and validate a JSON model.
     pub fn from_json(json: &str) -> Result<Self, AuthzError> {
-        Self::from_data(parse_json_model(json)?)
+        let value: serde_json::Value = serde_json::from_str(json).map_err(|e| {
+            AuthzError::model(
+                crate::error::ModelErrorKind::Syntax,
+                format!("invalid JSON model: {e}"),
+            )
+        })?;
+        let data = model_from_value(&value)?;
+        let mut errors = json::module_file_errors(&value);
+        if !errors.is_empty() {
+            errors.extend(validate_model(&data, None));
+            return Err(AuthzError::InvalidModel(errors));
+        }
+        Self::from_data(data)
+    }
+
+    /// Combine module files (schema 1.2) and validate the model; every error
+    /// names its file (error 2056, [`AuthzError::InvalidModules`]).
+    pub fn from_modules(files: &[ModuleFile<'_>]) -> Result<Self, AuthzError> {
+        let (data, maps, mut errors) = modules::combine(files);
+        errors.extend(validate_modules(&data, &maps));
+        if !errors.is_empty() {
+            return Err(AuthzError::InvalidModules(errors));
+        }
+        Self::from_data(data)
     }
 
     /// Validate model data.

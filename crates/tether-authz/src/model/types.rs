@@ -188,6 +188,27 @@ pub struct ConditionDefinition {
     pub expression: String,
 }
 
+/// Where a definition of a modular model (schema 1.2) comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleSource {
+    /// Module name (`module x` in the file).
+    pub module: String,
+    /// File name, as listed in `fga.mod`.
+    pub file: String,
+}
+
+/// The module and file of each definition of a modular model. Relations are
+/// listed only when they come from an `extend type` in another module.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ModuleSources {
+    /// Type name to its source.
+    pub types: BTreeMap<String, ModuleSource>,
+    /// (type, relation) to the source of an extension.
+    pub relations: BTreeMap<(String, String), ModuleSource>,
+    /// Condition name to its source.
+    pub conditions: BTreeMap<String, ModuleSource>,
+}
+
 /// The raw, unvalidated content of a model.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ModelData {
@@ -197,9 +218,22 @@ pub struct ModelData {
     pub types: Vec<TypeDefinition>,
     /// Conditions by name.
     pub conditions: BTreeMap<String, ConditionDefinition>,
+    /// Module sources (schema 1.2 models combined from module files).
+    pub sources: ModuleSources,
 }
 
 impl ModelData {
+    /// The modules the model is made of, sorted (OpenFGA's `getModulesFromJSON`).
+    pub fn module_names(&self) -> Vec<String> {
+        let s = &self.sources;
+        let all = s.types.values().chain(s.relations.values());
+        let names: std::collections::BTreeSet<&str> = all
+            .chain(s.conditions.values())
+            .map(|m| m.module.as_str())
+            .collect();
+        names.into_iter().map(str::to_owned).collect()
+    }
+
     /// Look up a type by name.
     pub fn type_def(&self, name: &str) -> Option<&TypeDefinition> {
         self.types.iter().find(|t| t.name == name)
