@@ -23,8 +23,10 @@ echo "== GET secret data (decrypt a fresh envelope per read, DEK cached)"
 wrk -t2 -c64 -d$D -s scripts/bench/get.lua "$url/v1/orgs/default/secrets/bench/data" | tail -1
 echo "== PUT new variables (resource write + audit version + tuples, one transaction)"
 wrk -t2 -c64 -d$D -s scripts/bench/write_vars.lua "$url" | tail -1
-echo "== POST new secret versions (envelope encryption + audit version)"
+echo "== POST new secret versions, one secret (envelope encryption + audit version, group commit)"
 wrk -t2 -c64 -d$D -s scripts/bench/write_secret.lua "$url" | tail -1
+echo "== POST new secret versions, 256 secrets"
+wrk -t2 -c64 -d$D -s scripts/bench/write_secret_many.lua "$url" | tail -1
 if [ "${BAO:-}" = 1 ]; then
   bao=${BAO_BIN:-/tmp/tether-test-venv/bin/bao}
   bport=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')

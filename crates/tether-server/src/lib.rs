@@ -18,12 +18,14 @@ pub mod model;
 pub mod reqlog;
 pub mod resources;
 pub mod routes;
+pub mod secret_batch;
 pub mod secret_ops;
 pub mod secrets;
 pub mod serve;
 pub mod state;
 pub mod tokens;
 pub mod tunnel;
+pub mod writer;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -131,6 +133,9 @@ pub async fn build_state(config: &Config, clock: Arc<dyn Clock>) -> Result<AppSt
             kek::Providers::from_env().map_err(StartError::Other)?,
         ),
         tunnel,
+        writer: writer::Writer::start()
+            .map_err(|e| StartError::Other(format!("cannot start the writer thread: {e}")))?,
+        version_queue: secret_batch::Queue::default(),
     };
     Ok(AppState(Arc::new(inner)))
 }

@@ -126,12 +126,24 @@ pub(crate) async fn record_version(
     change: &Change<'_>,
     v: VersionInput<'_>,
 ) -> AppResult<String> {
+    let mut rec = version_record(state, row, change, v);
+    append_version(tx, &mut rec).await?;
+    Ok(rec.id)
+}
+
+/// The audit version record of a change, not yet chained (see [`record_version`]).
+pub(crate) fn version_record(
+    state: &AppState,
+    row: &ResourceRow,
+    change: &Change<'_>,
+    v: VersionInput<'_>,
+) -> VersionRecord {
     let chain_org = if row.org_id.is_empty() {
         row.id.clone()
     } else {
         row.org_id.clone()
     };
-    let mut rec = VersionRecord {
+    VersionRecord {
         id: VersionId::generate().to_string(),
         org_id: chain_org,
         resource_kind: row.kind.clone(),
@@ -147,9 +159,7 @@ pub(crate) async fn record_version(
         yaml_before: v.before,
         yaml_after: v.after,
         ..VersionRecord::default()
-    };
-    append_version(tx, &mut rec).await?;
-    Ok(rec.id)
+    }
 }
 
 pub(crate) async fn write_grants(

@@ -7,27 +7,23 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use tether_core::id::ResourceId;
 use tether_core::{ErrorCode, Kind};
-use tether_store::resources::{find_resource, insert_resource, update_resource};
-use tether_store::secrets::{
-    SecretVersionRow, destroy_secret_version, destroy_versions_before, insert_secret_version,
-};
-use tether_store::{ResourceRow, StoreError};
+use tether_store::ResourceRow;
+use tether_store::resources::update_resource;
+use tether_store::secrets::destroy_secret_version;
 
 use crate::auth::Principal;
 use crate::error::{AppError, AppResult};
 use crate::kinds::SecretSpec;
-use crate::resources::{
-    Change, ScopeNames, TupleDelta, VersionInput, record_version, snapshot, write_grants,
-};
+use crate::resources::{Change, ScopeNames, VersionInput, record_version, snapshot};
 use crate::secrets::{aad_for, validate_data};
 use crate::state::AppState;
 
 /// A new version to write.
-pub struct NewVersion<'a> {
+pub struct NewVersion {
     /// The secret's name.
-    pub name: &'a str,
+    pub name: String,
     /// The data.
-    pub data: &'a BTreeMap<String, String>,
+    pub data: BTreeMap<String, String>,
     /// Check-and-set: the version the writer expects to be current (0: must not exist).
     pub if_version: Option<i64>,
     /// The change message.
@@ -44,27 +40,45 @@ pub(crate) fn is_deleted_secret(row: &ResourceRow) -> bool {
     row.kind == Kind::Secret.to_string() && spec_of(row).is_ok_and(|s| s.deleted)
 }
 
-fn conflict(expected: i64, current: i64) -> AppError {
+pub(crate) fn conflict(expected: i64, current: i64) -> AppError {
     AppError::new(
         ErrorCode::VersionConflict,
         format!("expected version {expected}, but the current version is {current}"),
     )
 }
 
-/// Writes a new version, creating the secret on first write. Retries a lost race (two writers
-/// picking the same version) unless the caller asked for check-and-set.
+/// Writes a new version, creating the secret on first write, through the group-commit queue
+/// (see `secret_batch`). Retries a lost race (two writers picking the same version, only
+/// possible across nodes) unless the caller asked for check-and-set.
 pub async fn write_version(
     state: &AppState,
     scope: &ScopeNames,
     actor: &Principal,
-    v: &NewVersion<'_>,
-) -> AppResult<(ResourceRow, i64)> {
-    validate_data(v.data, state.secrets.limits)?;
-    tether_core::Name::parse(v.name)
+    v: NewVersion,
+) -> AppResult<i64> {
+    validate_data(&v.data, state.secrets.limits)?;
+    tether_core::Name::parse(&v.name)
         .map_err(|e| AppError::new(ErrorCode::InvalidName, e.to_string()))?;
+    let v = std::sync::Arc::new(v);
     let mut attempts = 0;
     loop {
-        match try_write(state, scope, actor, v).await {
+        let now = state.clock.now_millis();
+        let (kek_version, kek) = state
+            .secrets
+            .active(&state.store, &scope.org_id, now)
+            .await?;
+        // Wrap the new DEK before queueing: with a KMS this is a network call.
+        let prepared = state.secrets.prepare(kek.as_ref()).await?;
+        let (reply, _) = tokio::sync::oneshot::channel();
+        let pending = crate::secret_batch::Pending {
+            scope: scope.clone(),
+            actor: actor.clone(),
+            v: std::sync::Arc::clone(&v),
+            kek_version,
+            prepared,
+            reply,
+        };
+        match state.version_queue.submit(state, pending).await {
             Err(e)
                 if e.cause.as_deref() == Some(RACE) && v.if_version.is_none() && attempts < 5 =>
             {
@@ -81,127 +95,10 @@ pub async fn write_version(
     }
 }
 
-const RACE: &str = "secret version race";
+/// The cause that marks a lost race.
+pub(crate) const RACE: &str = "secret version race";
 
-async fn try_write(
-    state: &AppState,
-    scope: &ScopeNames,
-    actor: &Principal,
-    v: &NewVersion<'_>,
-) -> AppResult<(ResourceRow, i64)> {
-    let now = state.clock.now_millis();
-    let (kek_version, kek) = state
-        .secrets
-        .active(&state.store, &scope.org_id, now)
-        .await?;
-    // Wrap the new DEK before the transaction: with a KMS this is a network call.
-    let prepared = state.secrets.prepare(kek.as_ref()).await?;
-    let mut tx = state.store.begin().await?;
-    let current = find_resource(&mut *tx, &scope.org_id, &scope.env_id, "Secret", v.name).await?;
-    let mut spec = match &current {
-        Some(row) => spec_of(row)?,
-        None => serde_json::from_value(serde_json::json!({})).map_err(AppError::internal)?,
-    };
-    if spec.deleted {
-        return Err(AppError::new(
-            ErrorCode::Conflict,
-            format!("secret '{}' is deleted; undelete it first", v.name),
-        ));
-    }
-    if let Some(expected) = v.if_version
-        && expected != spec.current_version
-    {
-        return Err(conflict(expected, spec.current_version));
-    }
-    let version = spec.current_version + 1;
-    let mut row = current
-        .clone()
-        .unwrap_or_else(|| new_row(scope, v.name, actor, now));
-    let aad = aad_for(&scope.org_id, &scope.env_id, &row.id, version)?;
-    let plain = zeroize::Zeroizing::new(serde_json::to_vec(v.data).map_err(AppError::internal)?);
-    let blob = state
-        .secrets
-        .seal(prepared, &aad, (row.id.clone(), version), &plain)?;
-    // With an external backend the blob goes there; the row keeps an empty blob and the ref.
-    let (blob, external) =
-        crate::backends::store_blob(state, &scope.org_id, &row.id, version, blob).await?;
-    let record = SecretVersionRow {
-        secret_id: row.id.clone(),
-        version,
-        org_id: scope.org_id.clone(),
-        env_id: scope.env_id.clone(),
-        blob: Some(blob),
-        kek_version,
-        created_at: now,
-        created_by: actor.display(),
-        destroyed_at: None,
-    };
-    insert_secret_version(&mut tx, &record)
-        .await
-        .map_err(|e| match e {
-            StoreError::AlreadyExists => AppError {
-                api: tether_core::ApiError::internal(),
-                cause: Some(RACE.into()),
-            },
-            other => other.into(),
-        })?;
-    if let Some((backend, reference)) = &external {
-        tether_store::kms::set_version_backend(&mut tx, &row.id, version, backend, reference)
-            .await?;
-    }
-    prune_versions(&mut tx, &row.id, version, spec.max_versions, now).await?;
-    spec.current_version = version;
-    let before = current.as_ref().map(|r| snapshot(r, scope)).transpose()?;
-    row.spec = serde_json::to_string(&spec).map_err(AppError::internal)?;
-    row.updated_at = now;
-    row.updated_by = actor.display();
-    let mut delta = TupleDelta::default();
-    if current.is_none() {
-        write_grants(
-            &mut tx,
-            Kind::Secret,
-            &row,
-            &serde_json::to_value(&spec).map_err(AppError::internal)?,
-            &mut delta,
-        )
-        .await?;
-    }
-    let change = Change {
-        actor,
-        message: v
-            .message
-            .clone()
-            .or_else(|| Some(format!("version {version}"))),
-        event: None,
-    };
-    let input = VersionInput {
-        event: if current.is_some() {
-            "update"
-        } else {
-            "create"
-        },
-        before,
-        after: Some(snapshot(&row, scope)?),
-        previous: current.as_ref().map(|r| r.version_id.clone()),
-    };
-    row.version_id = record_version(&mut tx, state, &row, &change, input).await?;
-    match current {
-        Some(_) => update_resource(&mut tx, &row).await?,
-        None => insert_resource(&mut tx, &row).await.map_err(|e| match e {
-            StoreError::AlreadyExists => AppError {
-                api: tether_core::ApiError::internal(),
-                cause: Some(RACE.into()),
-            },
-            other => other.into(),
-        })?,
-    }
-    tx.commit().await.map_err(AppError::internal)?;
-    delta.apply(state);
-    metrics::counter!("tether_secret_versions_written_total").increment(1);
-    Ok((row, version))
-}
-
-fn new_row(scope: &ScopeNames, name: &str, actor: &Principal, now: i64) -> ResourceRow {
+pub(crate) fn new_row(scope: &ScopeNames, name: &str, actor: &Principal, now: i64) -> ResourceRow {
     ResourceRow {
         id: ResourceId::generate().to_string(),
         org_id: scope.org_id.clone(),
@@ -216,22 +113,6 @@ fn new_row(scope: &ScopeNames, name: &str, actor: &Principal, now: i64) -> Resou
         updated_by: actor.display(),
         version_id: String::new(),
     }
-}
-
-/// Destroys the data of versions that fall out of `max_versions`.
-async fn prune_versions(
-    tx: &mut tether_store::Tx,
-    secret_id: &str,
-    newest: i64,
-    max: u32,
-    now: i64,
-) -> AppResult<()> {
-    if max == 0 {
-        return Ok(());
-    }
-    let keep_from = newest - i64::from(max) + 1;
-    destroy_versions_before(tx, secret_id, keep_from, now).await?;
-    Ok(())
 }
 
 /// Reads and decrypts a version (the current one by default).
@@ -400,10 +281,10 @@ pub async fn rollback(
 ) -> AppResult<i64> {
     let (_, data) = read_version(state, row, Some(to)).await?;
     let v = NewVersion {
-        name: &row.name,
-        data: &data,
+        name: row.name.clone(),
+        data,
         if_version,
         message: Some(format!("rollback to version {to}")),
     };
-    Ok(write_version(state, scope, actor, &v).await?.1)
+    write_version(state, scope, actor, v).await
 }

@@ -273,18 +273,25 @@ impl SecretKeys {
         Ok(PreparedDek { dek, wrapped })
     }
 
-    /// Seals data under a prepared DEK, and caches the DEK.
+    /// Seals data under a prepared DEK. The DEK comes back for [`Self::remember_committed`]:
+    /// it may enter the cache only once its version is committed, or a version number that a
+    /// failed write had claimed would map to the wrong key.
     pub fn seal(
         &self,
         prepared: PreparedDek,
         aad: &Aad,
-        cache_key: (String, i64),
         plaintext: &[u8],
-    ) -> AppResult<Vec<u8>> {
+    ) -> AppResult<(Vec<u8>, Arc<DataKey>)> {
         let blob = seal_with_dek(&prepared.dek, &prepared.wrapped, aad, plaintext)
             .map_err(AppError::internal)?;
-        self.remember(cache_key, Arc::new(prepared.dek));
-        Ok(blob)
+        Ok((blob, Arc::new(prepared.dek)))
+    }
+
+    /// Caches the DEKs of committed versions.
+    pub fn remember_committed(&self, deks: Vec<((String, i64), Arc<DataKey>)>) {
+        for (key, dek) in deks {
+            self.remember(key, dek);
+        }
     }
 
     /// The DEK of a blob: from the cache, or unwrapped by its KEK (and then cached).

@@ -42,6 +42,10 @@ pub struct Inner {
     pub secrets: crate::secrets::SecretKeys,
     /// The runner tunnel: CA, active serials, live sessions.
     pub tunnel: crate::tunnel::Tunnel,
+    /// The thread that runs write transactions.
+    pub writer: crate::writer::Writer,
+    /// The group-commit queue of secret version writes.
+    pub version_queue: crate::secret_batch::Queue,
 }
 
 impl std::ops::Deref for AppState {

@@ -5,7 +5,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Executor, Row};
 
 use crate::chain::{ChainBreak, GENESIS_HASH, hash_fields};
-use crate::{Backend, Result, Store, Tx};
+use crate::{Result, Store, StoreError, Tx, values_list};
 
 /// One resource version. `seq`, `prev_hash` and `hash` are assigned by [`append_version`].
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
@@ -164,6 +164,64 @@ pub async fn append_version(tx: &mut Tx, v: &mut VersionRecord) -> Result<()> {
     set_head_hash(tx, &chain, &v.hash).await
 }
 
+/// Appends several version records (of one or more organizations, each chain in the order
+/// given) with one head update per chain and multi-row inserts: the batched form of
+/// [`append_version`] for group commits.
+pub async fn append_versions(tx: &mut Tx, records: &mut [VersionRecord]) -> Result<()> {
+    let mut orgs: Vec<String> = Vec::new();
+    for r in records.iter() {
+        if !orgs.contains(&r.org_id) {
+            orgs.push(r.org_id.clone());
+        }
+    }
+    for org in &orgs {
+        let chain = format!("versions:{org}");
+        let n = records.iter().filter(|r| &r.org_id == org).count();
+        let n = i64::try_from(n).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let (last, mut prev) = bump_head_by(tx, &chain, n).await?;
+        let mut seq = last - n;
+        for r in records.iter_mut().filter(|r| &r.org_id == org) {
+            seq += 1;
+            r.seq = seq;
+            r.hash = r.compute_hash(&prev);
+            r.prev_hash = std::mem::replace(&mut prev, r.hash.clone());
+        }
+        set_head_hash(tx, &chain, &prev).await?;
+    }
+    for chunk in records.chunks(30) {
+        let sql = format!(
+            "INSERT INTO versions (id, org_id, seq, resource_kind, resource_id, resource_name, \
+             env_id, previous_version_id, event, actor, at, message, yaml_before, yaml_after, diff, \
+             prev_hash, hash) VALUES {}",
+            values_list(tx.backend(), chunk.len(), 17)
+        );
+        // The statement text holds only generated placeholders; every value is bound.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for v in chunk {
+            q = q
+                .bind(v.id.clone())
+                .bind(v.org_id.clone())
+                .bind(v.seq)
+                .bind(v.resource_kind.clone())
+                .bind(v.resource_id.clone())
+                .bind(v.resource_name.clone())
+                .bind(v.env_id.clone())
+                .bind(v.previous_version_id.clone())
+                .bind(v.event.clone())
+                .bind(v.actor.clone())
+                .bind(v.at)
+                .bind(v.message.clone())
+                .bind(v.yaml_before.clone())
+                .bind(v.yaml_after.clone())
+                .bind(v.diff.clone())
+                .bind(v.prev_hash.clone())
+                .bind(v.hash.clone());
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 /// Reads one version by id, on the pool or in a transaction.
 pub async fn get_version<'c, E: Executor<'c, Database = Any>>(
     db: E,
@@ -301,7 +359,7 @@ impl Store {
             r.prev_hash = std::mem::replace(&mut prev, r.hash.clone());
         }
         for chunk in records.chunks(50) {
-            insert_requests(&mut tx, self.backend(), chunk).await?;
+            insert_requests(&mut tx, chunk).await?;
         }
         set_head_hash(&mut tx, REQUEST_CHAIN, &prev).await?;
         tx.commit().await?;
@@ -430,26 +488,13 @@ impl Store {
     }
 }
 
-/// One multi-row INSERT. SQLite gets anonymous `?` placeholders: for numbered ones, sqlx looks
-/// each parameter's name up by a linear scan inside SQLite, which is quadratic in the row count
-/// and was a tenth of the CPU of a loaded server.
-async fn insert_requests(tx: &mut Tx, backend: Backend, rows: &[RequestLogRecord]) -> Result<()> {
-    const COLS: usize = 14;
-    let mut sql = String::from(
+/// One multi-row INSERT of request records.
+async fn insert_requests(tx: &mut Tx, rows: &[RequestLogRecord]) -> Result<()> {
+    let sql = format!(
         "INSERT INTO request_log (seq, at, request_id, org, principal, action, resource, result, \
-         status, ip, user_agent, latency_us, prev_hash, hash) VALUES ",
+         status, ip, user_agent, latency_us, prev_hash, hash) VALUES {}",
+        values_list(tx.backend(), rows.len(), 14)
     );
-    for i in 0..rows.len() {
-        let ph: Vec<String> = (1..=COLS)
-            .map(|c| match backend {
-                Backend::Sqlite => "?".to_owned(),
-                Backend::Postgres => format!("${}", i * COLS + c),
-            })
-            .collect();
-        sql.push_str(if i == 0 { "(" } else { ", (" });
-        sql.push_str(&ph.join(", "));
-        sql.push(')');
-    }
     // The statement text holds only generated placeholders; every value is bound.
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     for r in rows {

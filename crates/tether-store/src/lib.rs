@@ -39,6 +39,7 @@ pub struct Tx {
     inner: sqlx::Transaction<'static, Any>,
     touched: Vec<cache::Touch>,
     cache: Arc<cache::HotCache>,
+    backend: Backend,
 }
 
 impl std::ops::Deref for Tx {
@@ -62,6 +63,7 @@ impl Tx {
             inner,
             touched,
             cache,
+            ..
         } = self;
         let done = inner.commit().await;
         cache.invalidate(&touched);
@@ -76,6 +78,32 @@ impl Tx {
     pub(crate) fn touch(&mut self, t: cache::Touch) {
         self.touched.push(t);
     }
+
+    /// Which database this transaction runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+}
+
+/// The `VALUES` list of a multi-row INSERT: `rows` groups of `cols` placeholders. SQLite gets
+/// anonymous `?` placeholders: for numbered ones sqlx looks each parameter's name up by a
+/// linear scan inside SQLite, which makes binding quadratic in the row count.
+pub(crate) fn values_list(backend: Backend, rows: usize, cols: usize) -> String {
+    let mut sql = String::new();
+    for i in 0..rows {
+        sql.push_str(if i == 0 { "(" } else { ", (" });
+        for c in 1..=cols {
+            if c > 1 {
+                sql.push_str(", ");
+            }
+            match backend {
+                Backend::Sqlite => sql.push('?'),
+                Backend::Postgres => sql.push_str(&format!("${}", i * cols + c)),
+            }
+        }
+        sql.push(')');
+    }
+    sql
 }
 
 /// Which database is behind the store.
@@ -266,6 +294,7 @@ impl Store {
             inner: self.write.begin().await?,
             touched: Vec::new(),
             cache: Arc::clone(&self.cache),
+            backend: self.backend,
         })
     }
 

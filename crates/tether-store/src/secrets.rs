@@ -6,7 +6,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Executor, Row};
 
 use crate::cache::Touch;
-use crate::{Result, Store, Tx};
+use crate::{Result, Store, Tx, values_list};
 
 /// A stored organization KEK.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,25 +112,34 @@ pub async fn insert_kek(tx: &mut Tx, k: &OrgKekRow) -> Result<()> {
     Ok(())
 }
 
-/// Inserts a secret version. A clash on (secret, version) is `AlreadyExists` (a concurrent
-/// writer got there first).
-pub async fn insert_secret_version(tx: &mut Tx, v: &SecretVersionRow) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO secret_versions (secret_id, version, org_id, env_id, blob, kek_version, \
-         created_at, created_by, destroyed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(&v.secret_id)
-    .bind(v.version)
-    .bind(&v.org_id)
-    .bind(&v.env_id)
-    .bind(v.blob.as_deref())
-    .bind(v.kek_version)
-    .bind(v.created_at)
-    .bind(&v.created_by)
-    .bind(v.destroyed_at)
-    .execute(&mut **tx)
-    .await?;
-    tx.touch(Touch::Secret(v.secret_id.clone()));
+/// Inserts secret versions with multi-row statements. A clash on (secret, version) is
+/// `AlreadyExists` (a concurrent writer got there first).
+pub async fn insert_secret_versions(tx: &mut Tx, rows: &[SecretVersionRow]) -> Result<()> {
+    for chunk in rows.chunks(50) {
+        let sql = format!(
+            "INSERT INTO secret_versions (secret_id, version, org_id, env_id, blob, kek_version, \
+             created_at, created_by, destroyed_at) VALUES {}",
+            values_list(tx.backend(), chunk.len(), 9)
+        );
+        // The statement text holds only generated placeholders; every value is bound.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for v in chunk {
+            q = q
+                .bind(v.secret_id.clone())
+                .bind(v.version)
+                .bind(v.org_id.clone())
+                .bind(v.env_id.clone())
+                .bind(v.blob.clone())
+                .bind(v.kek_version)
+                .bind(v.created_at)
+                .bind(v.created_by.clone())
+                .bind(v.destroyed_at);
+        }
+        q.execute(&mut **tx).await?;
+        for v in chunk {
+            tx.touch(Touch::Secret(v.secret_id.clone()));
+        }
+    }
     Ok(())
 }
 

@@ -443,7 +443,7 @@ fn secret_version_row(blob: &[u8]) -> tether_store::secrets::SecretVersionRow {
 #[tokio::test]
 async fn cached_reads_see_every_committed_write() {
     use tether_store::secrets::{
-        destroy_secret_version, insert_secret_version, rewrap_secret_version,
+        destroy_secret_version, insert_secret_versions, rewrap_secret_version,
     };
     let db = fresh_store().await;
     let s = &db.store;
@@ -481,7 +481,7 @@ async fn cached_reads_see_every_committed_write() {
     assert!(cached("b").await.unwrap().is_none());
 
     let mut tx = s.begin().await.unwrap();
-    insert_secret_version(&mut tx, &secret_version_row(b"one"))
+    insert_secret_versions(&mut tx, &[secret_version_row(b"one")])
         .await
         .unwrap();
     tx.commit().await.unwrap();

@@ -113,16 +113,18 @@ pub async fn for_org(state: &AppState, org_id: &str) -> AppResult<Option<OrgBack
     Ok(org_backend(state.store.reader(), org_id).await?)
 }
 
-/// Stores a sealed blob in the organization's backend. Returns the blob to keep in the
-/// database (empty when it went elsewhere) and the backend and reference to record.
+/// Stores a sealed blob in the organization's backend (`None`: the built-in one, looked up with
+/// [`for_org`]). Returns the blob to keep in the database (empty when it went elsewhere) and the
+/// backend and reference to record.
 pub async fn store_blob(
     state: &AppState,
+    backend: Option<OrgBackendRow>,
     org_id: &str,
     secret_id: &str,
     version: i64,
     blob: Vec<u8>,
 ) -> AppResult<(Vec<u8>, Option<(String, String)>)> {
-    let Some(row) = for_org(state, org_id).await? else {
+    let Some(row) = backend else {
         return Ok((blob, None));
     };
     let cfg: BackendConfig = serde_json::from_str(&row.config).map_err(AppError::internal)?;

@@ -77,12 +77,12 @@ pub async fn write(
     let (_, _, name) = p;
     only_secrets(&ctx, &name)?;
     let v = NewVersion {
-        name: &name,
-        data: &req.data,
+        name: name.clone(),
+        data: req.data,
         if_version: req.if_version,
         message: req.message,
     };
-    let (_, version) = ops::write_version(&state, &ctx.scope, ctx.principal()?, &v).await?;
+    let version = ops::write_version(&state, &ctx.scope, ctx.principal()?, v).await?;
     Ok((StatusCode::CREATED, Json(WriteResponse { name, version })))
 }
 
