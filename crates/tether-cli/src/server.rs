@@ -28,21 +28,24 @@ pub struct ServerArgs {
     pub config: Option<PathBuf>,
 }
 
-fn init_logging() {
+fn init_logging() -> Result<crate::log_writer::LogGuard> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,sqlx=warn,hyper=warn,tower_http=warn")
     });
+    let (writer, guard) = crate::log_writer::stderr_writer()?;
     let _ = tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_current_span(true)
+        .with_span_list(false)
         .try_init();
+    Ok(guard)
 }
 
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn run(args: ServerArgs) -> Result<()> {
-    init_logging();
+    let _log = init_logging()?;
     let cli = CliOptions {
         config_file: args.config,
         dev: args.dev,

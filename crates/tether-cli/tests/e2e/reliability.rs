@@ -294,3 +294,28 @@ async fn concurrent_secret_writes_each_get_their_own_version() {
         audit.text
     );
 }
+
+/// The JSON log is written off the request path (a queue and a writer thread): a request's line
+/// still reaches the log promptly, with its request id.
+#[tokio::test]
+async fn each_request_is_logged_with_its_request_id() {
+    let s = server().await;
+    let r = reqwest::Client::new()
+        .get(format!("{}/v1/orgs/default/envs/dev", s.url))
+        .bearer_auth(&s.root_key)
+        .send()
+        .await
+        .unwrap();
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let log = s.log();
+        if let Some(line) = log.lines().find(|l| l.contains(&id)) {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["fields"]["status"], 200, "{line}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no log line for {id}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
