@@ -203,6 +203,7 @@ async fn write_all(
         set_version_backend(&mut tx, secret_id, *version, backend, reference).await?;
     }
     let mut delta = TupleDelta::default();
+    let mut pruned = Vec::new();
     let mut touched = Vec::new();
     for key in &order {
         let Some(slot) = slots.get(key) else { continue };
@@ -216,7 +217,12 @@ async fn write_all(
         let row = &slot.row;
         if slot.spec.max_versions > 0 {
             let keep_from = slot.spec.current_version - i64::from(slot.spec.max_versions) + 1;
-            destroy_versions_before(&mut tx, &row.id, keep_from, now).await?;
+            let external = destroy_versions_before(&mut tx, &row.id, keep_from, now).await?;
+            pruned.extend(
+                external
+                    .into_iter()
+                    .map(|(v, kind, reference)| (row.id.clone(), v, kind, reference)),
+            );
         }
         if slot.existed {
             update_resource(&mut tx, row).await?;
@@ -228,6 +234,7 @@ async fn write_all(
     }
     tx.commit().await.map_err(AppError::internal)?;
     state.secrets.remember_committed(deks);
+    crate::backends::forget_pruned(state, pruned);
     Ok(delta)
 }
 

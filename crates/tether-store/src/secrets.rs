@@ -164,23 +164,33 @@ pub async fn destroy_secret_version(
 }
 
 /// Destroys the data of every version older than `keep_from` (max-versions pruning).
+/// Returns the external copies that the caller must delete from their backends, as
+/// (version, backend, reference).
 pub async fn destroy_versions_before(
     tx: &mut Tx,
     secret_id: &str,
     keep_from: i64,
     at: i64,
-) -> Result<u64> {
-    let done = sqlx::query(
+) -> Result<Vec<(i64, String, String)>> {
+    let rows = sqlx::query(
         "UPDATE secret_versions SET blob = NULL, destroyed_at = $3 \
-         WHERE secret_id = $1 AND version < $2 AND blob IS NOT NULL",
+         WHERE secret_id = $1 AND version < $2 AND blob IS NOT NULL \
+         RETURNING version, backend, backend_ref",
     )
     .bind(secret_id)
     .bind(keep_from)
     .bind(at)
-    .execute(&mut **tx)
+    .fetch_all(&mut **tx)
     .await?;
     tx.touch(Touch::Secret(secret_id.to_owned()));
-    Ok(done.rows_affected())
+    let mut external = Vec::new();
+    for r in &rows {
+        let reference: Option<String> = r.try_get("backend_ref")?;
+        if let Some(reference) = reference {
+            external.push((r.try_get("version")?, r.try_get("backend")?, reference));
+        }
+    }
+    Ok(external)
 }
 
 /// Replaces a version's blob (KEK rotation rewraps the DEK; the data is not re-encrypted).

@@ -249,4 +249,36 @@ async fn openbao_kv_v2_backend_stores_only_ciphertext_and_tether_keeps_history()
         "410 version_destroyed"
     );
     assert_eq!(read(&s, "default", "db", 3).await.unwrap(), "kv-bao-v3");
+
+    // Pruning by max_versions removes the pruned versions' entries from OpenBao too.
+    let v3_ref = refs(&s).await[2].split('|').nth(1).unwrap().to_owned();
+    let (_, v3_path) = v3_ref.split_once(':').unwrap();
+    ok(&s.cli(
+        Some(&root),
+        &["secret", "metadata", "db", "--max-versions", "2"],
+    ));
+    put(&s, "default", "db", "kv-bao-v4").await;
+    put(&s, "default", "db", "kv-bao-v5").await;
+    assert_eq!(
+        read(&s, "default", "db", 3).await.unwrap_err(),
+        "410 version_destroyed"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let res = reqwest::Client::new()
+            .get(format!("{}/v1/{mount}/metadata/{v3_path}", bao.addr))
+            .header("X-Vault-Token", &bao.token)
+            .send()
+            .await
+            .unwrap();
+        if res.status().as_u16() == 404 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pruned version 3 is still in OpenBao at {v3_ref}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(read(&s, "default", "db", 5).await.unwrap(), "kv-bao-v5");
 }

@@ -193,11 +193,34 @@ pub async fn forget_blob(state: &AppState, secret_id: &str, version: i64) -> App
     else {
         return Ok(());
     };
-    match kind_id.as_str() {
+    forget_external(state, &kind_id, &reference).await
+}
+
+/// Deletes pruned versions' external copies after their commit, in the background: their
+/// rows already hold no data, so a failure leaves only ciphertext behind, which is logged
+/// with its reference for an operator to remove.
+pub fn forget_pruned(state: &AppState, pruned: Vec<(String, i64, String, String)>) {
+    if pruned.is_empty() {
+        return;
+    }
+    let state = state.clone();
+    tokio::spawn(async move {
+        for (secret_id, version, kind_id, reference) in pruned {
+            if let Err(e) = forget_external(&state, &kind_id, &reference).await {
+                tracing::warn!(%secret_id, version, backend = %kind_id, %reference,
+                    cause = ?e.cause, code = ?e.api.code,
+                    "could not delete a pruned version from its backend");
+            }
+        }
+    });
+}
+
+async fn forget_external(state: &AppState, kind_id: &str, reference: &str) -> AppResult<()> {
+    match kind_id {
         kind::BUILTIN => Ok(()),
-        kind::OPENBAO_KV => openbao_kv::delete(state, &reference).await,
+        kind::OPENBAO_KV => openbao_kv::delete(state, reference).await,
         #[cfg(feature = "kms-aws")]
-        kind::AWS_SECRETS_MANAGER => aws_sm::delete(state, &reference).await,
+        kind::AWS_SECRETS_MANAGER => aws_sm::delete(state, reference).await,
         other => Err(backend_unavailable(other, "not supported by this build")),
     }
 }
