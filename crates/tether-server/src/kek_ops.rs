@@ -279,7 +279,9 @@ pub struct RootRotateReport {
 
 const SYSTEM_KEK: &str = "system_kek";
 
-/// Rewraps every root-wrapped KEK under `new_root` in one transaction, then uses it.
+/// Rewraps every root-wrapped KEK under `new_root` in one transaction, then uses it. With
+/// auto-unseal, the new key is sealed by the KMS first and stored in the same transaction, so
+/// the database never holds KEKs wrapped by a key that its sealed record does not open.
 pub async fn rotate_root(state: &AppState, new_root: RootKey) -> AppResult<RootRotateReport> {
     let _rotating = state.secrets.root_rotation().await;
     let old: Arc<RootKey> = state.secrets.root();
@@ -292,6 +294,14 @@ pub async fn rotate_root(state: &AppState, new_root: RootKey) -> AppResult<RootR
     let rewrap = |wrapped: &[u8]| -> AppResult<Vec<u8>> {
         let kek = old.unwrap_kek(wrapped).map_err(AppError::internal)?;
         new_root.wrap_kek(&kek).map_err(AppError::internal)
+    };
+    let sealed = match &state.secrets.seal {
+        Some(seal) => Some(
+            seal.seal(&state.secrets.providers, &new_root)
+                .await
+                .map_err(|e| crate::secrets::unavailable(e.0))?,
+        ),
+        None => None,
     };
     let system = state
         .store
@@ -308,6 +318,9 @@ pub async fn rotate_root(state: &AppState, new_root: RootKey) -> AppResult<RootR
         count += 1;
     }
     put_setting(&mut tx, SYSTEM_KEK, &rewrap(&system)?).await?;
+    if let Some(sealed) = &sealed {
+        put_setting(&mut tx, crate::unseal::SEALED_ROOT, sealed).await?;
+    }
     tx.commit().await.map_err(AppError::internal)?;
     let report = RootRotateReport {
         old_root_key_id: old.id().to_string(),
@@ -316,6 +329,15 @@ pub async fn rotate_root(state: &AppState, new_root: RootKey) -> AppResult<RootR
         system_kek_rewrapped: true,
     };
     state.secrets.set_root(new_root);
+    if sealed.is_some() {
+        tracing::warn!(
+            old = %report.old_root_key_id,
+            new = %report.new_root_key_id,
+            keks = count,
+            "root key rotated and sealed by the KMS key; restart the other servers to unseal it"
+        );
+        return Ok(report);
+    }
     tracing::warn!(
         old = %report.old_root_key_id,
         new = %report.new_root_key_id,

@@ -1,4 +1,5 @@
-//! Installation keys. The root key (from a file, an env var, or the dev data directory) wraps a
+//! Installation keys. The root key (from a file, an env var, the dev data directory, or sealed by
+//! a KMS key in the database: [`crate::unseal`]) wraps a
 //! system key-encryption key; that key seals the API-key pepper and the JWT signing key, which
 //! are stored in the database. The database alone therefore yields neither.
 
@@ -12,7 +13,9 @@ use tether_store::settings::init_setting;
 use zeroize::Zeroizing;
 
 use crate::config::RootKeySource;
+use crate::kek::Providers;
 use crate::tokens::JwtKeys;
+use crate::unseal::{self, RootSeal};
 
 /// A startup failure, with a message that names the cause.
 #[derive(Debug, thiserror::Error)]
@@ -23,16 +26,32 @@ fn err(what: &str, e: impl std::fmt::Display) -> KeyError {
     KeyError(format!("{what}: {e}"))
 }
 
-/// Loads (or, in dev mode, creates) the root key.
-pub fn load_root_key(source: &RootKeySource) -> Result<RootKey, KeyError> {
-    match source {
+/// Loads (or, in dev mode or with auto-unseal on a fresh database, creates) the root key, and
+/// returns the KMS seal when the key is sealed by one.
+///
+/// # Errors
+///
+/// A message that names the source and the cause.
+pub async fn load_root_key(
+    source: &RootKeySource,
+    store: &Store,
+    providers: &Providers,
+) -> Result<(RootKey, Option<RootSeal>), KeyError> {
+    let plain = match source {
         RootKeySource::File(path) => RootKey::from_file(path)
-            .map_err(|e| err(&format!("root key file {}", path.display()), e)),
+            .map_err(|e| err(&format!("root key file {}", path.display()), e))?,
         RootKeySource::Env(value) => {
-            RootKey::from_encoded(value.expose_secret()).map_err(|e| err("TETHER_ROOT_KEY", e))
+            RootKey::from_encoded(value.expose_secret()).map_err(|e| err("TETHER_ROOT_KEY", e))?
         }
-        RootKeySource::DevFile(path) => dev_root_key(path),
-    }
+        RootKeySource::DevFile(path) => dev_root_key(path)?,
+        RootKeySource::AwsKms { key_id } => {
+            let seal = RootSeal::aws_kms(key_id);
+            let root = unseal::load(store, providers, &seal).await?;
+            return Ok((root, Some(seal)));
+        }
+    };
+    unseal::refuse_if_sealed(store).await?;
+    Ok((plain, None))
 }
 
 fn dev_root_key(path: &Path) -> Result<RootKey, KeyError> {

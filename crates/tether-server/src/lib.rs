@@ -25,6 +25,7 @@ pub mod serve;
 pub mod state;
 pub mod tokens;
 pub mod tunnel;
+pub mod unseal;
 pub mod writer;
 
 use std::net::SocketAddr;
@@ -104,7 +105,8 @@ pub async fn build_state(config: &Config, clock: Arc<dyn Clock>) -> Result<AppSt
         ..StoreOptions::default()
     };
     let store = Store::open(config.database_url(), &opts).await?;
-    let root = keys::load_root_key(&config.root_key)?;
+    let providers = kek::Providers::from_env().map_err(StartError::Other)?;
+    let (root, seal) = keys::load_root_key(&config.root_key, &store, &providers).await?;
     let installation = keys::load_installation_keys(&store, &root).await?;
     let tuples = store.all_tuples().await?;
     let authz = authz::EmbeddedAuthorizer::new(&tuples).map_err(StartError::Other)?;
@@ -128,10 +130,7 @@ pub async fn build_state(config: &Config, clock: Arc<dyn Clock>) -> Result<AppSt
         metrics: metrics_handle(),
         max_body_bytes: config.max_body_bytes,
         public_url: config.public_url.clone(),
-        secrets: secrets::SecretKeys::new(
-            root,
-            kek::Providers::from_env().map_err(StartError::Other)?,
-        ),
+        secrets: secrets::SecretKeys::new(root, seal, providers),
         tunnel,
         writer: writer::Writer::start()
             .map_err(|e| StartError::Other(format!("cannot start the writer thread: {e}")))?,

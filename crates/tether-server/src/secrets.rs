@@ -111,6 +111,8 @@ pub struct SecretKeys {
     /// Held (shared) while a new root-wrapped KEK is created and committed, and exclusively
     /// by a root-key rotation, so no KEK can be committed under a root key being replaced.
     root_lock: tokio::sync::RwLock<()>,
+    /// The KMS key that seals the root key in the database (auto-unseal), if any.
+    pub seal: Option<crate::unseal::RootSeal>,
 }
 
 fn kek_ref(org_id: &str, version: i64) -> AppResult<KekRef> {
@@ -150,7 +152,7 @@ fn cache_ttl() -> Duration {
 
 impl SecretKeys {
     /// Builds the keyring.
-    pub fn new(root: RootKey, providers: Providers) -> Self {
+    pub fn new(root: RootKey, seal: Option<crate::unseal::RootSeal>, providers: Providers) -> Self {
         Self {
             root: RwLock::new(Arc::new(root)),
             keks: RwLock::new(HashMap::new()),
@@ -160,6 +162,7 @@ impl SecretKeys {
             limits: SecretLimits::default(),
             providers,
             root_lock: tokio::sync::RwLock::new(()),
+            seal,
         }
     }
 

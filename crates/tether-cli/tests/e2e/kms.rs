@@ -539,3 +539,119 @@ async fn aws_secrets_manager_backend_on_moto() {
     assert_eq!(aws_helper(&["get-secret", &name]), "missing");
     assert_eq!(read(&s, "default", "db", 2).await.unwrap(), "asm-v2");
 }
+
+/// Starts the server binary on `s`'s data with `env` and expects it to refuse to start;
+/// returns what it printed on stderr.
+async fn start_refused(s: &TestServer, env: &[(String, String)]) -> String {
+    use std::io::Read;
+    let mut child = std::process::Command::new(s.bin())
+        .args(["server", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(s.dir.path())
+        .args(["--database-url", &s.database_url])
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("TETHER_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the server started although it should have refused");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!status.success(), "{err}");
+    err
+}
+
+/// Auto-unseal on moto (IAM enforced): the server generates its root key and keeps it only
+/// sealed by the customer's KMS key in the database. Every start unseals it through
+/// `kms:Decrypt`; without that permission no server starts (and says why), and with it
+/// restored everything reads again. Rotation generates and seals a new key in the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_unseal_with_aws_kms_seals_the_root_key_in_the_database() {
+    let Some(user) = MotoUser::create() else {
+        return;
+    };
+    let mut env = user.env();
+    env.push(("TETHER_ROOT_KEY_AWS_KMS_KEY_ID".into(), user.s("key_arn")));
+    let mut s = start(&env).await;
+    s.remember(&user.s("secret_access_key"));
+    put(&s, "default", "db", "unseal-v1").await;
+    assert!(
+        !s.dir.path().join("root.key").exists(),
+        "a root key file was written"
+    );
+    let sealed = query_strings(
+        &s.database_url,
+        "SELECT key FROM settings WHERE key = 'root_key_sealed'",
+    )
+    .await;
+    assert_eq!(sealed.len(), 1);
+
+    // A restart unseals the key through KMS.
+    s.restart().await;
+    assert_eq!(read(&s, "default", "db", 1).await.unwrap(), "unseal-v1");
+
+    // Without kms:Decrypt no server starts, and the message names the key and the refusal.
+    aws_helper(&["detach", &user.tag, &user.s("decrypt_policy")]);
+    s.kill();
+    let err = start_refused(&s, &env).await;
+    assert!(err.contains("cannot unseal the root key"), "{err}");
+    assert!(err.contains(&user.s("key_arn")), "{err}");
+    assert!(err.contains("Decrypt"), "{err}");
+    aws_helper(&["attach", &user.tag, &user.s("decrypt_policy")]);
+    s.restart().await;
+    assert_eq!(read(&s, "default", "db", 1).await.unwrap(), "unseal-v1");
+
+    // A plain root key cannot open a sealed database, and two sources are refused.
+    let mut plain = user.env();
+    plain.push(("TETHER_ROOT_KEY".into(), "00".repeat(32)));
+    let err = start_refused(&s, &plain).await;
+    assert!(err.contains("sealed by aws-kms"), "{err}");
+    plain.push(("TETHER_ROOT_KEY_AWS_KMS_KEY_ID".into(), user.s("key_arn")));
+    let err = start_refused(&s, &plain).await;
+    assert!(err.contains("set only one root key source"), "{err}");
+
+    // Rotation: a key file is refused; without one the server makes and seals the new key.
+    let r = s
+        .admin(
+            "POST",
+            "/v1/operator/rotate-root-key",
+            Some(&json!({"new_root_key_file": "/nonexistent"})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (400, "invalid_argument"),
+        "{}",
+        r.text
+    );
+    let root = s.root_key.clone();
+    let out = ok(&s.cli(Some(&root), &["operator", "rotate-root-key"]));
+    assert!(out.contains("sealed by the KMS key"), "{out}");
+    let ids: Vec<&str> = out
+        .split_once("rotated: ")
+        .and_then(|(_, rest)| rest.split_once(" ("))
+        .map(|(ids, _)| ids.split(" -> ").collect())
+        .unwrap_or_default();
+    assert!(ids.len() == 2 && ids[0] != ids[1], "{out}");
+    put(&s, "default", "db", "unseal-v2").await;
+    s.restart().await;
+    for (v, want) in [(1, "unseal-v1"), (2, "unseal-v2")] {
+        assert_eq!(read(&s, "default", "db", v).await.unwrap(), want);
+    }
+    s.assert_no_secrets_in_log();
+}

@@ -12,7 +12,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_sdk_kms::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
 use tether_crypto::{DataKey, KekError, KekRef, WrappedDek};
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::{AsyncKek, KekFuture, ORG_CONTEXT_KEY, count_call, provider, with_timeout};
 
@@ -73,27 +73,105 @@ impl AwsKmsKek {
         op: &str,
         e: SdkError<E>,
     ) -> KekError {
-        let reason = match &e {
-            SdkError::ServiceError(s) => {
-                let err = s.err();
-                let code = err.code().unwrap_or("error");
-                if code == "InvalidCiphertextException" {
-                    return KekError::UnwrapFailed(self.kek_ref.clone());
-                }
-                format!(
-                    "AWS KMS {op} refused: {code}: {} (HTTP {})",
-                    err.message().unwrap_or(""),
-                    s.raw().status().as_u16()
-                )
-            }
-            SdkError::TimeoutError(_) => format!("AWS KMS {op} timed out"),
-            other => format!("AWS KMS {op} failed: {}", DisplayErrorContext(other)),
-        };
+        if let SdkError::ServiceError(s) = &e
+            && s.err().code() == Some("InvalidCiphertextException")
+        {
+            return KekError::UnwrapFailed(self.kek_ref.clone());
+        }
         KekError::Unavailable {
             kek: self.kek_ref.clone(),
-            reason,
+            reason: refusal(op, &e),
         }
     }
+}
+
+/// What KMS said, in one line: the service's error code and message, a timeout, or the
+/// transport failure. Never request or key material.
+fn refusal<E: ProvideErrorMetadata + std::error::Error + 'static>(
+    op: &str,
+    e: &SdkError<E>,
+) -> String {
+    match e {
+        SdkError::ServiceError(s) => {
+            let err = s.err();
+            format!(
+                "AWS KMS {op} refused: {}: {} (HTTP {})",
+                err.code().unwrap_or("error"),
+                err.message().unwrap_or(""),
+                s.raw().status().as_u16()
+            )
+        }
+        SdkError::TimeoutError(_) => format!("AWS KMS {op} timed out"),
+        other => format!("AWS KMS {op} failed: {}", DisplayErrorContext(other)),
+    }
+}
+
+/// The EncryptionContext of a sealed root key: a ciphertext of an org's DEK can never be
+/// passed off as a root key, nor the reverse.
+const ROOT_CONTEXT: (&str, &str) = ("tether:purpose", "root-key");
+
+/// Seals the root key's text under `key_id` (auto-unseal). Needs `kms:Encrypt`.
+///
+/// # Errors
+///
+/// KMS's refusal, a timeout or a transport failure, in one line.
+pub async fn seal_root(
+    client: &aws_sdk_kms::Client,
+    key_id: &str,
+    plain: &[u8],
+    timeout: Duration,
+) -> Result<Vec<u8>, String> {
+    count_call(provider::AWS_KMS, "encrypt");
+    let call = client
+        .encrypt()
+        .key_id(key_id)
+        .plaintext(Blob::new(plain.to_vec()))
+        .encryption_context(ROOT_CONTEXT.0, ROOT_CONTEXT.1)
+        .send();
+    let out = tokio::time::timeout(timeout, call)
+        .await
+        .map_err(|_| {
+            format!(
+                "AWS KMS Encrypt did not answer within {} ms",
+                timeout.as_millis()
+            )
+        })?
+        .map_err(|e| refusal("Encrypt", &e))?;
+    out.ciphertext_blob
+        .map(Blob::into_inner)
+        .ok_or_else(|| "AWS KMS Encrypt returned no ciphertext".to_owned())
+}
+
+/// Unseals a root key sealed by [`seal_root`]. Needs `kms:Decrypt`.
+///
+/// # Errors
+///
+/// KMS's refusal, a timeout or a transport failure, in one line.
+pub async fn unseal_root(
+    client: &aws_sdk_kms::Client,
+    key_id: &str,
+    sealed: &[u8],
+    timeout: Duration,
+) -> Result<Zeroizing<Vec<u8>>, String> {
+    count_call(provider::AWS_KMS, "decrypt");
+    let call = client
+        .decrypt()
+        .key_id(key_id)
+        .ciphertext_blob(Blob::new(sealed.to_vec()))
+        .encryption_context(ROOT_CONTEXT.0, ROOT_CONTEXT.1)
+        .send();
+    let out = tokio::time::timeout(timeout, call)
+        .await
+        .map_err(|_| {
+            format!(
+                "AWS KMS Decrypt did not answer within {} ms",
+                timeout.as_millis()
+            )
+        })?
+        .map_err(|e| refusal("Decrypt", &e))?;
+    out.plaintext
+        .map(|b| Zeroizing::new(b.into_inner()))
+        .ok_or_else(|| "AWS KMS Decrypt returned no plaintext".to_owned())
 }
 
 impl AsyncKek for AwsKmsKek {

@@ -81,8 +81,10 @@ pub async fn rotate(State(state): State<AppState>, ctx: CtxExt) -> AppResult<Jso
 #[serde(deny_unknown_fields)]
 pub struct RotateRootRequest {
     /// A file on the server's host, mode 0600, holding the new key (64 hex characters or
-    /// base64). The key never travels over the API.
-    pub new_root_key_file: String,
+    /// base64). The key never travels over the API. Omitted (and refused) when the root key
+    /// is sealed by a KMS key: the server then generates the new key itself.
+    #[serde(default)]
+    pub new_root_key_file: Option<String>,
 }
 
 /// Rewraps every organization KEK and the system KEK under a new root key, then uses it. Restart
@@ -93,8 +95,27 @@ pub async fn rotate_root(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<RotateRootRequest>,
 ) -> AppResult<Json<RootRotateReport>> {
-    let key = RootKey::from_file(std::path::Path::new(&req.new_root_key_file))
-        .map_err(|e| AppError::new(ErrorCode::InvalidArgument, e.to_string()))?;
+    let key = match (&state.secrets.seal, req.new_root_key_file) {
+        (None, Some(file)) => RootKey::from_file(std::path::Path::new(&file))
+            .map_err(|e| AppError::new(ErrorCode::InvalidArgument, e.to_string()))?,
+        (Some(_), None) => RootKey::generate(),
+        (None, None) => {
+            return Err(AppError::new(
+                ErrorCode::InvalidArgument,
+                "new_root_key_file is required: name a 0600 file on the server's host",
+            ));
+        }
+        (Some(seal), Some(_)) => {
+            return Err(AppError::new(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "the root key is sealed by {} key {}: the server generates the new key \
+                     itself, so omit new_root_key_file",
+                    seal.provider, seal.key_id
+                ),
+            ));
+        }
+    };
     Ok(Json(kek_ops::rotate_root(&state, key).await?))
 }
 

@@ -1,0 +1,296 @@
+//! `tether-load`: an HTTP/1.1 load generator for Tether's benchmarks (`scripts/bench.sh`).
+//!
+//! wrk measures a closed loop: each connection sends its next request when the previous one
+//! answers, so at saturation its percentiles are mostly queueing, and below saturation it
+//! cannot hold a rate. This tool holds a **fixed request rate** spread over a fixed number of
+//! keep-alive connections, and measures each request's latency from the moment it was
+//! *scheduled*, not from when it could be sent (the correction for coordinated omission that
+//! wrk2 makes): a server that stalls is charged for every request that should have been sent
+//! during the stall. `--rate 0` runs a closed loop instead (maximum throughput).
+//!
+//! ```text
+//! tether-load --url http://127.0.0.1:8420/v1/orgs/default/envs/dev --rate 10000 \
+//!     --connections 64 --duration 10 [--warmup 2] [--token TOKEN | TETHER_TOKEN]
+//! ```
+//!
+//! Prints one line of figures, and the same as JSON with `--json`.
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+struct Args {
+    host: String,
+    authority: String,
+    path: String,
+    token: Option<String>,
+    rate: u64,
+    connections: u64,
+    duration: Duration,
+    warmup: Duration,
+    json: bool,
+}
+
+fn usage() -> String {
+    "usage: tether-load --url http://HOST:PORT/PATH [--rate REQ_PER_S (0 = closed loop)] \
+     [--connections N] [--duration SECONDS] [--warmup SECONDS] [--token T] [--json]"
+        .to_owned()
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut url = None;
+    let mut args = Args {
+        host: String::new(),
+        authority: String::new(),
+        path: String::new(),
+        token: std::env::var("TETHER_TOKEN").ok().filter(|t| !t.is_empty()),
+        rate: 10_000,
+        connections: 64,
+        duration: Duration::from_secs(10),
+        warmup: Duration::from_secs(2),
+        json: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        if flag == "--json" {
+            args.json = true;
+            continue;
+        }
+        let value = it.next().ok_or_else(usage)?;
+        let number = || {
+            value
+                .parse::<u64>()
+                .map_err(|_| format!("{flag}: not a number"))
+        };
+        match flag.as_str() {
+            "--url" => url = Some(value.clone()),
+            "--token" => args.token = Some(value.clone()),
+            "--rate" => args.rate = number()?,
+            "--connections" => args.connections = number()?.max(1),
+            "--duration" => args.duration = Duration::from_secs(number()?),
+            "--warmup" => args.warmup = Duration::from_secs(number()?),
+            _ => return Err(usage()),
+        }
+    }
+    let url = url.ok_or_else(usage)?;
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or("only http:// URLs (loopback benchmarks)")?;
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    args.authority = authority.to_owned();
+    args.host = authority.to_owned();
+    args.path = format!("/{path}");
+    Ok(args)
+}
+
+/// What one connection measured: latencies in microseconds of the requests scheduled after
+/// the warm-up, and the count of non-2xx answers and transport errors.
+#[derive(Default)]
+struct Sample {
+    latencies_us: Vec<u64>,
+    bad_status: u64,
+    errors: u64,
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+
+async fn connect(args: &Args) -> Result<Sender, String> {
+    let tcp = TcpStream::connect(&args.host)
+        .await
+        .map_err(|e| format!("connect {}: {e}", args.host))?;
+    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+async fn one_request(sender: &mut Sender, args: &Args) -> Result<u16, String> {
+    let mut req = hyper::Request::get(args.path.as_str())
+        .header(hyper::header::HOST, args.authority.as_str())
+        .header(hyper::header::ACCEPT, "application/json");
+    if let Some(t) = &args.token {
+        req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let req = req.body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
+    sender.ready().await.map_err(|e| e.to_string())?;
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    resp.into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(status)
+}
+
+/// One connection's loop. With a rate, request `k` is due at `first + k * interval` and its
+/// latency counts from then; without one, each request follows the previous answer.
+async fn drive(args: &Args, first: Instant, interval: Option<Duration>) -> Sample {
+    let mut sample = Sample::default();
+    let measure_from = first + args.warmup;
+    let end = measure_from + args.duration;
+    let mut sender = match connect(args).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            sample.errors += 1;
+            return sample;
+        }
+    };
+    let mut due = first;
+    loop {
+        let start = match interval {
+            Some(i) => {
+                tokio::time::sleep_until(due).await;
+                let scheduled = due;
+                due += i;
+                scheduled
+            }
+            None => Instant::now(),
+        };
+        if start >= end {
+            break;
+        }
+        let result = one_request(&mut sender, args).await;
+        let latency = start.elapsed();
+        if start < measure_from {
+            continue;
+        }
+        match result {
+            Ok(status) if (200..300).contains(&status) => {
+                sample
+                    .latencies_us
+                    .push(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
+            }
+            Ok(_) => sample.bad_status += 1,
+            Err(_) => {
+                sample.errors += 1;
+                match connect(args).await {
+                    Ok(s) => sender = s,
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+    sample
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss,
+        reason = "an index into a sample of at most millions"
+    )]
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    let idx = rank.saturating_sub(1).min(sorted.len().saturating_sub(1));
+    #[expect(clippy::cast_precision_loss, reason = "microseconds to milliseconds")]
+    sorted.get(idx).map_or(0.0, |v| *v as f64 / 1000.0)
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let args = std::sync::Arc::new(args);
+    let interval = (args.rate > 0)
+        .then(|| Duration::from_secs_f64(args.connections as f64 / args.rate as f64));
+    let t0 = Instant::now() + Duration::from_millis(200);
+    let mut tasks = Vec::new();
+    for c in 0..args.connections {
+        let args = args.clone();
+        // Spread the connections' schedules evenly over one interval.
+        let offset = interval.map_or(Duration::ZERO, |i| {
+            i.mul_f64(c as f64 / args.connections as f64)
+        });
+        tasks.push(tokio::spawn(async move {
+            drive(&args, t0 + offset, interval).await
+        }));
+    }
+    let mut all = Sample::default();
+    for t in tasks {
+        let s = t.await.map_err(|e| e.to_string())?;
+        all.latencies_us.extend(s.latencies_us);
+        all.bad_status += s.bad_status;
+        all.errors += s.errors;
+    }
+    all.latencies_us.sort_unstable();
+    let ok = all.latencies_us.len();
+    let secs = args.duration.as_secs_f64();
+    #[expect(clippy::cast_precision_loss, reason = "a request count")]
+    let achieved = ok as f64 / secs;
+    let figures = [
+        ("p50_ms", percentile(&all.latencies_us, 50.0)),
+        ("p90_ms", percentile(&all.latencies_us, 90.0)),
+        ("p99_ms", percentile(&all.latencies_us, 99.0)),
+        ("p999_ms", percentile(&all.latencies_us, 99.9)),
+        ("max_ms", percentile(&all.latencies_us, 100.0)),
+    ];
+    let mode = if args.rate > 0 {
+        format!("fixed rate {}/s", args.rate)
+    } else {
+        "closed loop".to_owned()
+    };
+    if args.json {
+        let mut obj = serde_json::Map::new();
+        obj.insert("mode".into(), mode.into());
+        obj.insert("connections".into(), args.connections.into());
+        obj.insert("ok".into(), ok.into());
+        obj.insert("achieved_per_s".into(), achieved.into());
+        obj.insert("non_2xx".into(), all.bad_status.into());
+        obj.insert("errors".into(), all.errors.into());
+        for (k, v) in figures {
+            obj.insert(k.into(), v.into());
+        }
+        println!("{}", serde_json::Value::Object(obj));
+    } else {
+        let lat: Vec<String> = figures
+            .iter()
+            .map(|(k, v)| format!("{}={v:.2}", k.trim_end_matches("_ms")))
+            .collect();
+        println!(
+            "{mode}, {} connections, {secs:.0} s: {achieved:.0} req/s ok, latency ms {} \
+             (non-2xx {}, errors {})",
+            args.connections,
+            lat.join(" "),
+            all.bad_status,
+            all.errors
+        );
+    }
+    if all.bad_status > 0 || all.errors > 0 || ok == 0 {
+        return Err("some requests failed".into());
+    }
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
