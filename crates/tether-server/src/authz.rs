@@ -56,7 +56,7 @@ pub trait Authorizer: Send + Sync {
 }
 
 /// The embedded engine over an in-memory index of every tuple, loaded at startup and kept in
-/// step with committed writes. (Single-node; a multi-replica deployment will use a changelog.)
+/// step with committed writes, its own and (through [`crate::changes`]) other servers'.
 pub struct EmbeddedAuthorizer {
     model: AuthorizationModel,
     engine: Engine,

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod authz;
 pub mod backends;
 pub mod bootstrap;
+pub mod changes;
 pub mod config;
 pub mod error;
 pub mod kek;
@@ -108,6 +109,9 @@ pub async fn build_state(config: &Config, clock: Arc<dyn Clock>) -> Result<AppSt
     let providers = kek::Providers::from_env().map_err(StartError::Other)?;
     let (root, seal) = keys::load_root_key(&config.root_key, &store, &providers).await?;
     let installation = keys::load_installation_keys(&store, &root).await?;
+    // The changelog position is taken before the state it keeps current is loaded.
+    let feed = store.change_feed().await?;
+    let store_backend = store.backend();
     let tuples = store.all_tuples().await?;
     let authz = authz::EmbeddedAuthorizer::new(&tuples).map_err(StartError::Other)?;
     let reqlog = reqlog::start(store.clone(), &config.request_log);
@@ -135,6 +139,7 @@ pub async fn build_state(config: &Config, clock: Arc<dyn Clock>) -> Result<AppSt
         writer: writer::Writer::start()
             .map_err(|e| StartError::Other(format!("cannot start the writer thread: {e}")))?,
         version_queue: secret_batch::Queue::default(),
+        change_feed: tokio::sync::Mutex::new(changes::Feed::new(store_backend, feed)),
     };
     Ok(AppState(Arc::new(inner)))
 }
@@ -144,6 +149,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let state = build_state(&config, Arc::new(SystemClock)).await?;
     let bootstrap = bootstrap::bootstrap(&state, config.dev).await?;
     auth::spawn_usage_flusher(state.clone());
+    changes::spawn(state.clone());
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| StartError::Other(format!("cannot listen on {}: {e}", config.listen)))?;

@@ -440,6 +440,11 @@ pub async fn delete(
     };
     record_version(&mut tx, state, existing, change, input).await?;
     delete_resource(&mut tx, &existing.id).await?;
+    if matches!(kind, Kind::User | Kind::ServiceAccount) {
+        tx.record(tether_store::changes::Event::KeysOfOwnerRevoked {
+            owner_id: existing.id.clone(),
+        });
+    }
     tx.commit().await.map_err(AppError::internal)?;
     delta.apply(state);
     if matches!(kind, Kind::User | Kind::ServiceAccount) {

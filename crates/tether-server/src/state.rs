@@ -46,6 +46,8 @@ pub struct Inner {
     pub writer: crate::writer::Writer,
     /// The group-commit queue of secret version writes.
     pub version_queue: crate::secret_batch::Queue,
+    /// This server's position in the changelog of other servers' writes (PostgreSQL).
+    pub change_feed: tokio::sync::Mutex<Option<crate::changes::Feed>>,
 }
 
 impl std::ops::Deref for AppState {

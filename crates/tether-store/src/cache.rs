@@ -23,8 +23,10 @@ use crate::secrets::SecretVersionRow;
 /// (org id, env id, kind, name).
 pub(crate) type ResourceKey = (String, String, String, String);
 
-/// What a transaction changed, for invalidation at commit.
-#[derive(Debug, Clone)]
+/// What a transaction changed, for invalidation at commit (and, through the changelog, on the
+/// other servers).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub(crate) enum Touch {
     /// A resource row, by its key and id (an update may rename; a delete knows only the id).
     Resource {

@@ -219,6 +219,9 @@ pub async fn revoke_api_key(tx: &mut Tx, id: &str, at: i64) -> Result<()> {
     if done.rows_affected() == 0 {
         return Err(StoreError::NotFound);
     }
+    tx.record(crate::changes::Event::ApiKeyRevoked {
+        key_id: id.to_owned(),
+    });
     Ok(())
 }
 

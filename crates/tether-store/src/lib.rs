@@ -8,6 +8,7 @@
 pub mod audit;
 mod cache;
 mod chain;
+pub mod changes;
 pub mod identity;
 pub mod kms;
 pub mod resources;
@@ -38,8 +39,10 @@ pub use cache::CacheLimits;
 pub struct Tx {
     inner: sqlx::Transaction<'static, Any>,
     touched: Vec<cache::Touch>,
+    events: Vec<changes::Event>,
     cache: Arc<cache::HotCache>,
     backend: Backend,
+    node: Arc<str>,
 }
 
 impl std::ops::Deref for Tx {
@@ -57,8 +60,11 @@ impl std::ops::DerefMut for Tx {
 
 impl Tx {
     /// Commits, then drops what the transaction changed from the cache (also when the commit
-    /// fails: its outcome is then unknown).
-    pub async fn commit(self) -> Result<()> {
+    /// fails: its outcome is then unknown). On PostgreSQL the changelog row for the other
+    /// servers is the transaction's last statement.
+    pub async fn commit(mut self) -> Result<()> {
+        let node = Arc::clone(&self.node);
+        changes::append(&mut self, &node).await?;
         let Tx {
             inner,
             touched,
@@ -77,6 +83,11 @@ impl Tx {
 
     pub(crate) fn touch(&mut self, t: cache::Touch) {
         self.touched.push(t);
+    }
+
+    /// Records what the other servers must apply once this transaction commits.
+    pub fn record(&mut self, e: changes::Event) {
+        self.events.push(e);
     }
 
     /// Which database this transaction runs on.
@@ -160,6 +171,20 @@ pub struct Store {
     write: AnyPool,
     backend: Backend,
     cache: Arc<cache::HotCache>,
+    /// This process's name in the changelog (random per start).
+    node: Arc<str>,
+}
+
+/// A random name for this process in the changelog.
+fn node_id() -> Arc<str> {
+    let mut bytes = [0u8; 8];
+    // A failing RNG only makes the name less unique; the name is informational.
+    let _ = aws_lc_rs::rand::fill(&mut bytes);
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+        .into()
 }
 
 impl std::fmt::Debug for Store {
@@ -249,6 +274,7 @@ impl Store {
             write,
             backend: Backend::Sqlite,
             cache: Arc::new(cache::HotCache::new(opts.cache)),
+            node: node_id(),
         })
     }
 
@@ -264,6 +290,7 @@ impl Store {
             write: pool,
             backend: Backend::Postgres,
             cache: Arc::new(cache::HotCache::new(opts.cache)),
+            node: node_id(),
         })
     }
 
@@ -293,8 +320,10 @@ impl Store {
         Ok(Tx {
             inner: self.write.begin().await?,
             touched: Vec::new(),
+            events: Vec::new(),
             cache: Arc::clone(&self.cache),
             backend: self.backend,
+            node: Arc::clone(&self.node),
         })
     }
 

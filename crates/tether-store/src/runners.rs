@@ -4,6 +4,7 @@
 use sqlx::any::AnyRow;
 use sqlx::{Any, Executor, Row};
 
+use crate::changes::Event;
 use crate::{Result, Tx};
 
 /// One certificate issued to a runner.
@@ -73,6 +74,13 @@ pub async fn insert_runner_cert(tx: &mut Tx, c: &RunnerCertRow) -> Result<()> {
     .bind(c.revoked_at)
     .execute(&mut **tx)
     .await?;
+    if c.revoked_at.is_none() {
+        tx.record(Event::RunnerCertIssued {
+            serial: c.serial.clone(),
+            org_id: c.org_id.clone(),
+            runner_id: c.runner_id.clone(),
+        });
+    }
     Ok(())
 }
 
@@ -100,9 +108,15 @@ pub async fn revoke_runner_certs(tx: &mut Tx, runner_id: &str, at: i64) -> Resul
     .bind(at)
     .fetch_all(&mut **tx)
     .await?;
-    rows.iter()
+    let serials = rows
+        .iter()
         .map(|r| Ok(r.try_get::<String, _>("serial")?))
-        .collect()
+        .collect::<Result<Vec<String>>>()?;
+    tx.record(Event::RunnerCertsRevoked {
+        runner_id: runner_id.to_owned(),
+        serials: serials.clone(),
+    });
+    Ok(serials)
 }
 
 /// Revokes every API key of a principal that is not revoked yet.
@@ -114,6 +128,9 @@ pub async fn revoke_api_keys_of(tx: &mut Tx, owner_id: &str, at: i64) -> Result<
     .bind(at)
     .execute(&mut **tx)
     .await?;
+    tx.record(Event::KeysOfOwnerRevoked {
+        owner_id: owner_id.to_owned(),
+    });
     Ok(done.rows_affected())
 }
 

@@ -2,10 +2,11 @@
 
 use sqlx::Row;
 
+use crate::changes::Event;
 use crate::{Result, Store, Tx};
 
 /// A stored relationship tuple.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct TupleRow {
     /// `type:id`.
     pub object: String,
@@ -35,6 +36,7 @@ pub async fn write_tuple(tx: &mut Tx, t: &TupleRow) -> Result<()> {
     .bind(t.condition.as_deref())
     .execute(&mut **tx)
     .await?;
+    tx.record(Event::TupleWritten(t.clone()));
     Ok(())
 }
 
@@ -51,7 +53,7 @@ pub async fn delete_tuples_of_source(tx: &mut Tx, source_id: &str) -> Result<Vec
         .bind(source_id)
         .execute(&mut **tx)
         .await?;
-    rows.iter().map(decode).collect()
+    deleted(tx, &rows)
 }
 
 /// Deletes every tuple whose object or subject is the given `type:id` (cascade on delete).
@@ -70,7 +72,16 @@ pub async fn delete_tuples_touching(tx: &mut Tx, object: &str) -> Result<Vec<Tup
         .bind(&member)
         .execute(&mut **tx)
         .await?;
-    rows.iter().map(decode).collect()
+    deleted(tx, &rows)
+}
+
+/// Decodes deleted rows and records them for the other servers.
+fn deleted(tx: &mut Tx, rows: &[sqlx::any::AnyRow]) -> Result<Vec<TupleRow>> {
+    let rows = rows.iter().map(decode).collect::<Result<Vec<_>>>()?;
+    for r in &rows {
+        tx.record(Event::TupleDeleted(r.clone()));
+    }
+    Ok(rows)
 }
 
 fn decode(r: &sqlx::any::AnyRow) -> Result<TupleRow> {

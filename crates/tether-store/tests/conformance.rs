@@ -22,6 +22,7 @@ use tether_store::{
 
 struct TestDb {
     store: Store,
+    url: String,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -37,7 +38,11 @@ async fn fresh_store_with(cache: CacheLimits) -> TestDb {
             ..StoreOptions::default()
         };
         let store = Store::open(&url, &opts).await.unwrap();
-        return TestDb { store, _dir: None };
+        return TestDb {
+            store,
+            url,
+            _dir: None,
+        };
     }
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/t.db", dir.path().display());
@@ -48,6 +53,7 @@ async fn fresh_store_with(cache: CacheLimits) -> TestDb {
     };
     TestDb {
         store: Store::open(&url, &opts).await.unwrap(),
+        url,
         _dir: Some(dir),
     }
 }
@@ -542,4 +548,91 @@ async fn writes_the_cache_cannot_see_show_after_the_ttl() {
         .await
         .unwrap();
     assert_eq!(later.unwrap().spec, "{\"x\":1}");
+}
+
+/// The changelog (PostgreSQL): a second store on the same database (another server) reads the
+/// committed writes' events in commit order and drops its cached copies of changed rows; a
+/// rolled-back transaction leaves no change. On SQLite (one server per file) nothing is
+/// written and polling returns nothing.
+#[tokio::test]
+async fn the_changelog_carries_committed_writes_to_another_server() {
+    use tether_store::changes::Event;
+    let db = fresh_store().await;
+    let other = match std::env::var("TETHER_TEST_DATABASE_URL") {
+        Ok(_) => Some(
+            Store::open(&db.url, &StoreOptions::default())
+                .await
+                .unwrap(),
+        ),
+        Err(_) => None,
+    };
+    let b = other.as_ref().unwrap_or(&db.store);
+    let mut feed = b.change_feed().await.unwrap();
+    let tuple = TupleRow {
+        object: "team:t1".into(),
+        relation: "member".into(),
+        subject: "user:u1".into(),
+        org_id: "org_1".into(),
+        source_id: "res_a".into(),
+        condition: None,
+    };
+    let mut tx = db.store.begin().await.unwrap();
+    insert_resource(&mut tx, &resource("a")).await.unwrap();
+    write_tuple(&mut tx, &tuple).await.unwrap();
+    tx.commit().await.unwrap();
+    // The other server caches the row.
+    let cached = b
+        .find_resource_cached("org_1", "", "Team", "a")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cached.spec, resource("a").spec);
+    let mut tx = db.store.begin().await.unwrap();
+    let mut changed = resource("a");
+    changed.spec = r#"{"description":"changed"}"#.into();
+    update_resource(&mut tx, &changed).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = db.store.begin().await.unwrap();
+    write_tuple(
+        &mut tx,
+        &TupleRow {
+            subject: "user:rolled-back".into(),
+            ..tuple.clone()
+        },
+    )
+    .await
+    .unwrap();
+    drop(tx);
+    let mut tx = db.store.begin().await.unwrap();
+    delete_tuples_touching(&mut tx, "team:t1").await.unwrap();
+    tx.commit().await.unwrap();
+
+    let changes = b.poll_changes(&mut feed).await.unwrap();
+    let Some(_) = other else {
+        assert!(changes.is_empty(), "SQLite wrote a changelog: {changes:?}");
+        return;
+    };
+    let events: Vec<Event> = changes.iter().map(|c| c.event.clone()).collect();
+    assert_eq!(
+        events,
+        vec![
+            Event::TupleWritten(tuple.clone()),
+            Event::TupleDeleted(tuple)
+        ]
+    );
+    assert!(changes.iter().all(|c| !c.own));
+    let fresh = b
+        .find_resource_cached("org_1", "", "Team", "a")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        fresh.spec, changed.spec,
+        "the other server kept a stale row"
+    );
+    assert!(b.poll_changes(&mut feed).await.unwrap().is_empty());
+    // The writer reads its own rows as its own.
+    let mut own_feed = db.store.change_feed().await.unwrap();
+    let own = db.store.poll_changes(&mut own_feed).await.unwrap();
+    assert!(!own.is_empty() && own.iter().all(|c| c.own));
 }

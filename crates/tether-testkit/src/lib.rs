@@ -109,6 +109,34 @@ impl TestServer {
         s
     }
 
+    /// Starts another server on this one's database, with the same root key: a second replica
+    /// behind a load balancer. Meaningful on PostgreSQL (an SQLite file has one server).
+    pub async fn join(&self) -> TestServer {
+        let root = std::fs::read_to_string(self.dir.path().join("root.key")).unwrap();
+        let mut env = self.env.clone();
+        env.retain(|(k, _)| k != "TETHER_ROOT_KEY");
+        env.push(("TETHER_ROOT_KEY".into(), root.trim().to_owned()));
+        let mut s = TestServer {
+            url: String::new(),
+            tunnel_url: String::new(),
+            root_key: self.root_key.clone(),
+            dir: tempfile::tempdir().unwrap(),
+            database_url: self.database_url.clone(),
+            bin: self.bin.clone(),
+            env,
+            child: None,
+            secrets: Mutex::new(self.secrets.lock().unwrap().clone()),
+            http: reqwest::Client::new(),
+        };
+        s.remember(root.trim());
+        let key = s.spawn("127.0.0.1:0").await;
+        assert!(
+            key.is_none(),
+            "a joining server bootstrapped a fresh installation"
+        );
+        s
+    }
+
     /// Spawns the server process and waits for its listening line; returns the root key if
     /// one was printed (first start only).
     async fn spawn(&mut self, listen: &str) -> Option<String> {

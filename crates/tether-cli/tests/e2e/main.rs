@@ -16,6 +16,7 @@ mod kek;
 mod kms;
 mod openbao;
 mod reliability;
+mod replicas;
 mod runner_live;
 mod runners;
 mod secrets;

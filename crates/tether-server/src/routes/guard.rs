@@ -597,9 +597,15 @@ async fn require(
 ) -> AppResult<()> {
     let principal = ctx.principal()?;
     let subject = principal.subject();
-    let allowed =
-        principal.scope_allows(rel) && state.authz.check(&subject, rel, object, &ctx.check)?;
-    if allowed {
+    let scoped = principal.scope_allows(rel);
+    if scoped && state.authz.check(&subject, rel, object, &ctx.check)? {
+        return Ok(());
+    }
+    // Another server may have granted it a moment ago: catch up, then decide.
+    if scoped
+        && crate::changes::catch_up(state).await
+        && state.authz.check(&subject, rel, object, &ctx.check)?
+    {
         return Ok(());
     }
     let visible = match what {
