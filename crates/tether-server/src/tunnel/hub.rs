@@ -165,6 +165,12 @@ pub struct SessionInfo {
     pub capabilities: Vec<String>,
 }
 
+/// Publishes the number of live sessions (`tether_tunnel_sessions`), under the map's lock so
+/// that concurrent updates cannot publish out of order.
+fn publish_len(len: usize) {
+    metrics::gauge!("tether_tunnel_sessions").set(len as f64);
+}
+
 /// Every live session, by runner id.
 #[derive(Default)]
 pub struct Hub {
@@ -174,7 +180,10 @@ pub struct Hub {
 impl Hub {
     /// Registers a session, returning the one it replaces.
     pub fn register(&self, session: Arc<Session>) -> Option<Arc<Session>> {
-        self.lock().insert(session.runner_id.clone(), session)
+        let mut map = self.lock();
+        let old = map.insert(session.runner_id.clone(), session);
+        publish_len(map.len());
+        old
     }
 
     /// Removes a session if it is still the current one of its runner.
@@ -185,6 +194,7 @@ impl Hub {
             .is_some_and(|s| s.id == session.id)
         {
             map.remove(&session.runner_id);
+            publish_len(map.len());
         }
     }
 
@@ -195,7 +205,12 @@ impl Hub {
 
     /// Closes a runner's live session (revocation, deletion).
     pub fn close_runner(&self, runner_id: &str, reason: CloseReason, message: &str) -> bool {
-        let session = self.lock().remove(runner_id);
+        let session = {
+            let mut map = self.lock();
+            let removed = map.remove(runner_id);
+            publish_len(map.len());
+            removed
+        };
         match session {
             Some(s) => {
                 s.close(reason, message);
