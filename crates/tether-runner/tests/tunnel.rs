@@ -149,6 +149,34 @@ async fn a_ping_is_answered_at_once_with_a_pong() {
     stop(runner).await.unwrap();
 }
 
+#[tokio::test]
+async fn a_server_that_stops_beating_is_left_and_dialled_again() {
+    let server = TestServer::start(100).await;
+    let (json, _) = server.credentials();
+    let runner = spawn_runner(&json, &[]);
+    expect_hello(&server).await;
+    // Beats every 60 ms for longer than three intervals (300 ms): the session stays.
+    for i in 0..8 {
+        server.send(ControlMessage::heartbeat(i, now_ms()));
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    assert_eq!(
+        server.hellos(),
+        1,
+        "the session stayed while the server beat"
+    );
+    // Then silence: the runner leaves after three intervals and dials again.
+    let silent = Instant::now();
+    expect_hello(&server).await;
+    let took = silent.elapsed();
+    assert!(
+        took >= Duration::from_millis(200) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert_eq!(server.hellos(), 2);
+    stop(runner).await.unwrap();
+}
+
 fn job(id: &str, command: &str, args: &[&str], env: &[(&str, &str)]) -> ControlMessage {
     ControlMessage::request(OperationRequest {
         request_id: id.into(),

@@ -79,11 +79,13 @@ pub struct Summary {
     pub p: [f64; 4],
     /// Operations per second over the wall time of the series.
     pub per_sec: f64,
+    /// CPU time of this whole process (callers, server, runner) per operation, µs.
+    pub cpu_us: f64,
 }
 
 impl Summary {
-    /// Summarizes `samples` (ns) taken over `wall`.
-    pub fn of(mut samples: Vec<u64>, wall: Duration) -> Summary {
+    /// Summarizes `samples` (ns) taken over `wall`, which used `cpu` of process time.
+    pub fn of(mut samples: Vec<u64>, wall: Duration, cpu: Duration) -> Summary {
         samples.sort_unstable();
         let at = |q: f64| {
             let idx = (q * (samples.len().saturating_sub(1)) as f64).round() as usize;
@@ -93,6 +95,7 @@ impl Summary {
             n: samples.len(),
             p: [at(0.50), at(0.90), at(0.99), at(1.0)],
             per_sec: samples.len() as f64 / wall.as_secs_f64().max(1e-9),
+            cpu_us: cpu.as_secs_f64() * 1e6 / samples.len().max(1) as f64,
         }
     }
 
@@ -100,18 +103,31 @@ impl Summary {
     pub fn row(&self, label: &str) -> String {
         let [p50, p90, p99, max] = self.p;
         format!(
-            "{label:<34} {:>7} {p50:>9.1} {p90:>9.1} {p99:>9.1} {max:>10.1} {:>10.0}",
-            self.n, self.per_sec
+            "{label:<34} {:>7} {p50:>9.1} {p90:>9.1} {p99:>9.1} {max:>10.1} {:>10.0} {:>9.1}",
+            self.n, self.per_sec, self.cpu_us
         )
     }
 
     /// The table header.
     pub fn header() -> String {
         format!(
-            "{:<34} {:>7} {:>9} {:>9} {:>9} {:>10} {:>10}",
-            "series", "ops", "p50 µs", "p90 µs", "p99 µs", "max µs", "ops/s"
+            "{:<34} {:>7} {:>9} {:>9} {:>9} {:>10} {:>10} {:>9}",
+            "series", "ops", "p50 µs", "p90 µs", "p99 µs", "max µs", "ops/s", "CPU µs/op"
         )
     }
+}
+
+/// User + system CPU time of this process so far (`/proc/self/stat`, 10 ms ticks).
+pub fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum();
+    Duration::from_millis(ticks * 10)
 }
 
 fn main() -> ExitCode {

@@ -12,7 +12,7 @@ use tether_server::tunnel::hub::Hub;
 use tether_server::{AppState, CliOptions, Config};
 use tokio::sync::watch;
 
-use crate::{Options, Summary};
+use crate::{Options, Summary, process_cpu};
 
 /// Warm-up operations before each series.
 const WARMUP: usize = 2_000;
@@ -99,7 +99,7 @@ pub async fn run(opts: &Options) -> Result<()> {
 /// `total` pings spread over `conc` tasks that each wait for their answer before the next.
 async fn series(state: &AppState, target: &Target, conc: usize, total: usize) -> Result<Summary> {
     let per = total.div_ceil(conc);
-    let started = Instant::now();
+    let (started, cpu) = (Instant::now(), process_cpu());
     let workers = (0..conc).map(|_| {
         let (state, target) = (state.clone(), target.clone());
         async move {
@@ -113,7 +113,7 @@ async fn series(state: &AppState, target: &Target, conc: usize, total: usize) ->
         }
     });
     let all = join_all(workers).await?;
-    Ok(Summary::of(all, started.elapsed()))
+    Ok(Summary::of(all, started.elapsed(), process_cpu() - cpu))
 }
 
 async fn ping(hub: &Hub, target: &Target) -> Result<()> {
@@ -139,7 +139,7 @@ async fn ping(hub: &Hub, target: &Target) -> Result<()> {
 async fn http_series(url: &str, key: &str, conc: usize, total: usize) -> Result<Summary> {
     let per = total.div_ceil(conc);
     let body = json!({"operation": {"type": "runner.ping"}, "timeout_secs": 5});
-    let started = Instant::now();
+    let (started, cpu) = (Instant::now(), process_cpu());
     let workers = (0..conc).map(|_| {
         let (url, key, body) = (url.to_owned(), key.to_owned(), body.clone());
         async move {
@@ -159,7 +159,7 @@ async fn http_series(url: &str, key: &str, conc: usize, total: usize) -> Result<
         }
     });
     let all = join_all(workers).await?;
-    Ok(Summary::of(all, started.elapsed()))
+    Ok(Summary::of(all, started.elapsed(), process_cpu() - cpu))
 }
 
 /// Spawns each worker as its own task (as each HTTP request is) and concatenates their samples.

@@ -132,10 +132,12 @@ async fn restart(
     Ok(server)
 }
 
-/// The connected count at each whole second (the last sample at or before it), and when
+/// The connected count every half second (the last sample at or before it), and when
 /// 50/90/99/100 % were back.
 fn print_curve(samples: &[(Duration, usize)], n: usize) {
-    let end = samples.last().map_or(0, |s| s.0.as_secs() + 1);
+    let end = samples
+        .last()
+        .map_or(0, |s| s.0.as_millis() as u64 / 500 + 1);
     let at = |t: Duration| {
         samples
             .iter()
@@ -144,7 +146,10 @@ fn print_curve(samples: &[(Duration, usize)], n: usize) {
             .map_or(0, |s| s.1)
     };
     let cells: Vec<String> = (0..=end)
-        .map(|s| format!("{s}s:{}", at(Duration::from_secs(s))))
+        .map(|h| {
+            let t = Duration::from_millis(h * 500);
+            format!("{:.1}s:{}", t.as_secs_f64(), at(t))
+        })
         .collect();
     println!("reconnect curve (seconds after SIGTERM -> connected runners):");
     for line in cells.chunks(10) {
