@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut builder = tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        .codec_path("crate::codec::TunnelCodec")
         .skip_debug(SECRET_MESSAGES);
     for path in SECRET_MESSAGES {
         builder = builder.message_attribute(

@@ -58,6 +58,15 @@ pub enum RunnerCmd {
         /// Runner name.
         name: String,
     },
+    /// Send `runner.ping` through the tunnel and print each round trip (as seen by the CLI:
+    /// HTTP request, authorization, tunnel, runner and back).
+    Ping {
+        /// Runner name.
+        name: String,
+        /// How many pings (one after the other).
+        #[arg(short, long, default_value_t = 1)]
+        count: u32,
+    },
 }
 
 /// `tether job`.
@@ -135,6 +144,20 @@ pub async fn runner(client: &mut Client, org: &str, cmd: RunnerCmd) -> Result<()
                 .await?;
             println!("runner '{name}' deleted; its credentials are revoked");
         }
+        RunnerCmd::Ping { name, count } => ping(client, org, &name, count).await?,
+    }
+    Ok(())
+}
+
+/// `tether runner ping`: one line per answer with the round-trip time.
+async fn ping(client: &mut Client, org: &str, name: &str, count: u32) -> Result<()> {
+    let path = format!("{}/operations", item_path(org, name));
+    let body = json!({"operation": {"type": "runner.ping"}, "timeout_secs": 10});
+    for seq in 0..count.max(1) {
+        let started = std::time::Instant::now();
+        client.call(Method::POST, &path, Some(&body)).await?;
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        println!("pong from runner '{name}': seq={seq} time={ms:.2} ms");
     }
     Ok(())
 }

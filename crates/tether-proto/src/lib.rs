@@ -7,6 +7,7 @@
 //! The server implements [`tunnel::tunnel_service_server::TunnelService`] (one method,
 //! `attach`); the runner uses [`tunnel::tunnel_service_client::TunnelServiceClient`].
 
+pub mod codec;
 pub mod frame;
 pub mod ops;
 mod secret_debug;

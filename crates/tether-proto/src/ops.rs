@@ -2,8 +2,9 @@
 
 use crate::tunnel::{
     Ack, Cancel, Close, CloseReason, ControlMessage, ErrorCode, Heartbeat, Hello, LogChunk,
-    LogStream, OperationError, OperationOutput, OperationRequest, OperationResult, RunnerMessage,
-    control_message, operation_request::Operation, operation_result::Outcome, runner_message,
+    LogStream, OperationError, OperationOutput, OperationRequest, OperationResult, Ping, Pong,
+    RunnerMessage, control_message, operation_output, operation_request::Operation,
+    operation_result::Outcome, runner_message,
 };
 
 /// The closed set of operations a runner can be asked to run.
@@ -21,17 +22,20 @@ pub enum OperationKind {
     K8sListPods,
     /// `job.run`
     JobRun,
+    /// `runner.ping`: runs nothing, answered at once (health check, round-trip probe).
+    Ping,
 }
 
 impl OperationKind {
     /// Every operation, in protocol order.
-    pub const ALL: [OperationKind; 6] = [
+    pub const ALL: [OperationKind; 7] = [
         Self::AwsStsGetCallerIdentity,
         Self::AwsS3ListBuckets,
         Self::AwsEc2DescribeVpcs,
         Self::AwsEc2CreateVpc,
         Self::K8sListPods,
         Self::JobRun,
+        Self::Ping,
     ];
 
     /// The stable dotted name, also used as the capability string in `Hello`.
@@ -43,6 +47,7 @@ impl OperationKind {
             Self::AwsEc2CreateVpc => "aws.ec2.create_vpc",
             Self::K8sListPods => "k8s.list_pods",
             Self::JobRun => "job.run",
+            Self::Ping => "runner.ping",
         }
     }
 
@@ -65,6 +70,7 @@ impl OperationKind {
             Operation::AwsEc2CreateVpc(_) => Self::AwsEc2CreateVpc,
             Operation::K8sListPods(_) => Self::K8sListPods,
             Operation::JobRun(_) => Self::JobRun,
+            Operation::Ping(_) => Self::Ping,
         }
     }
 }
@@ -73,6 +79,14 @@ impl OperationRequest {
     /// The kind of operation requested, if the oneof is set.
     pub fn kind(&self) -> Option<OperationKind> {
         self.operation.as_ref().map(OperationKind::of)
+    }
+
+    /// A `runner.ping` (the request id is issued by the hub).
+    pub fn ping() -> Self {
+        Self {
+            operation: Some(Operation::Ping(Ping {})),
+            ..Self::default()
+        }
     }
 }
 
@@ -98,6 +112,14 @@ impl OperationResult {
             request_id: request_id.into(),
             outcome: Some(Outcome::Output(output)),
         }
+    }
+
+    /// The answer to a `runner.ping`.
+    pub fn pong(request_id: impl Into<String>) -> Self {
+        let output = OperationOutput {
+            kind: Some(operation_output::Kind::Pong(Pong {})),
+        };
+        Self::ok(request_id, output)
     }
 
     /// A failed result. `message` is shown to the caller: never put a credential in it.
@@ -221,6 +243,9 @@ mod tests {
         assert_eq!(OperationKind::from_name("shell.exec"), None);
         assert!(OperationKind::AwsEc2CreateVpc.is_aws());
         assert!(!OperationKind::JobRun.is_aws());
+        assert!(!OperationKind::Ping.is_aws());
+        assert_eq!(OperationRequest::ping().kind(), Some(OperationKind::Ping));
+        assert!(OperationResult::pong("r1").error_code().is_none());
     }
 
     #[test]

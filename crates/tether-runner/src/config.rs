@@ -1,7 +1,8 @@
 //! The runner's local configuration (TOML): the `job.run` allowlist, capabilities, tunnel timing.
 //!
 //! ```toml
-//! # Advertise only these operations (default: everything this build supports and is configured).
+//! # Advertise only these operations (default: everything this build supports and is configured;
+//! # `runner.ping` is always offered).
 //! capabilities = ["job.run"]
 //!
 //! [job]
@@ -158,15 +159,18 @@ impl RunnerConfig {
         Self::parse(&text).map_err(|e| RunnerError::Config(format!("{}: {e}", path.display())))
     }
 
-    /// The operations this runner advertises in Hello and accepts.
+    /// The operations this runner advertises in Hello and accepts. `runner.ping` runs nothing
+    /// and is always offered, whatever `capabilities` says.
     pub fn capabilities(&self) -> Vec<OperationKind> {
         OperationKind::ALL
             .into_iter()
             .filter(|k| crate::exec::supported(*k, self))
             .filter(|k| {
-                self.capabilities
-                    .as_ref()
-                    .is_none_or(|c| c.iter().any(|n| n == k.name()))
+                *k == OperationKind::Ping
+                    || self
+                        .capabilities
+                        .as_ref()
+                        .is_none_or(|c| c.iter().any(|n| n == k.name()))
             })
             .collect()
     }
@@ -191,7 +195,10 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.job.allowed_commands, ["tofu"]);
         assert_eq!(cfg.job.max_timeout_secs, 6 * 3600);
-        assert_eq!(cfg.capabilities(), [OperationKind::JobRun]);
+        assert_eq!(
+            cfg.capabilities(),
+            [OperationKind::JobRun, OperationKind::Ping]
+        );
     }
 
     #[test]

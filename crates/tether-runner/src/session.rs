@@ -163,15 +163,14 @@ impl Session {
         let mut ticker = tokio::time::interval_at(Instant::now() + self.heartbeat, self.heartbeat);
         let mut sequence = 0u64;
         // Liveness from the server's own heartbeats is enforced only once it has sent one
-        // (HTTP/2 PING keepalive covers servers that do not).
+        // (HTTP/2 PING keepalive covers servers that do not). One timer for the session, not
+        // one per message: when it fires it is moved to the real deadline if something
+        // arrived meanwhile.
         let mut server_beats = false;
         let mut last_inbound = Instant::now();
+        let silence = tokio::time::sleep(Duration::from_secs(86_400));
+        tokio::pin!(silence);
         loop {
-            let silent_deadline = if server_beats {
-                last_inbound + self.heartbeat * 3
-            } else {
-                Instant::now() + Duration::from_secs(86_400)
-            };
             tokio::select! {
                 () = &mut *shutdown => return Ok(()),
                 _ = ticker.tick() => {
@@ -181,14 +180,23 @@ impl Session {
                         return Err(RunnerError::Transient("tunnel stream closed".into()));
                     }
                 }
-                () = tokio::time::sleep_until(silent_deadline) => {
+                () = &mut silence => {
+                    let deadline = last_inbound + self.heartbeat * 3;
+                    if !server_beats || deadline > Instant::now() {
+                        let next = if server_beats { deadline } else { Instant::now() + Duration::from_secs(86_400) };
+                        silence.as_mut().reset(next);
+                        continue;
+                    }
                     return Err(RunnerError::Transient("the server stopped sending heartbeats".into()));
                 }
                 msg = self.inbound.message() => {
                     last_inbound = Instant::now();
                     match msg {
                         Ok(Some(m)) => {
-                            server_beats |= matches!(m.kind, Some(control_message::Kind::Heartbeat(_)));
+                            if !server_beats && matches!(m.kind, Some(control_message::Kind::Heartbeat(_))) {
+                                server_beats = true;
+                                silence.as_mut().reset(last_inbound + self.heartbeat * 3);
+                            }
                             self.dispatch(m, &exec).await?;
                         }
                         Ok(None) => return Err(RunnerError::Transient("the server ended the stream".into())),

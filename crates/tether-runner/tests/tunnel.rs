@@ -106,6 +106,7 @@ async fn hello_ack_whoami_and_heartbeats() {
         ]);
     }
     expected.push(OperationKind::JobRun.name());
+    expected.push(OperationKind::Ping.name());
     assert_eq!(hello.capabilities, expected);
     let mut beats = 0;
     let started = Instant::now();
@@ -122,6 +123,57 @@ async fn hello_ack_whoami_and_heartbeats() {
         "heartbeats follow the Ack interval"
     );
     assert_eq!(server.whoami_calls(), 1, "phase 2 ran once, after the Ack");
+    stop(runner).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_ping_is_answered_at_once_with_a_pong() {
+    let server = TestServer::start(1000).await;
+    let (json, _) = server.credentials();
+    let runner = spawn_runner(&json, &[]);
+    expect_hello(&server).await;
+    for i in 0..3 {
+        let id = format!("p{i}");
+        let mut ping = OperationRequest::ping();
+        ping.request_id.clone_from(&id);
+        let sent = Instant::now();
+        server.send(ControlMessage::request(ping));
+        let (logs, result) = until_result(&server, &id).await;
+        assert!(logs.is_empty());
+        let Some(Outcome::Output(out)) = result.outcome else {
+            panic!("{result:?}")
+        };
+        assert!(matches!(out.kind, Some(operation_output::Kind::Pong(_))));
+        assert!(sent.elapsed() < Duration::from_secs(1));
+    }
+    stop(runner).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_server_that_stops_beating_is_left_and_dialled_again() {
+    let server = TestServer::start(100).await;
+    let (json, _) = server.credentials();
+    let runner = spawn_runner(&json, &[]);
+    expect_hello(&server).await;
+    // Beats every 60 ms for longer than three intervals (300 ms): the session stays.
+    for i in 0..8 {
+        server.send(ControlMessage::heartbeat(i, now_ms()));
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    assert_eq!(
+        server.hellos(),
+        1,
+        "the session stayed while the server beat"
+    );
+    // Then silence: the runner leaves after three intervals and dials again.
+    let silent = Instant::now();
+    expect_hello(&server).await;
+    let took = silent.elapsed();
+    assert!(
+        took >= Duration::from_millis(200) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert_eq!(server.hellos(), 2);
     stop(runner).await.unwrap();
 }
 

@@ -261,6 +261,30 @@ async fn register_connect_run_regenerate_and_delete() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hi there\n");
+    // runner.ping is offered although the config lists only job.run.
+    let out = s.cli(
+        Some(&s.root_key.clone()),
+        &["runner", "ping", "r1", "--count", "2"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text.matches("pong from runner 'r1'").count(), 2, "{text}");
+    let ping = json!({"operation": {"type": "runner.ping"}});
+    let r = s
+        .req(
+            "POST",
+            "/v1/orgs/default/runners/r1/operations",
+            Some(s.root_key.as_str()),
+            Some(&ping),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["output"], json!({"pong": {}}));
+    assert_eq!(r.body["operation"], "runner.ping");
     // Not on the allowlist: refused by the runner, never run.
     let r = job(&s, "default", "r1", "sh", &["-c", "id"]).await;
     assert!(r.status >= 400, "{}", r.text);

@@ -29,6 +29,7 @@ pub fn supported(kind: OperationKind, cfg: &RunnerConfig) -> bool {
         | OperationKind::AwsEc2DescribeVpcs
         | OperationKind::AwsEc2CreateVpc => cfg!(feature = "aws"),
         OperationKind::K8sListPods => cfg.k8s.kubeconfig.is_some(),
+        OperationKind::Ping => true,
     }
 }
 
@@ -69,6 +70,9 @@ impl Executor {
             let msg = format!("operation {} is not enabled on this runner", kind.name());
             return refuse(ErrorCode::InvalidRequest, msg);
         }
+        if kind == OperationKind::Ping {
+            return self.pong(id);
+        }
         let cancel_rx = {
             let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
             if running.contains_key(&id) {
@@ -94,6 +98,20 @@ impl Executor {
             tracing::info!(request_id = %id, error = ?result.error_code(), "operation finished");
             let _ = out.send(RunnerMessage::result(result)).await;
         });
+    }
+
+    /// Answers a ping at once: no task, no table entry, no log line (it runs nothing).
+    fn pong(&self, id: String) {
+        match self
+            .out
+            .try_send(RunnerMessage::result(OperationResult::pong(id)))
+        {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(msg)) => {
+                let out = self.out.clone();
+                tokio::spawn(async move { out.send(msg).await });
+            }
+        }
     }
 
     /// Cancels a running operation (no-op if it is not running).

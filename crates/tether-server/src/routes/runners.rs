@@ -16,7 +16,7 @@ use tether_core::{ErrorCode, Kind};
 use tether_proto::tunnel::{
     AwsAuth, AwsEc2CreateVpc, AwsEc2DescribeVpcs, AwsS3ListBuckets, AwsStsGetCallerIdentity,
     CrossAccountTrust, EnvVar, InlineCredentials, JobRun, K8sListPods, OperationOutput,
-    OperationRequest, OperationResult, RunnerIdentity, Tag, aws_auth, operation_output,
+    OperationRequest, OperationResult, Ping, RunnerIdentity, Tag, aws_auth, operation_output,
     operation_request::Operation, operation_result::Outcome,
 };
 
@@ -227,6 +227,9 @@ pub enum OperationInput {
         #[serde(default)]
         tags: BTreeMap<String, String>,
     },
+    /// `runner.ping`: runs nothing; the runner answers at once (a health check).
+    #[serde(rename = "runner.ping")]
+    Ping {},
     /// `k8s.list_pods`.
     #[serde(rename = "k8s.list_pods")]
     K8sListPods {
@@ -291,6 +294,7 @@ impl OperationInput {
                     Some(auth.into_proto()),
                 )
             }
+            Self::Ping {} => (Operation::Ping(Ping {}), None),
             Self::K8sListPods {
                 namespace,
                 label_selector,
@@ -481,6 +485,7 @@ fn output_json(o: OperationOutput) -> Value {
         Some(K::Job(j)) => json!({"job": {
             "exit_code": j.exit_code, "signal": j.signal, "duration_ms": j.duration_ms,
         }}),
+        Some(K::Pong(_)) => json!({"pong": {}}),
         None => Value::Null,
     }
 }

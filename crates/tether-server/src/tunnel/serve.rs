@@ -48,6 +48,9 @@ async fn accept_loop(listener: TcpListener, state: AppState, tx: mpsc::Sender<Ac
                 continue;
             }
         };
+        // Small frames both ways (requests, results, heartbeats): never wait for Nagle. The
+        // runner sets the same on its side.
+        let _ = tcp.set_nodelay(true);
         let Some(config) = state.tunnel.tls_config() else {
             tracing::debug!(%remote, "tunnel connection before any runner credentials exist");
             continue;

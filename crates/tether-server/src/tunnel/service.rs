@@ -15,6 +15,7 @@ use tether_proto::tunnel::{
 use tether_store::RequestLogRecord;
 use tether_store::resources::get_resource;
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -64,7 +65,8 @@ impl TunnelService for Service {
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(256);
         tokio::spawn(run_session(self.state.clone(), peer, inbound, tx));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let out = ReceiverStream::new(rx).map(|m| m.map(|b| *b));
+        Ok(Response::new(Box::pin(out)))
     }
 }
 
@@ -193,7 +195,7 @@ fn check_hello(hello: &Hello, identity: &RunnerCertIdentity) -> Result<(), &'sta
 /// Refuses a session before it started: Close(ProtocolViolation), an audit record, a log line.
 fn refuse(state: &AppState, peer: &Peer, tx: &Outbound, reason: &str) {
     let close = ControlMessage::close(CloseReason::ProtocolViolation, reason);
-    let _ = tx.try_send(Ok(close));
+    let _ = tx.try_send(Ok(Box::new(close)));
     let _ = tx.try_send(Err(Status::permission_denied(reason.to_owned())));
     audit_refusal(state, peer, reason);
 }
@@ -225,6 +227,9 @@ async fn serve(
     beat_ms: u32,
 ) -> End {
     let mut closed = session.closed();
+    // One future for the whole session (not one per message): it ends the loop when it fires.
+    let closed = closed.changed();
+    tokio::pin!(closed);
     let period = Duration::from_millis(u64::from(beat_ms));
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     let mut flood = FloodGuard::default();
@@ -239,7 +244,7 @@ async fn serve(
                 }
                 Ok(None) | Err(_) => return End::Gone,
             },
-            _ = closed.changed() => return End::Closed,
+            _ = &mut closed => return End::Closed,
             _ = tick.tick() => {
                 let silent_for = state.clock.now_millis() - session.last_beat();
                 if silent_for > i64::from(beat_ms) * i64::from(tether_proto::MISSED_HEARTBEATS_UNAVAILABLE) {
