@@ -229,9 +229,9 @@ async fn run(args: Args) -> Result<(), String> {
     // Completed requests over the time they took: when the server falls behind the schedule,
     // the last ones complete after the window, and the rate is what it really served.
     let measure_from = t0 + args.warmup;
-    let took = all
-        .last_done
-        .map_or(secs, |d| d.duration_since(measure_from).as_secs_f64().max(secs));
+    let took = all.last_done.map_or(secs, |d| {
+        d.duration_since(measure_from).as_secs_f64().max(secs)
+    });
     #[expect(clippy::cast_precision_loss, reason = "a request count")]
     let achieved = ok as f64 / took;
     let figures = [
