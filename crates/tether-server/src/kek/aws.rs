@@ -110,6 +110,23 @@ fn refusal<E: ProvideErrorMetadata + std::error::Error + 'static>(
 /// passed off as a root key, nor the reverse.
 const ROOT_CONTEXT: (&str, &str) = ("tether:purpose", "root-key");
 
+/// Runs one KMS call under `timeout`; a timeout or a refusal becomes a one-line reason.
+async fn bounded<T, E: ProvideErrorMetadata + std::error::Error + 'static>(
+    op: &str,
+    timeout: Duration,
+    call: impl std::future::Future<Output = Result<T, SdkError<E>>>,
+) -> Result<T, String> {
+    tokio::time::timeout(timeout, call)
+        .await
+        .map_err(|_| {
+            format!(
+                "AWS KMS {op} did not answer within {} ms",
+                timeout.as_millis()
+            )
+        })?
+        .map_err(|e| refusal(op, &e))
+}
+
 /// Seals the root key's text under `key_id` (auto-unseal). Needs `kms:Encrypt`.
 ///
 /// # Errors
@@ -128,15 +145,7 @@ pub async fn seal_root(
         .plaintext(Blob::new(plain.to_vec()))
         .encryption_context(ROOT_CONTEXT.0, ROOT_CONTEXT.1)
         .send();
-    let out = tokio::time::timeout(timeout, call)
-        .await
-        .map_err(|_| {
-            format!(
-                "AWS KMS Encrypt did not answer within {} ms",
-                timeout.as_millis()
-            )
-        })?
-        .map_err(|e| refusal("Encrypt", &e))?;
+    let out = bounded("Encrypt", timeout, call).await?;
     out.ciphertext_blob
         .map(Blob::into_inner)
         .ok_or_else(|| "AWS KMS Encrypt returned no ciphertext".to_owned())
@@ -160,15 +169,7 @@ pub async fn unseal_root(
         .ciphertext_blob(Blob::new(sealed.to_vec()))
         .encryption_context(ROOT_CONTEXT.0, ROOT_CONTEXT.1)
         .send();
-    let out = tokio::time::timeout(timeout, call)
-        .await
-        .map_err(|_| {
-            format!(
-                "AWS KMS Decrypt did not answer within {} ms",
-                timeout.as_millis()
-            )
-        })?
-        .map_err(|e| refusal("Decrypt", &e))?;
+    let out = bounded("Decrypt", timeout, call).await?;
     out.plaintext
         .map(|b| Zeroizing::new(b.into_inner()))
         .ok_or_else(|| "AWS KMS Decrypt returned no plaintext".to_owned())
