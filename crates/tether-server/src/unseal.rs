@@ -108,6 +108,7 @@ impl RootSeal {
         ))
     }
 
+    #[cfg(feature = "kms-aws")]
     fn refused(&self, what: &str, reason: String) -> KeyError {
         KeyError(format!(
             "cannot {what} the root key with {} key {}: {reason}",
