@@ -94,6 +94,8 @@ pub async fn run(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Its own process group, so a timeout or a cancel ends what it started too.
+        .process_group(0)
         .kill_on_drop(true);
     for name in &cfg.inherit_env {
         if let Some(value) = std::env::var_os(name) {
@@ -138,7 +140,7 @@ pub async fn run(
     let status = match status {
         Ok(s) => s,
         Err(code) => {
-            let _ = child.kill().await;
+            stop_group(&mut child).await;
             for r in readers.into_iter().flatten() {
                 r.abort();
             }
@@ -161,6 +163,26 @@ pub async fn run(
             &format!("waiting for the command: {e}"),
         ),
     }
+}
+
+/// How long a job's processes get to exit after SIGTERM before SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(3);
+
+/// Ends a job's whole process group (the job leads it): SIGTERM, then SIGKILL after
+/// [`KILL_GRACE`] or as soon as the leader is gone, so that processes the command started
+/// (a provider plugin, a pipeline, a background `&`) do not outlive a timeout or a cancel.
+async fn stop_group(child: &mut tokio::process::Child) {
+    let group = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .and_then(rustix::process::Pid::from_raw);
+    if let Some(group) = group {
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::TERM);
+        let _ = tokio::time::timeout(KILL_GRACE, child.wait()).await;
+        // The group outlives its leader while any member is left; none may stay.
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+    }
+    let _ = child.kill().await;
 }
 
 fn job_output(status: std::process::ExitStatus, elapsed: Duration) -> OperationOutput {
@@ -324,6 +346,54 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(r.error_code(), Some(ErrorCode::Cancelled));
+    }
+
+    /// A cancel ends the job's whole process group: a process the command started in the
+    /// background (which would otherwise be re-parented and keep running) is gone too.
+    #[tokio::test]
+    async fn cancel_ends_the_processes_the_job_started() {
+        let (tx, mut rx) = mpsc::channel(64);
+        let (cancel_tx, cancel_rx) = oneshot::channel();
+        let c = cfg();
+        let task = tokio::spawn(async move {
+            run(
+                "r1",
+                job("sh", &["-c", "sleep 300 & echo $!; wait"], &[]),
+                &c,
+                Duration::from_secs(30),
+                cancel_rx,
+                &tx,
+            )
+            .await
+        });
+        // The background sleep's pid, from the job's first output line.
+        let mut out = String::new();
+        while !out.contains('\n') {
+            let Some(m) = rx.recv().await else { break };
+            out.push_str(&stdout_of(&[m]));
+        }
+        let pid: i32 = out.trim().parse().unwrap();
+        let alive = |pid: i32| {
+            std::path::Path::new(&format!("/proc/{pid}")).exists()
+                && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .unwrap_or_default()
+                    .contains(") Z ")
+        };
+        assert!(alive(pid), "the background process did not start");
+        cancel_tx.send(()).unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.error_code(), Some(ErrorCode::Cancelled));
+        let gone = Instant::now();
+        while alive(pid) && gone.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            !alive(pid),
+            "the job's background process outlived the cancel"
+        );
     }
 
     #[test]
