@@ -11,7 +11,6 @@
 use std::time::{Duration, Instant};
 
 use tether_proto::tunnel::CloseReason;
-use tether_store::Backend;
 use tether_store::changes::{Change, ChangeFeed, Event};
 
 use crate::state::AppState;
@@ -30,12 +29,12 @@ pub struct Feed {
 }
 
 impl Feed {
-    /// The position taken at startup (`None` on SQLite: an SQLite file has one server).
-    pub fn new(backend: Backend, feed: ChangeFeed) -> Option<Self> {
-        (backend == Backend::Postgres).then(|| Self {
+    /// The position taken at startup.
+    pub fn new(feed: ChangeFeed) -> Self {
+        Self {
             feed,
             polled: Instant::now(),
-        })
+        }
     }
 }
 

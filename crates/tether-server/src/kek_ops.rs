@@ -277,7 +277,7 @@ pub struct RootRotateReport {
     pub system_kek_rewrapped: bool,
 }
 
-const SYSTEM_KEK: &str = "system_kek";
+use crate::keys::SYSTEM_KEK;
 
 /// Rewraps every root-wrapped KEK under `new_root` in one transaction, then uses it. With
 /// auto-unseal, the new key is sealed by the KMS first and stored in the same transaction, so
@@ -329,20 +329,16 @@ pub async fn rotate_root(state: &AppState, new_root: RootKey) -> AppResult<RootR
         system_kek_rewrapped: true,
     };
     state.secrets.set_root(new_root);
-    if sealed.is_some() {
-        tracing::warn!(
-            old = %report.old_root_key_id,
-            new = %report.new_root_key_id,
-            keks = count,
-            "root key rotated and sealed by the KMS key; restart the other servers to unseal it"
-        );
-        return Ok(report);
-    }
+    let next = if sealed.is_some() {
+        "it is sealed by the KMS key; restart the other servers to unseal it"
+    } else {
+        "restart every server with the new root key"
+    };
     tracing::warn!(
         old = %report.old_root_key_id,
         new = %report.new_root_key_id,
         keks = count,
-        "root key rotated; restart every server with the new root key"
+        "root key rotated; {next}"
     );
     Ok(report)
 }

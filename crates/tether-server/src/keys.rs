@@ -92,7 +92,8 @@ pub struct InstallationKeys {
     pub jwt: JwtKeys,
 }
 
-const SYSTEM_KEK: &str = "system_kek";
+/// The setting that holds the system KEK, wrapped by the root key.
+pub(crate) const SYSTEM_KEK: &str = "system_kek";
 const PEPPER: &str = "api_key_pepper";
 const JWT_KEY: &str = "jwt_signing_key";
 

@@ -110,8 +110,7 @@ pub async fn build_state(config: &Config, clock: Arc<dyn Clock>) -> Result<AppSt
     let (root, seal) = keys::load_root_key(&config.root_key, &store, &providers).await?;
     let installation = keys::load_installation_keys(&store, &root).await?;
     // The changelog position is taken before the state it keeps current is loaded.
-    let feed = store.change_feed().await?;
-    let store_backend = store.backend();
+    let feed = store.change_feed().await?.map(changes::Feed::new);
     let tuples = store.all_tuples().await?;
     let authz = authz::EmbeddedAuthorizer::new(&tuples).map_err(StartError::Other)?;
     let reqlog = reqlog::start(store.clone(), &config.request_log);
@@ -139,7 +138,7 @@ pub async fn build_state(config: &Config, clock: Arc<dyn Clock>) -> Result<AppSt
         writer: writer::Writer::start()
             .map_err(|e| StartError::Other(format!("cannot start the writer thread: {e}")))?,
         version_queue: secret_batch::Queue::default(),
-        change_feed: tokio::sync::Mutex::new(changes::Feed::new(store_backend, feed)),
+        change_feed: tokio::sync::Mutex::new(feed),
     };
     Ok(AppState(Arc::new(inner)))
 }

@@ -440,14 +440,16 @@ pub async fn delete(
     };
     record_version(&mut tx, state, existing, change, input).await?;
     delete_resource(&mut tx, &existing.id).await?;
-    if matches!(kind, Kind::User | Kind::ServiceAccount) {
+    // A deleted principal's keys go with it, here and (through the changelog) elsewhere.
+    let principal = matches!(kind, Kind::User | Kind::ServiceAccount);
+    if principal {
         tx.record(tether_store::changes::Event::KeysOfOwnerRevoked {
             owner_id: existing.id.clone(),
         });
     }
     tx.commit().await.map_err(AppError::internal)?;
     delta.apply(state);
-    if matches!(kind, Kind::User | Kind::ServiceAccount) {
+    if principal {
         state.keys.forget_owner(&existing.id);
     }
     metrics::counter!("tether_resource_writes_total", "event" => "delete").increment(1);

@@ -14,11 +14,10 @@ use tether_store::settings::{init_setting, put_setting};
 use zeroize::Zeroizing;
 
 use crate::kek::{Providers, provider};
-use crate::keys::KeyError;
+use crate::keys::{KeyError, SYSTEM_KEK};
 
 /// The setting that holds the sealed root key.
 pub const SEALED_ROOT: &str = "root_key_sealed";
-const SYSTEM_KEK: &str = "system_kek";
 
 /// A KMS key that seals the root key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,24 +140,32 @@ pub async fn load(
     providers: &Providers,
     seal: &RootSeal,
 ) -> Result<RootKey, KeyError> {
-    match store
+    match stored_record(store).await? {
+        Some(record) => open_stored(store, providers, seal, record).await,
+        None => create(store, providers, seal).await,
+    }
+}
+
+/// The sealed root key record of the database, if it has one.
+async fn stored_record(store: &Store) -> Result<Option<SealedRecord>, KeyError> {
+    store
         .get_setting(SEALED_ROOT)
         .await
         .map_err(|e| err("database", e))?
-    {
-        Some(bytes) => open_stored(store, providers, seal, &bytes).await,
-        None => create(store, providers, seal).await,
-    }
+        .map(|bytes| parse_record(&bytes))
+        .transpose()
+}
+
+fn parse_record(bytes: &[u8]) -> Result<SealedRecord, KeyError> {
+    serde_json::from_slice(bytes).map_err(|e| err("the sealed root key record", e))
 }
 
 async fn open_stored(
     store: &Store,
     providers: &Providers,
     seal: &RootSeal,
-    bytes: &[u8],
+    record: SealedRecord,
 ) -> Result<RootKey, KeyError> {
-    let record: SealedRecord =
-        serde_json::from_slice(bytes).map_err(|e| err("the sealed root key record", e))?;
     if record.v != 1 || record.provider != seal.provider {
         return Err(KeyError(format!(
             "this database's root key is sealed by {} key {}, not by {}",
@@ -211,7 +218,7 @@ async fn create(
         return Ok(fresh);
     }
     // Another server initialized the database at the same moment: use its key.
-    open_stored(store, providers, seal, &stored).await
+    open_stored(store, providers, seal, parse_record(&stored)?).await
 }
 
 /// Refuses a database whose root key is sealed when the server was given a plain root key:
@@ -221,15 +228,9 @@ async fn create(
 ///
 /// The message names the seal to configure.
 pub async fn refuse_if_sealed(store: &Store) -> Result<(), KeyError> {
-    let Some(bytes) = store
-        .get_setting(SEALED_ROOT)
-        .await
-        .map_err(|e| err("database", e))?
-    else {
+    let Some(record) = stored_record(store).await? else {
         return Ok(());
     };
-    let record: SealedRecord =
-        serde_json::from_slice(&bytes).map_err(|e| err("the sealed root key record", e))?;
     Err(KeyError(format!(
         "this database's root key is sealed by {} key {}: configure auto-unseal \
          (TETHER_ROOT_KEY_AWS_KMS_KEY_ID or root_key_aws_kms_key_id) instead of a root key",

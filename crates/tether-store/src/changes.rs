@@ -172,34 +172,29 @@ impl ChangeFeed {
 impl Store {
     /// Where a new poller starts: before the changes of the last [`GAP_WAIT`], so a
     /// transaction that was in flight while this server loaded its state is still applied.
-    /// Call it *before* loading the state the feed keeps current.
-    pub async fn change_feed(&self) -> Result<ChangeFeed> {
-        let low = match self.backend {
-            Backend::Sqlite => 0,
-            Backend::Postgres => {
-                let row = sqlx::query(
-                    "SELECT COALESCE(MAX(seq), 0) AS low FROM changes WHERE at < \
-                     CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) - $1",
-                )
-                .bind(i64::try_from(GAP_WAIT.as_millis()).unwrap_or(i64::MAX))
-                .fetch_one(&self.read)
-                .await?;
-                row.try_get::<i64, _>("low")?
-            }
-        };
-        Ok(ChangeFeed {
-            low,
+    /// Call it *before* loading the state the feed keeps current. `None` on SQLite, which
+    /// writes no changelog (one server per file).
+    pub async fn change_feed(&self) -> Result<Option<ChangeFeed>> {
+        if self.backend != Backend::Postgres {
+            return Ok(None);
+        }
+        let row = sqlx::query(
+            "SELECT COALESCE(MAX(seq), 0) AS low FROM changes WHERE at < \
+             CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) - $1",
+        )
+        .bind(i64::try_from(GAP_WAIT.as_millis()).unwrap_or(i64::MAX))
+        .fetch_one(&self.read)
+        .await?;
+        Ok(Some(ChangeFeed {
+            low: row.try_get::<i64, _>("low")?,
             seen: BTreeSet::new(),
             gaps: HashMap::new(),
-        })
+        }))
     }
 
     /// Reads the rows after the feed's position, drops what they touched from this server's
     /// cache, and returns their events in order for the caller to apply.
     pub async fn poll_changes(&self, feed: &mut ChangeFeed) -> Result<Vec<Change>> {
-        if self.backend != Backend::Postgres {
-            return Ok(Vec::new());
-        }
         // New rows after the highest one applied, then any rows that filled a gap below it.
         let high = feed.seen.last().copied().unwrap_or(feed.low);
         let mut rows = sqlx::query(
