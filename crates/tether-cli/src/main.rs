@@ -5,6 +5,7 @@ mod cloud_cmd;
 mod commands;
 mod config;
 mod kek_cmd;
+mod log_format;
 mod log_writer;
 mod output;
 mod runner_cmd;

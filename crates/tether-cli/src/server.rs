@@ -34,11 +34,9 @@ fn init_logging() -> Result<crate::log_writer::LogGuard> {
     });
     let (writer, guard) = crate::log_writer::stderr_writer()?;
     let _ = tracing_subscriber::fmt()
-        .json()
+        .event_format(crate::log_format::JsonLines)
         .with_env_filter(filter)
         .with_writer(writer)
-        .with_current_span(true)
-        .with_span_list(false)
         .try_init();
     Ok(guard)
 }

@@ -96,6 +96,8 @@ pub fn install_crypto_provider() {
 /// Builds the state from a configuration.
 pub async fn build_state(config: &Config, clock: Arc<dyn Clock>) -> Result<AppState, StartError> {
     install_crypto_provider();
+    // The recorder first: handles taken before it is installed would record nothing.
+    let metrics = metrics_handle();
     let opts = StoreOptions {
         create_sqlite: config.create_sqlite,
         sqlite_synchronous: if config.sqlite_fsync_every_commit {
@@ -130,7 +132,7 @@ pub async fn build_state(config: &Config, clock: Arc<dyn Clock>) -> Result<AppSt
         jwt: installation.jwt,
         keys: auth::KeyCache::default(),
         reqlog,
-        metrics: metrics_handle(),
+        metrics,
         max_body_bytes: config.max_body_bytes,
         public_url: config.public_url.clone(),
         secrets: secrets::SecretKeys::new(root, seal, providers),

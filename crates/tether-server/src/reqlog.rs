@@ -19,6 +19,7 @@ use crate::config::RequestLogConfig;
 pub struct RequestLogSink {
     tx: mpsc::Sender<RequestLogRecord>,
     waiters: Waiters,
+    depth: metrics::Gauge,
 }
 
 type Waiters = Arc<Mutex<Vec<oneshot::Sender<()>>>>;
@@ -27,7 +28,7 @@ impl RequestLogSink {
     /// Queues a record without waiting.
     pub fn record(&self, rec: RequestLogRecord) {
         match self.tx.try_send(rec) {
-            Ok(()) => metrics::gauge!("tether_request_log_queue_depth").increment(1.0),
+            Ok(()) => self.depth.increment(1.0),
             Err(_) => {
                 metrics::counter!("tether_request_log_dropped_total").increment(1);
                 tracing::error!("request log queue is full; a record was dropped");
@@ -53,14 +54,26 @@ impl RequestLogSink {
 
 const FLUSH_MARKER: &str = "\u{0}flush";
 
+/// The most records written in one transaction.
+const BATCH_MAX: usize = 512;
+/// How long the writer lets records gather after writing a batch.
+const BATCH_WINDOW: Duration = Duration::from_millis(10);
+
 /// Starts the writer task and returns the sink.
 pub fn start(store: Store, cfg: &RequestLogConfig) -> RequestLogSink {
     let (tx, rx) = mpsc::channel(cfg.queue_capacity.max(16));
     let stream = open_stream(cfg.stream.as_deref());
     let waiters = Waiters::default();
-    tokio::spawn(writer(store.clone(), rx, stream, waiters.clone()));
+    let depth = metrics::gauge!("tether_request_log_queue_depth");
+    tokio::spawn(writer(
+        store.clone(),
+        rx,
+        stream,
+        waiters.clone(),
+        depth.clone(),
+    ));
     tokio::spawn(pruner(store, cfg.retention_days));
-    RequestLogSink { tx, waiters }
+    RequestLogSink { tx, waiters, depth }
 }
 
 fn open_stream(target: Option<&str>) -> Option<Box<dyn Write + Send>> {
@@ -86,20 +99,28 @@ async fn writer(
     mut rx: mpsc::Receiver<RequestLogRecord>,
     mut stream: Option<Box<dyn Write + Send>>,
     waiters: Waiters,
+    depth: metrics::Gauge,
 ) {
-    let mut batch = Vec::with_capacity(512);
-    while rx.recv_many(&mut batch, 512).await > 0 {
-        metrics::gauge!("tether_request_log_queue_depth").decrement(batch.len() as f64);
+    let mut batch = Vec::with_capacity(BATCH_MAX);
+    loop {
+        let n = rx.recv_many(&mut batch, BATCH_MAX).await;
+        if n == 0 {
+            break;
+        }
+        depth.decrement(batch.len() as f64);
         let flush_requested = batch.iter().any(|r| r.request_id == FLUSH_MARKER);
         batch.retain(|r| r.request_id != FLUSH_MARKER);
         write_batch(&store, &mut batch, stream.as_mut()).await;
         batch.clear();
         if flush_requested && let Ok(mut pending) = waiters.lock() {
-            {
-                for w in pending.drain(..) {
-                    let _ = w.send(());
-                }
+            for w in pending.drain(..) {
+                let _ = w.send(());
             }
+        }
+        if !flush_requested && n < BATCH_MAX {
+            // Let records gather: a request then never wakes this task, and a batch is one
+            // transaction of many rows instead of many transactions of a few.
+            tokio::time::sleep(BATCH_WINDOW).await;
         }
     }
 }

@@ -51,7 +51,16 @@ impl Writer {
         T: Send + 'static,
         F: Future<Output = AppResult<T>> + Send + 'static,
     {
-        match self.handle.spawn(write).await {
+        // The write's log lines keep the request's id.
+        let joined = match crate::error::REQUEST_ID.try_with(Clone::clone) {
+            Ok(id) => {
+                self.handle
+                    .spawn(crate::error::REQUEST_ID.scope(id, write))
+                    .await
+            }
+            Err(_) => self.handle.spawn(write).await,
+        };
+        match joined {
             Ok(result) => result,
             Err(e) => Err(AppError::internal(format!("write task ended: {e}"))),
         }

@@ -15,6 +15,7 @@ pub mod resources;
 pub mod runners;
 pub mod secrets;
 
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use axum::Router;
@@ -24,7 +25,6 @@ use axum::response::{IntoResponse, Response};
 use tether_core::ErrorCode;
 use tether_core::id::RequestId;
 use tether_store::RequestLogRecord;
-use tracing::Instrument;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -139,13 +139,36 @@ fn skip_logging(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/metrics")
 }
 
+/// Records a request's duration and status. The handles are made once (per status), not
+/// looked up by name on every request.
+fn record_metrics(status: u16, took: std::time::Duration) {
+    static DURATION: OnceLock<metrics::Histogram> = OnceLock::new();
+    static BY_STATUS: [OnceLock<metrics::Counter>; 500] = [const { OnceLock::new() }; 500];
+    DURATION
+        .get_or_init(|| metrics::histogram!("tether_http_request_duration_seconds"))
+        .record(took.as_secs_f64());
+    let counter =
+        |s: u16| metrics::counter!("tether_http_requests_total", "status" => s.to_string());
+    match BY_STATUS.get(usize::from(status).wrapping_sub(100)) {
+        Some(slot) => slot.get_or_init(|| counter(status)).increment(1),
+        None => counter(status).increment(1),
+    }
+}
+
 /// Assigns the request id, runs the request in its span, then records the request log entry
 /// and metrics. Never a body or a header value is recorded.
 async fn request_context(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let id = RequestId::generate().to_string();
+    // Everything below runs with the request id in the task-local, which the log lines carry.
+    REQUEST_ID
+        .scope(id.clone(), serve_logged(state, id, req, next))
+        .await
+}
+
+async fn serve_logged(state: AppState, id: String, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let at = state.clock.now_millis();
-    let id = RequestId::generate().to_string();
-    let method = req.method().to_string();
+    let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let ip = req
         .extensions()
@@ -160,35 +183,32 @@ async fn request_context(State(state): State<AppState>, req: Request, next: Next
         .chars()
         .take(200)
         .collect::<String>();
-    let span = tracing::info_span!("request", request_id = %id, %method, %path);
     let too_large = declared_length(&req).is_some_and(|n| n > state.max_body_bytes as u64);
     let mut res = if too_large {
         // Refuse from the declared length alone, before reading any of the body.
-        let err = AppError::new(ErrorCode::PayloadTooLarge, "the request body is too large");
-        REQUEST_ID
-            .scope(id.clone(), async move { err.into_response() })
-            .await
+        AppError::new(ErrorCode::PayloadTooLarge, "the request body is too large").into_response()
     } else {
-        REQUEST_ID
-            .scope(id.clone(), next.run(req).instrument(span.clone()))
-            .await
+        next.run(req).await
     };
     if let Ok(v) = http::HeaderValue::from_str(&id) {
         res.headers_mut().insert("x-request-id", v);
     }
     let status = res.status().as_u16();
     let latency_us = i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX);
-    metrics::histogram!("tether_http_request_duration_seconds")
-        .record(started.elapsed().as_secs_f64());
-    metrics::counter!("tether_http_requests_total", "status" => status.to_string()).increment(1);
-    span.in_scope(|| tracing::info!(status, latency_us, "handled"));
+    record_metrics(status, started.elapsed());
+    tracing::info!(
+        method = method.as_str(),
+        path,
+        status,
+        latency_us,
+        "handled"
+    );
     if skip_logging(&path) {
         return res;
     }
     let facts = res
-        .extensions()
-        .get::<guard::LogFacts>()
-        .cloned()
+        .extensions_mut()
+        .remove::<guard::LogFacts>()
         .unwrap_or_default();
     let result = match (facts.result, status) {
         ("", _) => "error",
