@@ -14,7 +14,7 @@ mod validate;
 
 pub use builtin::TETHER_MODEL_DSL;
 pub use engine::{
-    CheckRequest, Engine, ExpandNode, ExpandRequest, Limits, ListObjectsRequest,
+    CheckOutcome, CheckRequest, Engine, ExpandNode, ExpandRequest, Limits, ListObjectsRequest,
     ListObjectsResponse, ListUsersRequest, ListUsersResponse, UserFilter, UsersetTree,
 };
 pub use error::{AuthzError, ModelError, ModelErrorKind, ModuleError, Span};

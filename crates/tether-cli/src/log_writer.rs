@@ -135,10 +135,7 @@ fn drain(shared: &Shared) {
 }
 
 impl Drop for LogGuard {
-    #[allow(
-        clippy::disallowed_methods,
-        reason = "runs once, at shutdown"
-    )]
+    #[allow(clippy::disallowed_methods, reason = "runs once, at shutdown")]
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
         self.thread.unpark();

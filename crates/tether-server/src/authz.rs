@@ -3,6 +3,8 @@
 //! wrote in the same transaction as each resource. The engine sits behind [`Authorizer`], so a
 //! remote OpenFGA-compatible server can replace it.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::RwLock;
 
 use serde_json::{Map, Value};
@@ -16,8 +18,8 @@ use crate::error::AppError;
 pub struct CheckContext {
     /// The client's IP address.
     pub ip: Option<String>,
-    /// The current time, RFC 3339.
-    pub now: Option<String>,
+    /// The current time (Unix milliseconds), given to conditions as RFC 3339.
+    pub now_ms: Option<i64>,
 }
 
 impl CheckContext {
@@ -26,8 +28,11 @@ impl CheckContext {
         if let Some(ip) = &self.ip {
             m.insert("client_ip".into(), Value::String(ip.clone()));
         }
-        if let Some(now) = &self.now {
-            m.insert("now".into(), Value::String(now.clone()));
+        if let Some(now) = self.now_ms {
+            m.insert(
+                "now".into(),
+                Value::String(tether_core::clock::rfc3339(now)),
+            );
         }
         m
     }
@@ -57,10 +62,34 @@ pub trait Authorizer: Send + Sync {
 
 /// The embedded engine over an in-memory index of every tuple, loaded at startup and kept in
 /// step with committed writes, its own and (through [`crate::changes`]) other servers'.
+///
+/// Answers that did not depend on a condition are cached until the tuples next change (any
+/// change empties the cache), so a repeated check is one hash lookup. An answer that evaluated
+/// a condition (client IP, time window) is never cached.
 pub struct EmbeddedAuthorizer {
     model: AuthorizationModel,
     engine: Engine,
     tuples: RwLock<MemoryTupleStore>,
+    /// `subject \0 relation \0 object` to the answer. Written only under the tuples' read lock
+    /// and emptied under their write lock, so no answer outlives the tuples it came from.
+    decisions: RwLock<HashMap<Box<str>, bool>>,
+}
+
+/// Cached answers kept at most; a full cache is emptied.
+const DECISIONS_MAX: usize = 100_000;
+
+thread_local! {
+    static DECISION_KEY: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+fn decision_key(key: &mut String, subject: &str, relation: &str, object: &str) {
+    key.clear();
+    for (i, part) in [subject, relation, object].into_iter().enumerate() {
+        if i > 0 {
+            key.push('\0');
+        }
+        key.push_str(part);
+    }
 }
 
 /// Converts a stored row to an engine tuple.
@@ -89,6 +118,7 @@ impl EmbeddedAuthorizer {
             model,
             engine: Engine::default(),
             tuples: RwLock::new(store),
+            decisions: RwLock::new(HashMap::new()),
         })
     }
 }
@@ -106,6 +136,16 @@ impl Authorizer for EmbeddedAuthorizer {
         if self.model.relation(object_type, relation).is_none() {
             return Ok(false);
         }
+        let cached = DECISION_KEY.with_borrow_mut(|key| {
+            decision_key(key, subject, relation, object);
+            self.decisions
+                .read()
+                .ok()
+                .and_then(|d| d.get(key.as_str()).copied())
+        });
+        if let Some(allowed) = cached {
+            return Ok(allowed);
+        }
         let req = CheckRequest {
             object: object.to_owned(),
             relation: relation.to_owned(),
@@ -117,9 +157,22 @@ impl Authorizer for EmbeddedAuthorizer {
             .tuples
             .read()
             .map_err(|_| AppError::internal("authz lock poisoned"))?;
-        self.engine
-            .check(&self.model, &*guard, &req)
-            .map_err(|e| AppError::internal(format!("authz check: {e}")))
+        let outcome = self
+            .engine
+            .check_outcome(&self.model, &*guard, &req)
+            .map_err(|e| AppError::internal(format!("authz check: {e}")))?;
+        if !outcome.used_conditions
+            && let Ok(mut d) = self.decisions.write()
+        {
+            if d.len() >= DECISIONS_MAX {
+                d.clear();
+            }
+            let mut key = String::new();
+            decision_key(&mut key, subject, relation, object);
+            d.insert(key.into_boxed_str(), outcome.allowed);
+        }
+        drop(guard);
+        Ok(outcome.allowed)
     }
 
     fn list_objects(
@@ -152,6 +205,10 @@ impl Authorizer for EmbeddedAuthorizer {
             tracing::error!("authz lock poisoned; tuples not applied");
             return;
         };
+        match self.decisions.write() {
+            Ok(mut d) => d.clear(),
+            Err(_) => tracing::error!("authz decision cache poisoned"),
+        }
         for row in deletes {
             guard.delete(&to_tuple(row));
         }
@@ -187,7 +244,7 @@ mod tests {
         .unwrap();
         let ctx = CheckContext {
             ip: Some("127.0.0.1".into()),
-            now: Some("2026-01-01T00:00:00Z".into()),
+            now_ms: Some(1_767_225_600_000),
         };
         assert!(
             a.check("user:u", "can_read", "environment:e", &ctx)
@@ -198,5 +255,59 @@ mod tests {
                 .unwrap()
         );
         assert!(!a.check("user:u", "can_read", "widget:w", &ctx).unwrap());
+    }
+
+    #[test]
+    fn cached_answers_follow_tuple_changes() {
+        let a = EmbeddedAuthorizer::new(&[row("environment:e", "organization", "organization:o")])
+            .unwrap();
+        let ctx = CheckContext::default();
+        let grant = row("organization:o", "owner", "user:u");
+        for _ in 0..2 {
+            assert!(
+                !a.check("user:u", "can_read", "environment:e", &ctx)
+                    .unwrap()
+            );
+        }
+        a.apply(std::slice::from_ref(&grant), &[]);
+        for _ in 0..2 {
+            assert!(
+                a.check("user:u", "can_read", "environment:e", &ctx)
+                    .unwrap()
+            );
+        }
+        a.apply(&[], std::slice::from_ref(&grant));
+        assert!(
+            !a.check("user:u", "can_read", "environment:e", &ctx)
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn answers_that_used_a_condition_are_not_cached() {
+        let mut grant = row("organization:o", "owner", "user:u");
+        grant.condition =
+            Some(r#"{"name":"in_network","context":{"allowed_cidr":"10.0.0.0/8"}}"#.into());
+        let a = EmbeddedAuthorizer::new(&[
+            row("environment:e", "organization", "organization:o"),
+            grant,
+        ])
+        .unwrap();
+        let at = |ip: &str| CheckContext {
+            ip: Some(ip.into()),
+            now_ms: None,
+        };
+        assert!(
+            a.check("user:u", "can_read", "environment:e", &at("10.0.0.7"))
+                .unwrap()
+        );
+        assert!(
+            !a.check("user:u", "can_read", "environment:e", &at("192.0.2.1"))
+                .unwrap()
+        );
+        assert!(
+            a.check("user:u", "can_read", "environment:e", &at("10.9.9.9"))
+                .unwrap()
+        );
     }
 }

@@ -44,6 +44,8 @@ pub(crate) struct Resolver<'a> {
     /// condition does not hold).
     pub(crate) found_complete: bool,
     pub(crate) pure: Vec<bool>,
+    /// Whether a tuple's condition was evaluated (the answer then depends on the context).
+    conditions_used: std::cell::Cell<bool>,
 }
 
 /// Parse and validate the object, relation and user of a Check (errors are 2000).
@@ -203,6 +205,7 @@ impl<'a> Resolver<'a> {
             found: FxSet::default(),
             found_complete: false,
             pure: Vec::new(),
+            conditions_used: std::cell::Cell::new(false),
         }
     }
 
@@ -367,7 +370,15 @@ impl<'a> Resolver<'a> {
         kind: &TypeRestriction,
         cond: Option<&TupleCondition>,
     ) -> Result<bool, AuthzError> {
+        if cond.is_some_and(|c| !c.name.is_empty()) {
+            self.conditions_used.set(true);
+        }
         condition_ok(self.model, self.context, rel, kind, cond)
+    }
+
+    /// Whether any condition was evaluated so far.
+    pub(crate) fn conditions_used(&self) -> bool {
+        self.conditions_used.get()
     }
 
     /// [`condition_ok`] with the compiled kind's shortcut for unconditioned tuples.
@@ -380,6 +391,7 @@ impl<'a> Resolver<'a> {
         if cond.is_none_or(|c| c.name.is_empty()) {
             return Ok(kind.plain_ok);
         }
+        self.conditions_used.set(true);
         match def.directly_related.get(kind.restriction) {
             Some(r) => condition_ok(self.model, self.context, def, r, cond),
             None => Ok(false),

@@ -71,6 +71,15 @@ pub struct CheckRequest {
     pub context: Map<String, Value>,
 }
 
+/// The answer of a Check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckOutcome {
+    /// The user has the relation.
+    pub allowed: bool,
+    /// A tuple's condition was evaluated, so the answer depends on the request's context.
+    pub used_conditions: bool,
+}
+
 impl CheckRequest {
     /// A request without contextual tuples or context.
     pub fn new(object: &str, relation: &str, user: &str) -> Self {
@@ -96,6 +105,18 @@ impl Engine {
         tuples: &dyn TupleReader,
         req: &CheckRequest,
     ) -> Result<bool, AuthzError> {
+        self.check_outcome(model, tuples, req).map(|o| o.allowed)
+    }
+
+    /// [`Self::check`], also telling whether the answer depended on the request's context
+    /// (a tuple's condition was evaluated). An answer that did not may be cached until the
+    /// tuples change.
+    pub fn check_outcome(
+        &self,
+        model: &AuthorizationModel,
+        tuples: &dyn TupleReader,
+        req: &CheckRequest,
+    ) -> Result<CheckOutcome, AuthzError> {
         let extra = self.contextual_store(model, &req.contextual_tuples)?;
         let layered;
         let reader: &dyn TupleReader = match &extra {
@@ -108,7 +129,11 @@ impl Engine {
         let (object, user) =
             check::parse_check_input(model, &req.object, &req.relation, &req.user)?;
         let mut resolver = Resolver::new(model, reader, user, &req.context, &self.limits);
-        resolver.check(object, &req.relation)
+        let allowed = resolver.check(object, &req.relation)?;
+        Ok(CheckOutcome {
+            allowed,
+            used_conditions: resolver.conditions_used(),
+        })
     }
 
     /// Validate contextual tuples and index them for the request.
@@ -132,5 +157,55 @@ impl Engine {
             store.write(t.clone())?;
         }
         Ok(Some(store))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TupleCondition;
+
+    const DSL: &str = "model
+  schema 1.1
+type user
+type doc
+  relations
+    define editor: [user]
+    define viewer: [user, user with in_network]
+condition in_network(client_ip: ipaddress, cidr: string) {
+  client_ip.in_cidr(cidr)
+}
+";
+
+    #[test]
+    fn the_outcome_says_whether_a_condition_was_evaluated() {
+        let model = AuthorizationModel::from_dsl(DSL).unwrap();
+        let mut tuples = MemoryTupleStore::new();
+        tuples
+            .write(Tuple::new("doc:1", "editor", "user:b"))
+            .unwrap();
+        let mut t = Tuple::new("doc:1", "viewer", "user:a");
+        let mut ctx = Map::new();
+        ctx.insert("cidr".into(), Value::String("10.0.0.0/8".into()));
+        t.condition = Some(TupleCondition {
+            name: "in_network".into(),
+            context: ctx,
+        });
+        tuples.write(t).unwrap();
+        let engine = Engine::default();
+        let ask = |rel: &str, user: &str, ip: &str| {
+            let mut req = CheckRequest::new("doc:1", rel, user);
+            req.context
+                .insert("client_ip".into(), Value::String(ip.into()));
+            engine.check_outcome(&model, &tuples, &req).unwrap()
+        };
+        let inside = ask("viewer", "user:a", "10.1.2.3");
+        assert_eq!((inside.allowed, inside.used_conditions), (true, true));
+        let outside = ask("viewer", "user:a", "192.168.0.1");
+        assert_eq!((outside.allowed, outside.used_conditions), (false, true));
+        let plain = ask("editor", "user:b", "10.1.2.3");
+        assert_eq!((plain.allowed, plain.used_conditions), (true, false));
+        let none = ask("editor", "user:a", "10.1.2.3");
+        assert_eq!((none.allowed, none.used_conditions), (false, false));
     }
 }

@@ -443,7 +443,7 @@ async fn resolve(
 ) -> AppResult<Ctx> {
     let check = CheckContext {
         ip,
-        now: Some(tether_core::clock::rfc3339(state.clock.now_millis())),
+        now_ms: Some(state.clock.now_millis()),
     };
     let mut ctx = Ctx {
         principal: None,
