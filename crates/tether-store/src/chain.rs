@@ -19,13 +19,13 @@ pub fn hash_fields(prev_hash: &str, fields: &[&[u8]]) -> String {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    let digit = |n: u8| char::from_digit(u32::from(n), 16).unwrap_or('0');
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(digit(b >> 4));
+        s.push(digit(b & 0xf));
+    }
+    s
 }
 
 /// The first broken link found by a verification.
@@ -50,6 +50,17 @@ mod tests {
         let b = hash_fields(GENESIS_HASH, &[b"a", b"bc"]);
         assert_ne!(a, b);
         assert_eq!(a.len(), 64);
+    }
+
+    #[test]
+    fn the_hash_is_lowercase_hex_of_sha256() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        // SHA-256 of the genesis hash followed by one empty field (8 zero bytes of length).
+        let mut input = GENESIS_HASH.as_bytes().to_vec();
+        input.extend_from_slice(&[0u8; 8]);
+        let want = digest::digest(&digest::SHA256, &input);
+        let want: String = want.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hash_fields(GENESIS_HASH, &[b""]), want);
     }
 
     proptest! {

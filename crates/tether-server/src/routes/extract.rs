@@ -1,6 +1,5 @@
 //! Extractors that turn every rejection into a JSON error with a stable code.
 
-use axum::Extension;
 use axum::extract::rejection::{BytesRejection, JsonRejection};
 use axum::extract::{FromRequest, Request};
 use serde::de::DeserializeOwned;
@@ -59,8 +58,31 @@ pub fn bytes_rejection(b: &BytesRejection) -> AppError {
     }
 }
 
-/// The guard's resolved context.
-pub type CtxExt = Extension<Ctx>;
+/// The guard's resolved context, taken out of the request (not cloned).
+pub struct CtxExt(pub Ctx);
+
+impl std::ops::Deref for CtxExt {
+    type Target = Ctx;
+
+    fn deref(&self) -> &Ctx {
+        &self.0
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for CtxExt {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, AppError> {
+        parts
+            .extensions
+            .remove::<Ctx>()
+            .map(CtxExt)
+            .ok_or_else(|| AppError::internal("the route ran without its guard's context"))
+    }
+}
 
 /// A query string; a malformed one gets a JSON `bad_request` naming the problem.
 pub struct ApiQuery<T>(pub T);
