@@ -25,14 +25,20 @@ pub enum IdError {
 }
 
 /// Encodes 128 bits as 26 lowercase Crockford base32 characters.
+#[cfg(test)]
 fn encode(value: u128) -> String {
     let mut out = String::with_capacity(ENCODED_LEN);
+    encode_into(&mut out, value);
+    out
+}
+
+/// Appends the 26 characters of [`encode`].
+fn encode_into(out: &mut String, value: u128) {
     for i in (0..ENCODED_LEN).rev() {
         let shift = i * 5;
         let idx = ((value >> shift) & 0x1f) as usize;
         out.push(char::from(ALPHABET.get(idx).copied().unwrap_or(b'0')));
     }
-    out
 }
 
 /// Decodes 26 Crockford base32 characters into 128 bits.
@@ -66,7 +72,11 @@ pub fn parse_prefixed(prefix: &'static str, text: &str) -> Result<u128, IdError>
 
 /// Formats a 128-bit value with a prefix.
 pub fn format_prefixed(prefix: &str, value: u128) -> String {
-    format!("{prefix}_{}", encode(value))
+    let mut out = String::with_capacity(prefix.len() + 1 + ENCODED_LEN);
+    out.push_str(prefix);
+    out.push('_');
+    encode_into(&mut out, value);
+    out
 }
 
 /// A fresh time-ordered 128-bit value (UUIDv7).
@@ -196,6 +206,14 @@ mod tests {
         #[test]
         fn encode_decode_is_identity(v in any::<u128>()) {
             prop_assert_eq!(decode(&encode(v)).unwrap(), v);
+        }
+
+        #[test]
+        fn prefixed_ids_round_trip(v in any::<u128>()) {
+            let text = format_prefixed("req", v);
+            prop_assert_eq!(text.len(), 4 + ENCODED_LEN);
+            prop_assert_eq!(&text[..4], "req_");
+            prop_assert_eq!(parse_prefixed("req", &text).unwrap(), v);
         }
 
         #[test]

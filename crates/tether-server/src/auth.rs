@@ -51,12 +51,12 @@ pub struct Principal {
 impl Principal {
     /// The authorization subject, `user:{id}` or `service_account:{id}`.
     pub fn subject(&self) -> String {
-        format!("{}:{}", subject_type(self.kind), self.id)
+        [subject_type(self.kind), ":", &self.id].concat()
     }
 
     /// A readable name for logs and audit records: `user:alice@default`.
     pub fn display(&self) -> String {
-        format!("{}:{}@{}", subject_type(self.kind), self.name, self.org)
+        [subject_type(self.kind), ":", &self.name, "@", &self.org].concat()
     }
 
     /// Whether the credential's scopes allow a relation.

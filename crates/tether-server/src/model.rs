@@ -20,15 +20,15 @@ pub const PLATFORM: &str = "platform:tether";
 
 /// `organization:{id}`.
 pub fn org_object(org_id: &str) -> String {
-    format!("organization:{org_id}")
+    ["organization:", org_id].concat()
 }
 
 /// `environment:{id}`.
 pub fn env_object(env_id: &str) -> String {
-    format!("environment:{env_id}")
+    ["environment:", env_id].concat()
 }
 
 /// `resource:{id}`.
 pub fn resource_object(id: &str) -> String {
-    format!("resource:{id}")
+    ["resource:", id].concat()
 }

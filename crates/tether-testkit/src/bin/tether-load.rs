@@ -130,8 +130,9 @@ async fn one_request(sender: &mut Sender, args: &Args) -> Result<u16, String> {
     Ok(status)
 }
 
-/// One connection's loop. With a rate, request `k` is due at `first + k * interval` and its
-/// latency counts from then; without one, each request follows the previous answer.
+/// One connection's loop. With a rate, request `k` is due at `first + k * interval`; its
+/// latency counts from then if the connection was still waiting for an earlier answer at that
+/// time, else from when it was sent. Without a rate, each request follows the previous answer.
 async fn drive(args: &Args, first: Instant, interval: Option<Duration>) -> Sample {
     let mut sample = Sample::default();
     let measure_from = first + args.warmup;
@@ -145,22 +146,35 @@ async fn drive(args: &Args, first: Instant, interval: Option<Duration>) -> Sampl
         }
     };
     let mut due = first;
+    let mut prev_done = first;
     loop {
-        let start = match interval {
+        let (scheduled, start) = match interval {
             Some(i) => {
-                tokio::time::sleep_until(due).await;
                 let scheduled = due;
                 due += i;
-                scheduled
+                tokio::time::sleep_until(scheduled).await;
+                // Free at its due time (the previous answer came first): any delay past it is
+                // this tool's timer (1 ms granularity), so the latency counts from the send.
+                // Still busy: the server held the connection, and is charged from the due time.
+                let start = if prev_done <= scheduled {
+                    Instant::now()
+                } else {
+                    scheduled
+                };
+                (scheduled, start)
             }
-            None => Instant::now(),
+            None => {
+                let now = Instant::now();
+                (now, now)
+            }
         };
-        if start >= end {
+        if scheduled >= end {
             break;
         }
         let result = one_request(&mut sender, args).await;
-        let latency = start.elapsed();
-        if start < measure_from {
+        prev_done = Instant::now();
+        let latency = prev_done - start;
+        if scheduled < measure_from {
             continue;
         }
         sample.last_done = Some(Instant::now());
