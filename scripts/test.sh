@@ -73,10 +73,10 @@ trap 'bash scripts/pg.sh stop "$TETHER_PG_DIR"; stop_services' EXIT
 pg_url=$TETHER_TEST_DATABASE_URL
 unset TETHER_TEST_DATABASE_URL
 
-echo "== building tether-runner (the runner e2e tests start it next to the tether binary)"
-cargo build --locked -p tether-runner
-
 echo "== tests (SQLite)"
+# This also builds the tether-runner binary (its package has integration tests), next to
+# `tether`, before any test runs: the e2e runner tests start it. A separate
+# `cargo build -p tether-runner` would resolve other features and compile the AWS SDK twice.
 cargo test --workspace --locked
 
 echo "== OpenFGA conformance and language counts"

@@ -17,12 +17,13 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::server;
 
-/// `tether-runner`, built next to `tether` (scripts/test.sh builds it first).
+/// `tether-runner`, built next to `tether` (`cargo test --workspace` builds it before running
+/// any test).
 pub fn runner_bin() -> PathBuf {
     let bin = Path::new(env!("CARGO_BIN_EXE_tether")).with_file_name("tether-runner");
     assert!(
         bin.exists(),
-        "{} is missing: run `cargo build -p tether-runner` first (scripts/test.sh does)",
+        "{} is missing: run `cargo test --workspace` (scripts/test.sh does) or `cargo build -p tether-runner`",
         bin.display()
     );
     bin
