@@ -167,9 +167,8 @@ impl Authorizer for EmbeddedAuthorizer {
             if d.len() >= DECISIONS_MAX {
                 d.clear();
             }
-            let mut key = String::new();
-            decision_key(&mut key, subject, relation, object);
-            d.insert(key.into_boxed_str(), outcome.allowed);
+            // The thread's key buffer still holds this check's key.
+            DECISION_KEY.with_borrow(|key| d.insert(key.as_str().into(), outcome.allowed));
         }
         drop(guard);
         Ok(outcome.allowed)

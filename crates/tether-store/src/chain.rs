@@ -18,7 +18,8 @@ pub fn hash_fields(prev_hash: &str, fields: &[&[u8]]) -> String {
     hex(ctx.finish().as_ref())
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lowercase hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     let digit = |n: u8| char::from_digit(u32::from(n), 16).unwrap_or('0');
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
