@@ -12,10 +12,12 @@
 //! The CA key never leaves this crate in plaintext except through
 //! [`CertificateAuthority::key_pem`], for the server to seal it with its root key.
 
+mod accept;
 mod ca;
 mod identity;
 mod tls;
 
+pub use accept::accept_runner;
 pub use ca::{CertificateAuthority, IssuedCertificate, RunnerNames, Validity};
 pub use identity::{
     RunnerCertIdentity, Serial, parse_runner_certificate, parse_runner_certificate_pem, spiffe_id,

@@ -498,10 +498,12 @@ async fn the_tunnel_goes_through_tinyproxy_and_honours_no_proxy() {
     register(&s, "default", "deadproxy").await;
     let creds = credentials(&s, "default", "deadproxy", false).await;
     let mut down = Runner::spawn(&s, &creds, JOB_CONFIG, &[("HTTPS_PROXY", &dead)]);
-    let (code, _) = down
-        .wait_exit(Duration::from_secs(20))
-        .await
-        .expect("a runner behind a dead proxy kept running");
+    let code = down
+        .must_exit(
+            Duration::from_secs(20),
+            "a runner behind a dead proxy kept running",
+        )
+        .await;
     assert_ne!(code, 0);
     assert_eq!(
         status(&s, "default", "deadproxy").await["status"],

@@ -101,6 +101,15 @@ impl Runner {
         }
         None
     }
+
+    /// Waits for the process to exit and returns its code; panics with `what` and the
+    /// runner's log when it is still running after `limit`.
+    pub async fn must_exit(&mut self, limit: Duration, what: &str) -> i32 {
+        match self.wait_exit(limit).await {
+            Some((code, _)) => code,
+            None => panic!("{what} after {limit:?}; runner log:\n{}", self.log()),
+        }
+    }
 }
 
 impl Drop for Runner {
@@ -301,20 +310,18 @@ async fn register_connect_run_regenerate_and_delete() {
     // Regenerate: the connected runner is cut within one second, then cannot come back.
     let started = Instant::now();
     let _new = credentials(&s, "default", "r1", true).await;
-    let (code, _) = runner
-        .wait_exit(Duration::from_secs(5))
-        .await
-        .expect("the runner was not disconnected");
+    let code = runner
+        .must_exit(Duration::from_secs(5), "the runner was not disconnected")
+        .await;
     let elapsed = started.elapsed();
     eprintln!("revocation: connected runner exited {elapsed:?} after the regenerate call");
     assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
     assert_ne!(code, 0);
     assert!(runner.log().contains("revoked"), "{}", runner.log());
     let mut again = Runner::start(&s, &creds, "alpha");
-    let (code, _) = again
-        .wait_exit(Duration::from_secs(20))
-        .await
-        .expect("old credentials kept running");
+    let code = again
+        .must_exit(Duration::from_secs(20), "old credentials kept running")
+        .await;
     assert_ne!(code, 0);
     assert!(again.log().contains("revoked"), "{}", again.log());
     // The old API key is revoked as well.
@@ -337,10 +344,9 @@ async fn register_connect_run_regenerate_and_delete() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (code, _) = third
-        .wait_exit(Duration::from_secs(5))
-        .await
-        .expect("still connected");
+    let code = third
+        .must_exit(Duration::from_secs(5), "still connected")
+        .await;
     eprintln!(
         "revocation: delete disconnected the runner in {:?}",
         started.elapsed()

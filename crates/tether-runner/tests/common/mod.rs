@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tether_pki::{
     CertificateAuthority, IssuedCertificate, RunnerClientVerifier, RunnerNames, SerialSet,
-    Validity, parse_runner_certificate, tunnel_server_config,
+    Validity, accept_runner, parse_runner_certificate, tunnel_server_config,
 };
 use tether_proto::tunnel::tunnel_service_server::{TunnelService, TunnelServiceServer};
 use tether_proto::tunnel::{CloseReason, ControlMessage, RunnerMessage, runner_message};
@@ -262,7 +262,7 @@ async fn serve_tunnel(
         Arc::new(verifier),
     )
     .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let config = Arc::new(config);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (tx, rx) = mpsc::channel(16);
@@ -271,10 +271,10 @@ async fn serve_tunnel(
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
-            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            let (config, tx) = (config.clone(), tx.clone());
             tokio::spawn(async move {
-                // A refused handshake (revoked, unknown CA, expired) just drops the connection.
-                if let Ok(tls) = acceptor.accept(tcp).await {
+                // The server's own handshake: a refused runner reads the alert.
+                if let Ok(tls) = accept_runner(config, tcp, Duration::from_secs(10)).await {
                     let _ = tx.send(Ok::<_, std::io::Error>(tls)).await;
                 }
             });

@@ -1,13 +1,15 @@
 //! The tunnel listener: TLS 1.3 with mandatory runner certificates, then HTTP/2 gRPC (tonic)
 //! over the accepted streams. Until the CA exists (no credentials were ever generated) every
-//! connection is dropped.
+//! connection is dropped. A refused runner is closed gently, so that it reads the alert
+//! ([`accept_runner`]).
 
 use std::time::Duration;
 
+use tether_pki::accept_runner;
 use tether_proto::tunnel::tunnel_service_server::TunnelServiceServer;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::state::AppState;
@@ -36,7 +38,7 @@ pub fn spawn(listener: TcpListener, state: AppState) -> tokio::task::JoinHandle<
     })
 }
 
-type Accepted = Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>;
+type Accepted = Result<TlsStream<TcpStream>, std::io::Error>;
 
 async fn accept_loop(listener: TcpListener, state: AppState, tx: mpsc::Sender<Accepted>) {
     loop {
@@ -57,14 +59,12 @@ async fn accept_loop(listener: TcpListener, state: AppState, tx: mpsc::Sender<Ac
         };
         let tx = tx.clone();
         tokio::spawn(async move {
-            let acceptor = TlsAcceptor::from(config);
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => {
+            match accept_runner(config, tcp, HANDSHAKE_TIMEOUT).await {
+                Ok(tls) => {
                     let _ = tx.send(Ok(tls)).await;
                 }
                 // Revoked, expired, unknown CA: the alert went out; log the cause only.
-                Ok(Err(e)) => tracing::info!(%remote, error = %e, "tunnel handshake refused"),
-                Err(_) => tracing::info!(%remote, "tunnel handshake timed out"),
+                Err(e) => tracing::info!(%remote, error = %e, "tunnel handshake refused"),
             }
         });
     }
