@@ -24,6 +24,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+/// The allocator of the `tether` binary, so that the server measured here allocates as it does
+/// in production (glibc's arenas take a lock when one thread frees what another allocated,
+/// which a message crossing the tunnel always does).
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Command-line options.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -36,6 +42,8 @@ pub struct Options {
     pub runners: usize,
     /// How long the runners stay idle before RSS is read.
     pub idle: Duration,
+    /// Concurrency levels of the round-trip series.
+    pub levels: Vec<usize>,
 }
 
 impl Options {
@@ -46,6 +54,7 @@ impl Options {
             http_iters: 5_000,
             runners: 2_000,
             idle: Duration::from_secs(20),
+            levels: vec![1, 64],
         };
         let mut args = args.skip(1);
         while let Some(a) = args.next() {
@@ -61,6 +70,13 @@ impl Options {
                 "--http-iters" => o.http_iters = num("--http-iters")?,
                 "--runners" => o.runners = num("--runners")?,
                 "--idle-secs" => o.idle = Duration::from_secs(num("--idle-secs")? as u64),
+                "--levels" => {
+                    let v = args.next().context("--levels needs a value")?;
+                    o.levels = v
+                        .split(',')
+                        .map(|n| n.trim().parse().context("--levels: not a number"))
+                        .collect::<Result<_>>()?;
+                }
                 // Passed by `cargo bench`.
                 "--bench" => {}
                 m @ ("roundtrip" | "scale" | "all") => o.mode = m.to_owned(),

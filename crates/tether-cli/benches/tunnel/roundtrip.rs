@@ -16,8 +16,6 @@ use crate::{Options, Summary, process_cpu};
 
 /// Warm-up operations before each series.
 const WARMUP: usize = 2_000;
-/// Concurrency levels of the issue.
-const LEVELS: [usize; 2] = [1, 64];
 
 /// Where a ping goes.
 #[derive(Clone)]
@@ -79,12 +77,12 @@ pub async fn run(opts: &Options) -> Result<()> {
         "== runner.ping round trip, one runner, loopback TLS 1.3 mTLS tunnel (server and runner in this process)"
     );
     println!("{}", Summary::header());
-    for c in LEVELS {
+    for &c in &opts.levels {
         series(&running.state, &target, c, WARMUP).await?;
         let s = series(&running.state, &target, c, opts.iters).await?;
         println!("{}", s.row(&format!("Hub::call, concurrency {c}")));
     }
-    for c in LEVELS {
+    for &c in &opts.levels {
         let url = format!("{api}/v1/orgs/default/runners/bench/operations");
         http_series(&url, &key, c, WARMUP.min(opts.http_iters)).await?;
         let s = http_series(&url, &key, c, opts.http_iters).await?;

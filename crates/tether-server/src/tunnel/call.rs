@@ -7,6 +7,11 @@
 //! reader that stays stalled for [`STALL_TIMEOUT`] stops receiving chunks (they are counted as
 //! truncated) so one slow client cannot hold a runner for long. Both forms keep a total-bytes
 //! cap. Dropping a [`Call`] before its result (the client went away) sends Cancel.
+//!
+//! A call's deadline is not a timer of its own: the hub's expiry task looks at every pending
+//! call each [`EXPIRY_TICK`](crate::tunnel::hub::EXPIRY_TICK) and fails the ones past their
+//! deadline (see [`Pending::expire`]). A timer per call cost two trips through the runtime's
+//! timer lock per operation, contended between the worker threads at high concurrency.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,10 +72,14 @@ enum Sink {
     Abandoned,
 }
 
+/// What a waiting call receives: the result, or why there is none.
+type Outcome = Result<(OperationResult, Logs), CallError>;
+
 /// What a session keeps for one request id it issued.
 pub(crate) struct Pending {
-    done: Option<oneshot::Sender<(OperationResult, Logs)>>,
+    done: Option<oneshot::Sender<Outcome>>,
     sink: Sink,
+    deadline: Instant,
 }
 
 /// What to do with a log chunk.
@@ -117,8 +126,22 @@ impl Pending {
             Sink::Abandoned => return,
         };
         if let Some(done) = self.done {
-            let _ = done.send((result, logs));
+            let _ = done.send(Ok((result, logs)));
         }
+    }
+
+    /// Past its deadline with a waiter: tells the waiter it timed out and stops waiting.
+    /// Returns whether it did (the runner is then sent a Cancel).
+    pub(crate) fn expire(&mut self, now: Instant) -> bool {
+        if self.deadline > now {
+            return false;
+        }
+        let Some(done) = self.done.take() else {
+            return false;
+        };
+        let _ = done.send(Err(CallError::Timeout));
+        self.abandon();
+        true
     }
 
     /// A forward of `bytes` timed out: stop forwarding, count the rest as truncated.
@@ -164,9 +187,8 @@ pub enum Event {
 pub struct Call {
     session: Arc<Session>,
     request_id: String,
-    result: oneshot::Receiver<(OperationResult, Logs)>,
+    result: oneshot::Receiver<Outcome>,
     logs: Option<mpsc::Receiver<LogChunk>>,
-    deadline: Instant,
     finished: bool,
 }
 
@@ -196,12 +218,12 @@ impl Call {
             request_id,
             result,
             logs,
-            deadline: Instant::now() + wait,
             finished: false,
         };
         let pending = Pending {
             done: Some(done),
             sink,
+            deadline: Instant::now() + wait,
         };
         (call, pending)
     }
@@ -217,10 +239,10 @@ impl Call {
     }
 
     /// The next log chunk, or the result. Chunks the runner sent before its result always
-    /// come first. After `Done` or an error the call is over.
+    /// come first. After `Done` or an error the call is over. Past the deadline this fails
+    /// with `Timeout` (a Cancel was sent), within one expiry tick.
     pub async fn next(&mut self) -> Result<Event, CallError> {
         loop {
-            let deadline = tokio::time::sleep_until(self.deadline);
             let outcome = match self.logs.as_mut() {
                 Some(rx) => tokio::select! {
                     biased;
@@ -229,12 +251,8 @@ impl Call {
                         None => { self.logs = None; continue; }
                     },
                     r = &mut self.result => r,
-                    () = deadline => return Err(self.timed_out()),
                 },
-                None => tokio::select! {
-                    r = &mut self.result => r,
-                    () = deadline => return Err(self.timed_out()),
-                },
+                None => (&mut self.result).await,
             };
             // Chunks still queued were sent before the result: hand them out first.
             if let Some(c) = self.logs.as_mut().and_then(|rx| rx.try_recv().ok()) {
@@ -242,9 +260,12 @@ impl Call {
                 return Ok(Event::Log(c));
             }
             self.finished = true;
-            return outcome
-                .map(|(r, l)| Event::Done(r, l))
-                .map_err(|_| CallError::Unavailable);
+            return match outcome {
+                Ok(Ok((r, l))) => Ok(Event::Done(r, l)),
+                Ok(Err(e)) => Err(e),
+                // The session ended and dropped its pending calls.
+                Err(_) => Err(CallError::Unavailable),
+            };
         }
     }
 
@@ -257,11 +278,6 @@ impl Call {
         }
     }
 
-    fn timed_out(&mut self) -> CallError {
-        self.cancel("timed out");
-        CallError::Timeout
-    }
-
     fn cancel(&mut self, reason: &str) {
         self.finished = true;
         self.session.abandon(&self.request_id);
@@ -271,9 +287,7 @@ impl Call {
 }
 
 /// Puts a received result back into a fresh receiver (it was taken before queued chunks).
-fn requeue(
-    outcome: Result<(OperationResult, Logs), oneshot::error::RecvError>,
-) -> oneshot::Receiver<(OperationResult, Logs)> {
+fn requeue(outcome: Result<Outcome, oneshot::error::RecvError>) -> oneshot::Receiver<Outcome> {
     let (tx, rx) = oneshot::channel();
     if let Ok(v) = outcome {
         let _ = tx.send(v);

@@ -12,10 +12,15 @@ use tether_proto::tunnel::{
     CloseReason, ControlMessage, LogChunk, OperationRequest, OperationResult,
 };
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tonic::Status;
 
 use crate::tunnel::call::Pending;
 pub use crate::tunnel::call::{Call, CallError, Event, LogRoute, Logs};
+
+/// How often the hub looks for calls past their deadline: a call times out at most this long
+/// after its deadline.
+pub const EXPIRY_TICK: Duration = Duration::from_millis(100);
 
 /// The outbound half of a session's stream. Messages are boxed so that the channel's blocks
 /// (32 slots, allocated whole) stay small on the many idle sessions: a `ControlMessage` is
@@ -146,6 +151,22 @@ impl Session {
         }
     }
 
+    /// Fails the calls past their deadline (see [`Pending::expire`]) and cancels them on the
+    /// runner. Returns how many.
+    fn expire(&self, now: Instant) -> usize {
+        let expired: Vec<String> = {
+            let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            pending
+                .iter_mut()
+                .filter_map(|(id, p)| p.expire(now).then(|| id.clone()))
+                .collect()
+        };
+        for id in &expired {
+            self.send(ControlMessage::cancel(id, "timed out"));
+        }
+        expired.len()
+    }
+
     fn forget(&self, request_id: &str) {
         self.pending
             .lock()
@@ -222,6 +243,25 @@ impl Hub {
         }
     }
 
+    /// Fails every call past its deadline, on every session; returns how many.
+    pub fn expire(&self, now: Instant) -> usize {
+        let sessions: Vec<Arc<Session>> = self.lock().values().cloned().collect();
+        sessions.iter().map(|s| s.expire(now)).sum()
+    }
+
+    /// Runs [`Hub::expire`] every [`EXPIRY_TICK`], forever (the tunnel listener spawns it).
+    pub async fn run_expiry(&self) {
+        let mut tick = tokio::time::interval(EXPIRY_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let n = self.expire(Instant::now());
+            if n > 0 {
+                tracing::info!(calls = n, "runner operations timed out; cancelled");
+            }
+        }
+    }
+
     /// Number of live sessions.
     pub fn len(&self) -> usize {
         self.lock().len()
@@ -270,7 +310,7 @@ impl Hub {
         if !session.capabilities.iter().any(|c| c == kind) {
             return Err(CallError::Unsupported(kind.to_owned()));
         }
-        let request_id = format!("op_{:032x}", tether_core::id::fresh());
+        let request_id = tether_core::id::format_prefixed("op", tether_core::id::fresh());
         request.request_id.clone_from(&request_id);
         let (call, pending) = Call::register(session.clone(), request_id.clone(), wait, stream);
         session
@@ -463,16 +503,55 @@ mod tests {
 
     #[tokio::test]
     async fn a_call_times_out_with_a_cancel() {
-        let hub = Hub::default();
+        let hub = Arc::new(Hub::default());
         let (a, mut rx) = session("org_a", "run_a");
         hub.register(a);
+        let h = hub.clone();
+        let expiry = tokio::spawn(async move { h.run_expiry().await });
         let wait = Duration::from_millis(50);
         let call = hub.start("org_a", "run_a", job(), wait, false).unwrap();
         let id = sent_id(&mut rx).await;
-        assert_eq!(call.finish().await.unwrap_err(), CallError::Timeout);
+        let started = Instant::now();
+        let ended = tokio::time::timeout(Duration::from_secs(5), call.finish()).await;
+        assert_eq!(
+            ended.expect("never timed out").unwrap_err(),
+            CallError::Timeout
+        );
+        let took = started.elapsed();
+        assert!(took < wait + EXPIRY_TICK * 3, "timed out after {took:?}");
+        expiry.abort();
         match rx.recv().await.unwrap().unwrap().kind {
             Some(control_message::Kind::Cancel(c)) => assert_eq!(c.request_id, id),
             other => panic!("expected Cancel, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn expiry_fails_only_calls_past_their_deadline_and_only_once() {
+        let hub = Hub::default();
+        let (a, mut rx) = session("org_a", "run_a");
+        hub.register(a);
+        let short = hub
+            .start("org_a", "run_a", job(), Duration::from_secs(1), false)
+            .unwrap();
+        let long = hub
+            .start("org_a", "run_a", job(), Duration::from_secs(60), true)
+            .unwrap();
+        let (short_id, _) = (sent_id(&mut rx).await, sent_id(&mut rx).await);
+        let now = Instant::now();
+        assert_eq!(hub.expire(now), 0);
+        let later = now + Duration::from_secs(2);
+        assert_eq!(hub.expire(later), 1);
+        // Expired already: not failed (nor cancelled) a second time.
+        assert_eq!(hub.expire(later), 0);
+        assert_eq!(short.finish().await.unwrap_err(), CallError::Timeout);
+        match rx.recv().await.unwrap().unwrap().kind {
+            Some(control_message::Kind::Cancel(c)) => assert_eq!(c.request_id, short_id),
+            other => panic!("expected Cancel, got {other:?}"),
+        }
+        // The streamed call with a later deadline still waits, then times out in its turn.
+        assert_eq!(hub.expire(later + Duration::from_secs(60)), 1);
+        let mut long = long;
+        assert_eq!(long.next().await.unwrap_err(), CallError::Timeout);
     }
 }

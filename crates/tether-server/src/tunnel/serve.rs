@@ -22,6 +22,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn spawn(listener: TcpListener, state: AppState) -> tokio::task::JoinHandle<()> {
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(accept_loop(listener, state.clone(), tx));
+    let expiry = state.clone();
+    tokio::spawn(async move { expiry.tunnel.hub.run_expiry().await });
     let service = TunnelServiceServer::new(Service::new(state))
         .max_decoding_message_size(tether_proto::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(tether_proto::MAX_MESSAGE_BYTES);
