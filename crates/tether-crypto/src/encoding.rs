@@ -56,42 +56,6 @@ pub(crate) fn crc32(data: &[u8]) -> u32 {
     !crc
 }
 
-/// Decodes lowercase or uppercase hex into exactly `N` bytes.
-pub(crate) fn hex_decode<const N: usize>(s: &str) -> Option<[u8; N]> {
-    if s.len() != N * 2 {
-        return None;
-    }
-    let mut out = [0u8; N];
-    for (slot, pair) in out.iter_mut().zip(s.as_bytes().chunks_exact(2)) {
-        let (hi, lo) = (hex_nibble(*pair.first()?)?, hex_nibble(*pair.get(1)?)?);
-        *slot = (hi << 4) | lo;
-    }
-    Some(out)
-}
-
-fn hex_nibble(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// Lowercase hex of `bytes`.
-pub(crate) fn hex_encode(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        for nibble in [b >> 4, b & 0x0f] {
-            out.push(char::from(
-                DIGITS.get(usize::from(nibble)).copied().unwrap_or(b'0'),
-            ));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,15 +84,5 @@ mod tests {
         for (i, &c) in BASE62.iter().enumerate() {
             assert_eq!(base62_digit(c), Some(i as u32));
         }
-    }
-
-    #[test]
-    fn hex_round_trip() {
-        let bytes = [0x00, 0x7f, 0x80, 0xff];
-        assert_eq!(hex_encode(&bytes), "007f80ff");
-        assert_eq!(hex_decode::<4>("007F80ff"), Some(bytes));
-        assert_eq!(hex_decode::<4>("007f80f"), None);
-        assert_eq!(hex_decode::<4>("007f80fg"), None);
-        assert_eq!(hex_decode::<2>("é1"), None);
     }
 }

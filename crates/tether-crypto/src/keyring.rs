@@ -12,7 +12,6 @@ use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_S
 use core::fmt;
 use zeroize::{ZeroizeOnDrop, Zeroizing};
 
-use crate::encoding::{hex_decode, hex_encode};
 use crate::keys::{KEY_LEN, KeyBytes, OrgKek};
 
 /// Format byte of a wrapped org KEK.
@@ -165,7 +164,7 @@ impl RootKeyId {
 
 impl fmt::Display for RootKeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex_encode(&self.0))
+        f.write_str(&hex::encode(self.0))
     }
 }
 
@@ -288,7 +287,9 @@ fn split_wrapped_kek(wrapped: &[u8]) -> Result<(RootKeyId, &[u8]), RootKeyError>
 
 fn decode_key_text(text: &str) -> Option<Zeroizing<Vec<u8>>> {
     if text.len() == KEY_LEN * 2 {
-        return hex_decode::<KEY_LEN>(text).map(|k| Zeroizing::new(k.to_vec()));
+        // Decoded straight into zeroizing memory: no plain copy of the key is left behind.
+        let mut key = Zeroizing::new(vec![0u8; KEY_LEN]);
+        return hex::decode_to_slice(text, &mut key[..]).ok().map(|()| key);
     }
     [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]
         .iter()

@@ -27,7 +27,7 @@ impl Serial {
     }
     /// Lowercase hex, no separators.
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(&self.0)
     }
 }
 

@@ -15,18 +15,7 @@ pub fn hash_fields(prev_hash: &str, fields: &[&[u8]]) -> String {
         ctx.update(&(f.len() as u64).to_be_bytes());
         ctx.update(f);
     }
-    hex(ctx.finish().as_ref())
-}
-
-/// Lowercase hex of `bytes`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    let digit = |n: u8| char::from_digit(u32::from(n), 16).unwrap_or('0');
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(digit(b >> 4));
-        s.push(digit(b & 0xf));
-    }
-    s
+    hex::encode(ctx.finish().as_ref())
 }
 
 /// The first broken link found by a verification.
@@ -55,7 +44,6 @@ mod tests {
 
     #[test]
     fn the_hash_is_lowercase_hex_of_sha256() {
-        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
         // SHA-256 of the genesis hash followed by one empty field (8 zero bytes of length).
         let mut input = GENESIS_HASH.as_bytes().to_vec();
         input.extend_from_slice(&[0u8; 8]);

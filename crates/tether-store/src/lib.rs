@@ -180,7 +180,7 @@ fn node_id() -> Arc<str> {
     let mut bytes = [0u8; 8];
     // A failing RNG only makes the name less unique; the name is informational.
     let _ = aws_lc_rs::rand::fill(&mut bytes);
-    chain::hex(&bytes).into()
+    hex::encode(bytes).into()
 }
 
 impl std::fmt::Debug for Store {
