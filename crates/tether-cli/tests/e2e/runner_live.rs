@@ -293,6 +293,36 @@ fn free_port() -> u16 {
 }
 
 #[tokio::test]
+async fn a_runner_that_goes_away_fails_its_running_operation_at_once() {
+    let s = server().await;
+    let mut runner = connected_runner(&s, "vanish").await;
+    let body = json!({
+        "operation": {"type": "job.run", "command": "sh", "args": ["-c", "sleep 60"]},
+        "timeout_secs": 120,
+    });
+    let path = "/v1/orgs/default/runners/vanish/operations";
+    let kill = async {
+        runner
+            .wait_log("operation started", Duration::from_secs(10))
+            .await;
+        runner.child.kill().unwrap();
+        Instant::now()
+    };
+    let call = tokio::time::timeout(
+        Duration::from_secs(30),
+        s.req("POST", path, Some(s.root_key.as_str()), Some(&body)),
+    );
+    let (answered, killed) = tokio::join!(call, kill);
+    let r = answered.expect("the operation still waited for a runner that was gone");
+    eprintln!(
+        "a killed runner's operation failed {:?} after the kill",
+        killed.elapsed()
+    );
+    assert_eq!(r.code(), "runner_unavailable", "{}", r.text);
+    assert!(killed.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
 async fn a_runner_reconnects_after_a_server_restart() {
     let bin = Path::new(env!("CARGO_BIN_EXE_tether"));
     // The tunnel keeps its port across the restart (the credentials name it).

@@ -4,7 +4,7 @@
 //! so a result for another runner's request is an unknown id and closes the session.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -44,6 +44,9 @@ pub struct Session {
     last_beat: AtomicI64,
     tx: Outbound,
     pending: Mutex<HashMap<String, Pending>>,
+    /// Set by [`Session::end`] under the `pending` lock: no call may be added afterwards
+    /// (nothing would ever complete or expire it).
+    ended: AtomicBool,
     closed: watch::Sender<bool>,
 }
 
@@ -60,6 +63,7 @@ impl Session {
             last_beat: AtomicI64::new(now),
             tx,
             pending: Mutex::new(HashMap::new()),
+            ended: AtomicBool::new(false),
             closed: watch::Sender::new(false),
         })
     }
@@ -96,10 +100,15 @@ impl Session {
             let _ = tokio::time::timeout(wait, tx.send(Err(status))).await;
         });
         self.closed.send_replace(true);
-        self.pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        self.end();
+    }
+
+    /// The session is over: every pending operation fails as unavailable at once. Its request
+    /// ids were valid only on this session, so no result can arrive any more.
+    pub fn end(&self) {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        self.ended.store(true, Ordering::Relaxed);
+        pending.clear();
     }
 
     /// Delivers a result; false if the id was never issued on this session (or is done).
@@ -313,11 +322,19 @@ impl Hub {
         let request_id = tether_core::id::format_prefixed("op", tether_core::id::fresh());
         request.request_id.clone_from(&request_id);
         let (call, pending) = Call::register(session.clone(), request_id.clone(), wait, stream);
-        session
-            .pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(request_id.clone(), pending);
+        {
+            let mut table = session
+                .pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            // The session ended since it was looked up: its runner is gone.
+            if session.ended.load(Ordering::Relaxed) {
+                drop(table);
+                call.discard();
+                return Err(CallError::Unavailable);
+            }
+            table.insert(request_id.clone(), pending);
+        }
         if !session.send(ControlMessage::request(request)) {
             session.forget(&request_id);
             call.discard();
@@ -499,6 +516,18 @@ mod tests {
             panic!("no chunk was forwarded")
         };
         assert_eq!(logs.truncated, 15);
+    }
+
+    #[tokio::test]
+    async fn an_ended_session_takes_no_new_calls() {
+        let hub = Hub::default();
+        let (a, _rx) = session("org_a", "run_a");
+        hub.register(a.clone());
+        a.end();
+        let err = hub
+            .start("org_a", "run_a", job(), Duration::from_secs(5), false)
+            .err();
+        assert_eq!(err, Some(CallError::Unavailable));
     }
 
     #[tokio::test]
