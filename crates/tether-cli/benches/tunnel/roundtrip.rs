@@ -84,8 +84,11 @@ pub async fn run(opts: &Options) -> Result<()> {
     }
     for &c in &opts.levels {
         let url = format!("{api}/v1/orgs/default/runners/bench/operations");
-        http_series(&url, &key, c, WARMUP.min(opts.http_iters)).await?;
-        let s = http_series(&url, &key, c, opts.http_iters).await?;
+        // One keep-alive client per task, made and connected in the warm-up, so the series
+        // measures requests and not connection setup.
+        let clients: Vec<reqwest::Client> = (0..c).map(|_| reqwest::Client::new()).collect();
+        http_series(&url, &key, &clients, WARMUP.min(opts.http_iters)).await?;
+        let s = http_series(&url, &key, &clients, opts.http_iters).await?;
         println!("{}", s.row(&format!("HTTP POST .../operations, conc. {c}")));
     }
     let _ = stop.send(true);
@@ -133,15 +136,20 @@ async fn ping(hub: &Hub, target: &Target) -> Result<()> {
     }
 }
 
-/// The same through the HTTP route, with a keep-alive client per task.
-async fn http_series(url: &str, key: &str, conc: usize, total: usize) -> Result<Summary> {
-    let per = total.div_ceil(conc);
+/// The same through the HTTP route, one task per client (each keeps its connection).
+async fn http_series(
+    url: &str,
+    key: &str,
+    clients: &[reqwest::Client],
+    total: usize,
+) -> Result<Summary> {
+    let per = total.div_ceil(clients.len().max(1));
     let body = json!({"operation": {"type": "runner.ping"}, "timeout_secs": 5});
     let (started, cpu) = (Instant::now(), process_cpu());
-    let workers = (0..conc).map(|_| {
+    let workers = clients.iter().map(|http| {
         let (url, key, body) = (url.to_owned(), key.to_owned(), body.clone());
+        let http = http.clone();
         async move {
-            let http = reqwest::Client::new();
             let mut samples = Vec::with_capacity(per);
             for _ in 0..per {
                 let t = Instant::now();
