@@ -44,9 +44,23 @@ impl Aad {
         }
         check_component(secret_id, "secret id")?;
         let env = env_id.unwrap_or("-");
-        Ok(Self(format!(
-            "tether:v1:{org_id}:{env}:{secret_id}:{version}"
-        )))
+        // Built by pushing the parts: this runs on every secret read and write.
+        let version = version.to_string();
+        let parts = [
+            "tether:v1:",
+            org_id,
+            ":",
+            env,
+            ":",
+            secret_id,
+            ":",
+            &version,
+        ];
+        let mut aad = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+        for part in parts {
+            aad.push_str(part);
+        }
+        Ok(Self(aad))
     }
 
     /// The AAD bytes fed to AES-GCM.
