@@ -29,6 +29,10 @@ impl Serial {
     pub fn to_hex(&self) -> String {
         hex::encode(&self.0)
     }
+    /// From lowercase or uppercase hex without separators (the form [`Serial::to_hex`] writes).
+    pub fn from_hex(text: &str) -> Option<Self> {
+        hex::decode(text).ok().map(Self)
+    }
 }
 
 impl fmt::Display for Serial {
@@ -220,6 +224,14 @@ mod tests {
             org_id: "org_01abc",
             runner_id: "res_01xyz",
         }
+    }
+
+    #[test]
+    fn serial_hex_round_trips() {
+        let s = Serial::from_bytes(&[0x01, 0xab, 0xff]);
+        assert_eq!(Serial::from_hex(&s.to_hex()), Some(s));
+        assert_eq!(Serial::from_hex("abc"), None);
+        assert_eq!(Serial::from_hex("zz"), None);
     }
 
     #[test]

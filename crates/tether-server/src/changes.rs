@@ -14,7 +14,7 @@ use tether_proto::tunnel::CloseReason;
 use tether_store::changes::{Change, ChangeFeed, Event};
 
 use crate::state::AppState;
-use crate::tunnel::active::serial_from_hex;
+use tether_pki::Serial;
 
 /// How often the changelog is read.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
@@ -97,7 +97,7 @@ pub fn apply(state: &AppState, changes: &[Change]) {
                 org_id,
                 runner_id,
             } => {
-                if let Some(s) = serial_from_hex(serial) {
+                if let Some(s) = Serial::from_hex(serial) {
                     state.tunnel.active.insert(s, org_id, runner_id);
                 }
             }

@@ -24,7 +24,7 @@ impl ActiveSet {
     pub fn remove_hex(&self, serials: &[String]) {
         let mut map = self.0.write().unwrap_or_else(PoisonError::into_inner);
         for hex in serials {
-            if let Some(s) = serial_from_hex(hex) {
+            if let Some(s) = Serial::from_hex(hex) {
                 map.remove(&s);
             }
         }
@@ -40,34 +40,5 @@ impl ActiveSerials for ActiveSet {
             .unwrap_or_else(PoisonError::into_inner)
             .get(&identity.serial)
             .is_some_and(|(org, runner)| *org == identity.org_id && *runner == identity.runner_id)
-    }
-}
-
-/// Parses lowercase or uppercase hex without separators.
-pub fn serial_from_hex(hex: &str) -> Option<Serial> {
-    if !hex.len().is_multiple_of(2) {
-        return None;
-    }
-    let bytes: Option<Vec<u8>> = hex
-        .as_bytes()
-        .chunks(2)
-        .map(|pair| {
-            let text = std::str::from_utf8(pair).ok()?;
-            u8::from_str_radix(text, 16).ok()
-        })
-        .collect();
-    bytes.map(|b| Serial::from_bytes(&b))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hex_round_trips() {
-        let s = Serial::from_bytes(&[0x01, 0xab, 0xff]);
-        assert_eq!(serial_from_hex(&s.to_hex()), Some(s));
-        assert_eq!(serial_from_hex("abc"), None);
-        assert_eq!(serial_from_hex("zz"), None);
     }
 }

@@ -14,11 +14,13 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use rustls::ServerConfig;
 use tether_crypto::{LocalKek, RootKey};
-use tether_pki::{CertificateAuthority, RunnerClientVerifier, Validity, tunnel_server_config};
+use tether_pki::{
+    CertificateAuthority, RunnerClientVerifier, Serial, Validity, tunnel_server_config,
+};
 use tether_store::Store;
 use tether_store::runners::active_runner_certs;
 
-use crate::tunnel::active::{ActiveSet, serial_from_hex};
+use crate::tunnel::active::ActiveSet;
 use crate::tunnel::ca::CaError;
 use crate::tunnel::hub::Hub;
 
@@ -61,7 +63,7 @@ impl Tunnel {
             .await
             .map_err(|e| CaError(format!("database: {e}")))?;
         for c in certs {
-            if let Some(serial) = serial_from_hex(&c.serial) {
+            if let Some(serial) = Serial::from_hex(&c.serial) {
                 active.insert(serial, &c.org_id, &c.runner_id);
             }
         }
