@@ -84,12 +84,11 @@ thread_local! {
 
 fn decision_key(key: &mut String, subject: &str, relation: &str, object: &str) {
     key.clear();
-    for (i, part) in [subject, relation, object].into_iter().enumerate() {
-        if i > 0 {
-            key.push('\0');
-        }
-        key.push_str(part);
-    }
+    key.push_str(subject);
+    key.push('\0');
+    key.push_str(relation);
+    key.push('\0');
+    key.push_str(object);
 }
 
 /// Converts a stored row to an engine tuple.

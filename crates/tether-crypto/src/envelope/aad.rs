@@ -44,7 +44,7 @@ impl Aad {
         }
         check_component(secret_id, "secret id")?;
         let env = env_id.unwrap_or("-");
-        // Built by pushing the parts: this runs on every secret read and write.
+        // Concatenated, not formatted: this runs on every secret read and write.
         let version = version.to_string();
         let parts = [
             "tether:v1:",
@@ -56,11 +56,7 @@ impl Aad {
             ":",
             &version,
         ];
-        let mut aad = String::with_capacity(parts.iter().map(|p| p.len()).sum());
-        for part in parts {
-            aad.push_str(part);
-        }
-        Ok(Self(aad))
+        Ok(Self(parts.concat()))
     }
 
     /// The AAD bytes fed to AES-GCM.

@@ -160,10 +160,11 @@ async fn run_session(
             audit_refusal(&state, &peer, reason);
         }
         End::Silent => session.close(CloseReason::Unspecified, "missed heartbeats"),
-        End::Gone | End::Closed => {}
+        // A runner that went away (killed, network lost) leaves no operation waiting for it.
+        End::Gone => session.end(),
+        // Closed from outside: `close` ended the session already.
+        End::Closed => {}
     }
-    // A runner that went away (killed, network lost) leaves no operation waiting for it.
-    session.end();
     super::registry::record_seen(&state, &session).await;
     tracing::info!(org = %peer.org_name, runner = %peer.runner_name, session = %session_id,
         reason = end.name(), "runner disconnected");
