@@ -262,7 +262,8 @@ pub struct RequestLogRecord {
     pub user_agent: String,
     /// Latency in microseconds.
     pub latency_us: i64,
-    /// Previous hash.
+    /// The previous record's hash (not stored: read from the record before it, or from the
+    /// chain's anchor for the oldest kept record).
     #[serde(default)]
     pub prev_hash: String,
     /// This record's hash.
@@ -308,7 +309,8 @@ fn request_from_row(r: &AnyRow) -> Result<RequestLogRecord> {
         ip: r.try_get("ip")?,
         user_agent: r.try_get("user_agent")?,
         latency_us: r.try_get("latency_us")?,
-        prev_hash: r.try_get("prev_hash")?,
+        // Not stored: the hash of the record before (see `Store::search_requests`).
+        prev_hash: String::new(),
         hash: r.try_get("hash")?,
     })
 }
@@ -338,6 +340,9 @@ pub struct RequestLogFilter {
 }
 
 const REQUEST_CHAIN: &str = "requests";
+/// The chain's anchor: the first kept record's seq and the hash that precedes it. Retention
+/// pruning moves it forward; before any pruning it is `(1, GENESIS_HASH)` or absent.
+const REQUEST_ANCHOR: &str = "requests:anchor";
 
 impl Store {
     /// Appends a batch of request records in one transaction, chaining them.
@@ -373,11 +378,14 @@ impl Store {
             .resource
             .as_ref()
             .map(|r| format!("{}%", r.replace(['%', '_'], "")));
+        // A record's previous hash is the hash of the record before it (by primary key).
         let rows = sqlx::query(
-            "SELECT * FROM request_log WHERE ($1 IS NULL OR at >= $1) AND ($2 IS NULL OR at < $2) \
-             AND ($3 IS NULL OR principal = $3) AND ($4 IS NULL OR action = $4) \
-             AND ($5 IS NULL OR resource LIKE $5) AND ($6 IS NULL OR result = $6) \
-             AND ($7 IS NULL OR org = $7) AND seq > $8 ORDER BY seq LIMIT $9",
+            "SELECT r.*, p.hash AS prev_hash FROM request_log r \
+             LEFT JOIN request_log p ON p.seq = r.seq - 1 \
+             WHERE ($1 IS NULL OR r.at >= $1) AND ($2 IS NULL OR r.at < $2) \
+             AND ($3 IS NULL OR r.principal = $3) AND ($4 IS NULL OR r.action = $4) \
+             AND ($5 IS NULL OR r.resource LIKE $5) AND ($6 IS NULL OR r.result = $6) \
+             AND ($7 IS NULL OR r.org = $7) AND r.seq > $8 ORDER BY r.seq LIMIT $9",
         )
         .bind(f.since)
         .bind(f.until)
@@ -390,17 +398,60 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.read)
         .await?;
-        rows.iter().map(request_from_row).collect()
+        let mut records = Vec::with_capacity(rows.len());
+        let mut anchor = None;
+        for row in &rows {
+            let mut rec = request_from_row(row)?;
+            rec.prev_hash = match row.try_get::<Option<String>, _>("prev_hash")? {
+                Some(prev) => prev,
+                // The oldest kept record: its predecessor is the genesis or was pruned.
+                None if rec.seq == 1 => GENESIS_HASH.to_owned(),
+                None => {
+                    if anchor.is_none() {
+                        anchor = Some(self.chain_head(REQUEST_ANCHOR).await?);
+                    }
+                    match anchor.as_ref().and_then(Option::as_ref) {
+                        Some((seq, hash)) if *seq == rec.seq => hash.clone(),
+                        _ => String::new(),
+                    }
+                }
+            };
+            records.push(rec);
+        }
+        Ok(records)
     }
 
-    /// Deletes request records older than `before` (retention). The chain stays verifiable from
-    /// the oldest kept record, whose `prev_hash` anchors it.
+    /// Deletes request records older than `before` (retention): every record up to the last
+    /// one written before `before`, so that what is kept stays one unbroken run. The hash of
+    /// the last deleted record becomes the chain's anchor, from which the rest verifies.
     pub async fn prune_requests(&self, before: i64) -> Result<u64> {
         let mut tx = self.begin().await?;
-        let done = sqlx::query("DELETE FROM request_log WHERE at < $1")
+        let last = sqlx::query("SELECT max(seq) AS last FROM request_log WHERE at < $1")
             .bind(before)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get::<Option<i64>, _>("last")?;
+        let Some(last) = last else {
+            return Ok(0);
+        };
+        let hash: String = sqlx::query("SELECT hash FROM request_log WHERE seq = $1")
+            .bind(last)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("hash")?;
+        let done = sqlx::query("DELETE FROM request_log WHERE seq <= $1")
+            .bind(last)
             .execute(&mut *tx)
             .await?;
+        sqlx::query(
+            "INSERT INTO chain_heads (chain, seq, hash) VALUES ($1, $2, $3) \
+             ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+        )
+        .bind(REQUEST_ANCHOR)
+        .bind(last + 1)
+        .bind(hash)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(done.rows_affected())
     }
@@ -413,16 +464,25 @@ impl Store {
         let records: Vec<RequestLogRecord> =
             rows.iter().map(request_from_row).collect::<Result<_>>()?;
         let head = self.chain_head(REQUEST_CHAIN).await?;
+        let start = self
+            .chain_head(REQUEST_ANCHOR)
+            .await?
+            .unwrap_or_else(|| (1, GENESIS_HASH.to_owned()));
+        // Each record is hashed over the stored hash of the one before it: an edited record
+        // fails its own hash, a deleted one the hash of the record after it.
+        let mut prev = start.1.clone();
         let items = records.iter().map(|r| {
-            (
+            let item = (
                 r.seq,
                 r.request_id.clone(),
-                r.prev_hash.clone(),
+                prev.clone(),
                 r.hash.clone(),
-                r.compute_hash(&r.prev_hash),
-            )
+                r.compute_hash(&prev),
+            );
+            prev.clone_from(&r.hash);
+            item
         });
-        Ok(verify_links(items, head, true))
+        Ok(verify_links(items, head, start))
     }
 
     /// Versions of one resource, oldest first.
@@ -473,7 +533,7 @@ impl Store {
                 r.compute_hash(&r.prev_hash),
             )
         });
-        Ok(verify_links(items, head, false))
+        Ok(verify_links(items, head, (1, GENESIS_HASH.to_owned())))
     }
 
     async fn chain_head(&self, chain: &str) -> Result<Option<(i64, String)>> {
@@ -492,8 +552,8 @@ impl Store {
 async fn insert_requests(tx: &mut Tx, rows: &[RequestLogRecord]) -> Result<()> {
     let sql = format!(
         "INSERT INTO request_log (seq, at, request_id, org, principal, action, resource, result, \
-         status, ip, user_agent, latency_us, prev_hash, hash) VALUES {}",
-        values_list(tx.backend(), rows.len(), 14)
+         status, ip, user_agent, latency_us, hash) VALUES {}",
+        values_list(tx.backend(), rows.len(), 13)
     );
     // The statement text holds only generated placeholders; every value is bound.
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -511,19 +571,19 @@ async fn insert_requests(tx: &mut Tx, rows: &[RequestLogRecord]) -> Result<()> {
             .bind(r.ip.clone())
             .bind(r.user_agent.clone())
             .bind(r.latency_us)
-            .bind(r.prev_hash.clone())
             .bind(r.hash.clone());
     }
     q.execute(&mut **tx).await?;
     Ok(())
 }
 
-/// Walks `(seq, id, stored prev_hash, stored hash, recomputed hash)` in seq order.
-/// `pruned_start` allows the first record to start after seq 1 (retention pruning).
+/// Walks `(seq, id, stored prev_hash, stored hash, recomputed hash)` in seq order. `start` is
+/// the first record's expected seq and previous hash: `(1, GENESIS_HASH)`, or the anchor
+/// that retention pruning left.
 fn verify_links(
     items: impl Iterator<Item = (i64, String, String, String, String)>,
     head: Option<(i64, String)>,
-    pruned_start: bool,
+    start: (i64, String),
 ) -> Option<ChainBreak> {
     let brk = |seq, id: &str, reason: &str| {
         Some(ChainBreak {
@@ -532,12 +592,12 @@ fn verify_links(
             reason: reason.to_owned(),
         })
     };
+    let mut last = (start.0 - 1, start.1.clone());
     let mut expected: Option<(i64, String)> = None;
-    let mut last = (0i64, GENESIS_HASH.to_owned());
     for (seq, id, prev, hash, recomputed) in items {
         match &expected {
-            None if !pruned_start && (seq != 1 || prev != GENESIS_HASH) => {
-                return brk(seq, &id, "the chain does not start at its genesis record");
+            None if seq != start.0 || prev != start.1 => {
+                return brk(seq, &id, "the chain does not start where it should");
             }
             Some((eseq, _)) if seq != *eseq => {
                 return brk(seq, &id, "a record is missing before this one");

@@ -430,6 +430,42 @@ async fn large_request_batches_chain_across_chunks() {
     );
 }
 
+#[tokio::test]
+async fn pruning_keeps_the_request_chain_verifiable_and_a_deleted_record_is_found() {
+    let db = fresh_store().await;
+    let mut batch: Vec<_> = (0..10).map(|i| request(i, "user:a")).collect();
+    db.store.append_requests(&mut batch).await.unwrap();
+    let hashes: Vec<String> = batch.iter().map(|r| r.hash.clone()).collect();
+
+    // Records 1..=5 were written before 1_005: pruned; 6..=10 stay.
+    assert_eq!(db.store.prune_requests(1_005).await.unwrap(), 5);
+    assert_eq!(db.store.prune_requests(1_005).await.unwrap(), 0);
+    assert_eq!(db.store.verify_requests().await.unwrap(), None);
+    let kept = db
+        .store
+        .search_requests(&RequestLogFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        kept.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        [6, 7, 8, 9, 10]
+    );
+    // The oldest kept record links to the pruned one through the anchor.
+    assert_eq!(kept[0].prev_hash, hashes[4]);
+    assert!(kept.windows(2).all(|w| w[1].prev_hash == w[0].hash));
+
+    // Deleting the oldest kept record by hand (not by pruning) breaks the chain at its start,
+    // and deleting one in the middle breaks it at the next.
+    raw(&db.store, "DELETE FROM request_log WHERE seq = 6").await;
+    assert_eq!(db.store.verify_requests().await.unwrap().unwrap().seq, 7);
+    let db = fresh_store().await;
+    let mut batch: Vec<_> = (0..4).map(|i| request(i, "user:a")).collect();
+    db.store.append_requests(&mut batch).await.unwrap();
+    raw(&db.store, "DELETE FROM request_log WHERE seq = 2").await;
+    let brk = db.store.verify_requests().await.unwrap().unwrap();
+    assert_eq!((brk.seq, brk.id.as_str()), (3, "req_2"));
+}
+
 fn secret_version_row(blob: &[u8]) -> tether_store::secrets::SecretVersionRow {
     tether_store::secrets::SecretVersionRow {
         secret_id: "res_s".into(),
