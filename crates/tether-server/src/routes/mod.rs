@@ -196,13 +196,14 @@ async fn serve_logged(state: AppState, id: String, req: Request, next: Next) -> 
     let status = res.status().as_u16();
     let latency_us = i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX);
     record_metrics(status, started.elapsed());
-    tracing::info!(
-        method = method.as_str(),
-        path,
-        status,
-        latency_us,
-        "handled"
-    );
+    // Every request is in the request log already (searchable, and streamed as JSON lines with
+    // `request_log.stream`), so the diagnostic log has one line per request only at debug, as
+    // tower-http's TraceLayer does; server errors are warnings.
+    if status >= 500 {
+        tracing::warn!(method = method.as_str(), path, status, latency_us, "handled");
+    } else {
+        tracing::debug!(method = method.as_str(), path, status, latency_us, "handled");
+    }
     if skip_logging(&path) {
         return res;
     }
