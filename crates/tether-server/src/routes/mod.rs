@@ -200,9 +200,21 @@ async fn serve_logged(state: AppState, id: String, req: Request, next: Next) -> 
     // `request_log.stream`), so the diagnostic log has one line per request only at debug, as
     // tower-http's TraceLayer does; server errors are warnings.
     if status >= 500 {
-        tracing::warn!(method = method.as_str(), path, status, latency_us, "handled");
+        tracing::warn!(
+            method = method.as_str(),
+            path,
+            status,
+            latency_us,
+            "handled"
+        );
     } else {
-        tracing::debug!(method = method.as_str(), path, status, latency_us, "handled");
+        tracing::debug!(
+            method = method.as_str(),
+            path,
+            status,
+            latency_us,
+            "handled"
+        );
     }
     if skip_logging(&path) {
         return res;
