@@ -23,6 +23,12 @@ use crate::secrets::SecretVersionRow;
 /// (org id, env id, kind, name).
 pub(crate) type ResourceKey = (String, String, String, String);
 
+/// The map key of a resource row: the four parts of its [`ResourceKey`] joined by NUL, which no
+/// id, kind or name contains. One allocation per lookup instead of four.
+pub(crate) fn row_key(org_id: &str, env_id: &str, kind: &str, name: &str) -> String {
+    [org_id, env_id, kind, name].join("\0")
+}
+
 /// What a transaction changed, for invalidation at commit (and, through the changelog, on the
 /// other servers).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -46,8 +52,10 @@ struct Entry<T> {
 
 #[derive(Default)]
 struct Inner {
-    rows: HashMap<ResourceKey, Entry<ResourceRow>>,
-    row_keys: HashMap<String, ResourceKey>,
+    /// By [`row_key`]; rows are shared, not cloned, with the requests that read them.
+    rows: HashMap<String, Entry<Arc<ResourceRow>>>,
+    /// Row id to [`row_key`].
+    row_keys: HashMap<String, String>,
     versions: HashMap<String, HashMap<i64, Entry<Arc<SecretVersionRow>>>>,
     version_bytes: usize,
 }
@@ -94,13 +102,13 @@ impl HotCache {
         self.epoch.load(Ordering::Acquire)
     }
 
-    pub(crate) fn row(&self, key: &ResourceKey) -> Option<ResourceRow> {
+    pub(crate) fn row(&self, key: &str) -> Option<Arc<ResourceRow>> {
         let inner = self.inner.read().ok()?;
         let e = inner.rows.get(key)?;
-        (e.at.elapsed() < self.limits.ttl).then(|| e.value.clone())
+        (e.at.elapsed() < self.limits.ttl).then(|| Arc::clone(&e.value))
     }
 
-    pub(crate) fn put_row(&self, epoch: u64, key: ResourceKey, row: &ResourceRow) {
+    pub(crate) fn put_row(&self, epoch: u64, key: String, row: &Arc<ResourceRow>) {
         let Ok(mut inner) = self.inner.write() else {
             return;
         };
@@ -113,7 +121,7 @@ impl HotCache {
         }
         inner.row_keys.insert(row.id.clone(), key.clone());
         let entry = Entry {
-            value: row.clone(),
+            value: Arc::clone(row),
             at: Instant::now(),
         };
         inner.rows.insert(key, entry);
@@ -164,8 +172,8 @@ impl HotCache {
         for t in touched {
             match t {
                 Touch::Resource { key, id } => {
-                    if let Some(k) = key {
-                        inner.rows.remove(k);
+                    if let Some((org_id, env_id, kind, name)) = key {
+                        inner.rows.remove(&row_key(org_id, env_id, kind, name));
                     }
                     if let Some(k) = inner.row_keys.remove(id) {
                         inner.rows.remove(&k);
@@ -189,8 +197,8 @@ impl HotCache {
 mod tests {
     use super::*;
 
-    fn row(id: &str, name: &str) -> ResourceRow {
-        ResourceRow {
+    fn row(id: &str, name: &str) -> Arc<ResourceRow> {
+        Arc::new(ResourceRow {
             id: id.into(),
             org_id: "o".into(),
             env_id: String::new(),
@@ -203,11 +211,11 @@ mod tests {
             updated_at: 0,
             updated_by: String::new(),
             version_id: String::new(),
-        }
+        })
     }
 
-    fn key(name: &str) -> ResourceKey {
-        ("o".into(), String::new(), "Team".into(), name.into())
+    fn key(name: &str) -> String {
+        row_key("o", "", "Team", name)
     }
 
     /// A fill whose query started before a commit is dropped, whatever the commit touched:
@@ -227,6 +235,13 @@ mod tests {
             id: "r1".into(),
         }]);
         assert!(c.row(&key("a")).is_none());
+        // And by its key (an update that knows it).
+        c.put_row(c.epoch(), key("b"), &row("r2", "b"));
+        c.invalidate(&[Touch::Resource {
+            key: Some(("o".into(), String::new(), "Team".into(), "b".into())),
+            id: "other".into(),
+        }]);
+        assert!(c.row(&key("b")).is_none());
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! The generic resource table: every kind shares one envelope, with a JSON spec.
 
+use std::sync::Arc;
+
 use sqlx::any::AnyRow;
 use sqlx::{Any, Executor, Row};
 
-use crate::cache::{ResourceKey, Touch};
+use crate::cache::{self, ResourceKey, Touch};
 use crate::{Result, Store, StoreError, Tx};
 
 /// One stored resource.
@@ -98,18 +100,15 @@ impl Store {
         env_id: &str,
         kind: &str,
         name: &str,
-    ) -> Result<Option<ResourceRow>> {
-        let key = (
-            org_id.to_owned(),
-            env_id.to_owned(),
-            kind.to_owned(),
-            name.to_owned(),
-        );
+    ) -> Result<Option<Arc<ResourceRow>>> {
+        let key = cache::row_key(org_id, env_id, kind, name);
         if let Some(row) = self.cache.row(&key) {
             return Ok(Some(row));
         }
         let epoch = self.cache.epoch();
-        let found = find_resource(&self.read, org_id, env_id, kind, name).await?;
+        let found = find_resource(&self.read, org_id, env_id, kind, name)
+            .await?
+            .map(Arc::new);
         if let Some(row) = &found {
             self.cache.put_row(epoch, key, row);
         }

@@ -494,7 +494,7 @@ async fn cached_reads_see_every_committed_write() {
     let mut tx = s.begin().await.unwrap();
     insert_resource(&mut tx, &resource("a")).await.unwrap();
     tx.commit().await.unwrap();
-    assert_eq!(cached("a").await.unwrap().unwrap(), resource("a"));
+    assert_eq!(*cached("a").await.unwrap().unwrap(), resource("a"));
 
     let mut changed = resource("a");
     changed.spec = r#"{"description":"x"}"#.into();

@@ -68,7 +68,7 @@ fn summary(v: &VersionRecord) -> VersionSummary {
 
 fn the_org(ctx: &Ctx) -> AppResult<&tether_store::ResourceRow> {
     ctx.org
-        .as_ref()
+        .as_deref()
         .ok_or_else(|| AppError::internal("guard did not resolve the organization"))
 }
 

@@ -385,7 +385,7 @@ fn principal_item<'a>(
         .filter(|k| kinds.contains(k))
         .ok_or_else(|| AppError::not_found("collection", name))?;
     ctx.item
-        .as_ref()
+        .as_deref()
         .ok_or_else(|| AppError::not_found(kind.singular(), name))
 }
 

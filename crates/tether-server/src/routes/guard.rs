@@ -4,6 +4,7 @@
 //! object the caller cannot see answers exactly like a missing one.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::RequestPartsExt;
 use axum::extract::{MatchedPath, Path, Request, State};
@@ -308,14 +309,14 @@ pub struct Ctx {
     pub principal: Option<Principal>,
     /// Request attributes for conditions.
     pub check: CheckContext,
-    /// `{org}`.
-    pub org: Option<ResourceRow>,
+    /// `{org}` (shared with the row cache).
+    pub org: Option<Arc<ResourceRow>>,
     /// `?env=` or the environment named by `{kind}=envs/{name}` scope.
-    pub env: Option<ResourceRow>,
+    pub env: Option<Arc<ResourceRow>>,
     /// `{kind}`.
     pub kind: Option<Kind>,
     /// `{kind}/{name}`, when it exists.
-    pub item: Option<ResourceRow>,
+    pub item: Option<Arc<ResourceRow>>,
     /// Names of the scope.
     pub scope: ScopeNames,
 }

@@ -301,7 +301,7 @@ pub async fn resolved(
         })
         .collect();
     Ok(Json(Resolved {
-        env: env.name,
+        env: env.name.clone(),
         values,
         skipped,
     }))

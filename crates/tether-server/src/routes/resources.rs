@@ -94,7 +94,7 @@ pub async fn create_org(
 
 fn ctx_org(ctx: &Ctx) -> AppResult<&ResourceRow> {
     ctx.org
-        .as_ref()
+        .as_deref()
         .ok_or_else(|| AppError::internal("guard did not resolve the organization"))
 }
 
@@ -244,7 +244,7 @@ fn check_scope_fields(ctx: &Ctx, manifest: &Resource) -> AppResult<()> {
 fn ctx_item<'a>(ctx: &'a Ctx, name: &str) -> AppResult<&'a ResourceRow> {
     let kind = ctx_kind(ctx)?;
     ctx.item
-        .as_ref()
+        .as_deref()
         .ok_or_else(|| AppError::not_found(kind.singular(), name))
 }
 

@@ -46,7 +46,7 @@ pub async fn generate(
     ctx: CtxExt,
     Path(p): Path<(String, String, String)>,
 ) -> AppResult<(StatusCode, Json<Credentials>)> {
-    let runner = runner_item(ctx.kind, ctx.item.as_ref(), &p.2)?;
+    let runner = runner_item(ctx.kind, ctx.item.as_deref(), &p.2)?;
     let creds = registry::generate(&state, &ctx.scope, runner, &change(&ctx)?).await?;
     Ok((StatusCode::CREATED, Json(creds)))
 }
@@ -61,7 +61,7 @@ pub async fn regenerate(
     ctx: CtxExt,
     Path(p): Path<(String, String, String)>,
 ) -> AppResult<(StatusCode, Json<Credentials>)> {
-    let runner = runner_item(ctx.kind, ctx.item.as_ref(), &p.2)?;
+    let runner = runner_item(ctx.kind, ctx.item.as_deref(), &p.2)?;
     let creds = registry::regenerate(&state, &ctx.scope, runner, &change(&ctx)?).await?;
     Ok((StatusCode::CREATED, Json(creds)))
 }
@@ -75,7 +75,7 @@ pub async fn status(
     ctx: CtxExt,
     Path(p): Path<(String, String, String)>,
 ) -> AppResult<Json<RunnerStatus>> {
-    let runner = runner_item(ctx.kind, ctx.item.as_ref(), &p.2)?;
+    let runner = runner_item(ctx.kind, ctx.item.as_deref(), &p.2)?;
     let all = registry::statuses(&state, &ctx.scope.org_id, std::slice::from_ref(runner)).await?;
     all.into_iter()
         .next()
@@ -358,7 +358,7 @@ pub async fn operate(
     headers: http::HeaderMap,
     ApiJson(body): ApiJson<OperationBody>,
 ) -> AppResult<Response> {
-    let runner = runner_item(ctx.kind, ctx.item.as_ref(), &p.2)?;
+    let runner = runner_item(ctx.kind, ctx.item.as_deref(), &p.2)?;
     let secs = body
         .timeout_secs
         .unwrap_or(DEFAULT_TIMEOUT_SECS)

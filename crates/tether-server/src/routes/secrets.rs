@@ -60,7 +60,7 @@ fn only_secrets(ctx: &Ctx, name: &str) -> AppResult<()> {
 fn secret<'a>(ctx: &'a Ctx, name: &str) -> AppResult<&'a ResourceRow> {
     only_secrets(ctx, name)?;
     ctx.item
-        .as_ref()
+        .as_deref()
         .ok_or_else(|| AppError::not_found("secret", name))
 }
 
