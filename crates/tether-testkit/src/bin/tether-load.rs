@@ -205,15 +205,17 @@ impl Conn {
 /// One connection's loop. With a rate, request `k` is due at `first + k * interval`; its
 /// latency counts from then if the connection was still waiting for an earlier answer at that
 /// time, else from when it was sent. Without a rate, each request follows the previous answer.
+/// The run's window starts at `t0` for every connection, as it does for the pacer: a
+/// connection that waited for a due time the pacer does not release would never finish.
 async fn drive(
     args: &Args,
     request: &[u8],
-    first: Instant,
+    (t0, first): (Instant, Instant),
     interval: Option<Duration>,
     due_signal: Arc<Semaphore>,
 ) -> Sample {
     let mut sample = Sample::default();
-    let measure_from = first + args.warmup;
+    let measure_from = t0 + args.warmup;
     let end = measure_from + args.duration;
     let mut conn = match connect(args).await {
         Ok(s) => s,
@@ -355,7 +357,7 @@ async fn run(args: Args) -> Result<(), String> {
         let signal = Arc::new(Semaphore::new(0));
         schedule.push((t0 + offset, signal.clone()));
         tasks.push(tokio::spawn(async move {
-            drive(&args, &request, t0 + offset, interval, signal).await
+            drive(&args, &request, (t0, t0 + offset), interval, signal).await
         }));
     }
     if let Some(interval) = interval {
