@@ -555,23 +555,24 @@ async fn insert_requests(tx: &mut Tx, rows: &[RequestLogRecord]) -> Result<()> {
          status, ip, user_agent, latency_us, hash) VALUES {}",
         values_list(tx.backend(), rows.len(), 13)
     );
-    // The statement text holds only generated placeholders; every value is bound.
+    // The statement text holds only generated placeholders; every value is bound, borrowed
+    // from the records (no copy of their strings per row).
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     for r in rows {
         q = q
             .bind(r.seq)
             .bind(r.at)
-            .bind(r.request_id.clone())
-            .bind(r.org.clone())
-            .bind(r.principal.clone())
-            .bind(r.action.clone())
-            .bind(r.resource.clone())
-            .bind(r.result.clone())
+            .bind(r.request_id.as_str())
+            .bind(r.org.as_str())
+            .bind(r.principal.as_str())
+            .bind(r.action.as_str())
+            .bind(r.resource.as_str())
+            .bind(r.result.as_str())
             .bind(r.status)
-            .bind(r.ip.clone())
-            .bind(r.user_agent.clone())
+            .bind(r.ip.as_str())
+            .bind(r.user_agent.as_str())
             .bind(r.latency_us)
-            .bind(r.hash.clone());
+            .bind(r.hash.as_str());
     }
     q.execute(&mut **tx).await?;
     Ok(())
