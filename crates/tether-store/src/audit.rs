@@ -311,7 +311,8 @@ fn request_from_row(r: &AnyRow) -> Result<RequestLogRecord> {
         latency_us: r.try_get("latency_us")?,
         // Not stored: the hash of the record before (see `Store::search_requests`).
         prev_hash: String::new(),
-        hash: r.try_get("hash")?,
+        // Stored as its 32 bytes, not as 64 hex digits.
+        hash: hex::encode(r.try_get::<Vec<u8>, _>("hash")?),
     })
 }
 
@@ -402,8 +403,8 @@ impl Store {
         let mut anchor = None;
         for row in &rows {
             let mut rec = request_from_row(row)?;
-            rec.prev_hash = match row.try_get::<Option<String>, _>("prev_hash")? {
-                Some(prev) => prev,
+            rec.prev_hash = match row.try_get::<Option<Vec<u8>>, _>("prev_hash")? {
+                Some(prev) => hex::encode(prev),
                 // The oldest kept record: its predecessor is the genesis or was pruned.
                 None if rec.seq == 1 => GENESIS_HASH.to_owned(),
                 None => {
@@ -434,11 +435,12 @@ impl Store {
         let Some(last) = last else {
             return Ok(0);
         };
-        let hash: String = sqlx::query("SELECT hash FROM request_log WHERE seq = $1")
+        let hash = sqlx::query("SELECT hash FROM request_log WHERE seq = $1")
             .bind(last)
             .fetch_one(&mut *tx)
             .await?
-            .try_get("hash")?;
+            .try_get::<Vec<u8>, _>("hash")?;
+        let hash = hex::encode(hash);
         let done = sqlx::query("DELETE FROM request_log WHERE seq <= $1")
             .bind(last)
             .execute(&mut *tx)
@@ -559,6 +561,8 @@ async fn insert_requests(tx: &mut Tx, rows: &[RequestLogRecord]) -> Result<()> {
     // from the records (no copy of their strings per row).
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     for r in rows {
+        let hash = hex::decode(&r.hash)
+            .map_err(|_| StoreError::Corrupt(format!("request {}: hash is not hex", r.seq)))?;
         q = q
             .bind(r.seq)
             .bind(r.at)
@@ -572,7 +576,7 @@ async fn insert_requests(tx: &mut Tx, rows: &[RequestLogRecord]) -> Result<()> {
             .bind(r.ip.as_str())
             .bind(r.user_agent.as_str())
             .bind(r.latency_us)
-            .bind(r.hash.as_str());
+            .bind(hash);
     }
     q.execute(&mut **tx).await?;
     Ok(())

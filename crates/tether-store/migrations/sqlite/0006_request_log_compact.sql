@@ -1,5 +1,6 @@
 -- The request log, compacted (about a quarter fewer bytes written per request):
 -- * `seq` becomes the rowid (INTEGER PRIMARY KEY), so the table needs no separate index on it;
+-- * a record's hash is stored as its 32 bytes instead of 64 hex digits;
 -- * a record's previous hash is no longer stored: it is the hash of the record before it. The
 --   hash that precedes the oldest kept record is kept as the chain's anchor, in `chain_heads`
 --   under 'requests:anchor' (retention pruning moves it forward).
@@ -19,12 +20,12 @@ CREATE TABLE request_log_compact (
     ip TEXT NOT NULL,
     user_agent TEXT NOT NULL,
     latency_us BIGINT NOT NULL,
-    hash TEXT NOT NULL
+    hash BLOB NOT NULL
 );
 INSERT INTO request_log_compact (seq, at, request_id, org, principal, action, resource, result,
         status, ip, user_agent, latency_us, hash)
     SELECT seq, at, request_id, org, principal, action, resource, result, status, ip,
-        user_agent, latency_us, hash
+        user_agent, latency_us, unhex(hash)
     FROM request_log;
 DROP TABLE request_log;
 ALTER TABLE request_log_compact RENAME TO request_log;
