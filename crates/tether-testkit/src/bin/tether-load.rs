@@ -22,12 +22,11 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 struct Args {
@@ -202,21 +201,22 @@ impl Conn {
     }
 }
 
-/// One connection's loop. With a rate, request `k` is due at `first + k * interval`; its
-/// latency counts from then if the connection was still waiting for an earlier answer at that
-/// time, else from when it was sent. Without a rate, each request follows the previous answer.
-/// The run's window starts at `t0` for every connection, as it does for the pacer: a
-/// connection that waited for a due time the pacer does not release would never finish.
-async fn drive(
-    args: &Args,
-    request: &[u8],
-    (t0, first): (Instant, Instant),
-    interval: Option<Duration>,
-    due_signal: Arc<Semaphore>,
-) -> Sample {
+/// Where a connection's requests come from.
+enum Dues {
+    /// Closed loop: each request follows the previous answer, until this time.
+    Closed(Instant),
+    /// Fixed rate: the due times the pacer sends, until it closes the channel.
+    Paced(mpsc::UnboundedReceiver<Instant>),
+}
+
+/// One connection's loop. With a rate, a request's latency counts from its due time if the
+/// connection was still waiting for an earlier answer then, else from when it was sent.
+/// Requests due before `measure_from` warm up and are not measured.
+async fn drive(args: &Args, request: &[u8], measure_from: Instant, mut dues: Dues) -> Sample {
     let mut sample = Sample::default();
-    let measure_from = t0 + args.warmup;
-    let end = measure_from + args.duration;
+    // Taken before the run starts (t0 is 200 ms ahead): the first request finds the
+    // connection free.
+    let mut prev_done = Instant::now();
     let mut conn = match connect(args).await {
         Ok(s) => s,
         Err(e) => {
@@ -225,22 +225,12 @@ async fn drive(
             return sample;
         }
     };
-    let mut due = first;
-    let mut prev_done = first;
     loop {
-        let (scheduled, start) = match interval {
-            Some(i) => {
-                let scheduled = due;
-                due += i;
-                if scheduled >= end {
+        let (scheduled, start) = match &mut dues {
+            Dues::Paced(due) => {
+                let Some(scheduled) = due.recv().await else {
                     break;
-                }
-                // The pacer adds one permit per due time, so permits for due times that passed
-                // while this connection waited for an answer are there already.
-                match due_signal.acquire().await {
-                    Ok(permit) => permit.forget(),
-                    Err(_) => break,
-                }
+                };
                 // Free at its due time (the previous answer came first): any delay past it is
                 // this tool's pacing (the timer's tick), so the latency counts from the send.
                 // Still busy: the server held the connection, and is charged from the due time.
@@ -251,14 +241,14 @@ async fn drive(
                 };
                 (scheduled, start)
             }
-            None => {
+            Dues::Closed(end) => {
                 let now = Instant::now();
+                if now >= *end {
+                    break;
+                }
                 (now, now)
             }
         };
-        if scheduled >= end {
-            break;
-        }
         let result = conn.exchange(request).await;
         prev_done = Instant::now();
         let latency = prev_done - start;
@@ -285,19 +275,27 @@ async fn drive(
     sample
 }
 
-/// Releases each connection's requests at their due times, `first + k * interval`, from a
-/// thread of its own that sleeps until the next one, but never for less than `tick`.
+/// Sends each connection its due times, `first + k * interval` before `end`, from a thread of
+/// its own that sleeps until the next one, but never for less than `tick`; then closes every
+/// channel, which ends the connections' loops. The schedule lives only here, so a connection
+/// never waits for a due time that will not come.
 ///
 /// tokio's timers tick every millisecond, so sleeping on them released a whole millisecond's
 /// requests together (bursts of 20 at 20,000/s): not the steady rate this tool claims to hold,
 /// and it added about 0.5 ms to the p50. A thread's sleep wakes within tens of microseconds;
 /// the `tick` floor bounds how often it wakes (each wake-up also wakes the runtime's thread,
-/// on the cores the server uses). One permit per due time: a connection that is still waiting
-/// for an answer finds the permits of the due times it missed.
-fn pace(schedule: &[(Instant, Arc<Semaphore>)], interval: Duration, end: Instant, tick: Duration) {
+/// on the cores the server uses). A connection still waiting for an answer finds the due
+/// times it missed queued in its channel.
+fn pace(
+    schedule: Vec<(Instant, mpsc::UnboundedSender<Instant>)>,
+    interval: Duration,
+    end: Instant,
+    tick: Duration,
+) {
     let mut due: BinaryHeap<Reverse<(Instant, usize)>> = schedule
         .iter()
         .enumerate()
+        .filter(|(_, (first, _))| *first < end)
         .map(|(i, (first, _))| Reverse((*first, i)))
         .collect();
     while let Some(&Reverse((next, _))) = due.peek() {
@@ -314,8 +312,9 @@ fn pace(schedule: &[(Instant, Arc<Semaphore>)], interval: Duration, end: Instant
             && at <= now
         {
             due.pop();
-            if let Some((_, signal)) = schedule.get(i) {
-                signal.add_permits(1);
+            if let Some((_, conn)) = schedule.get(i) {
+                // A connection that gave up (could not reconnect) no longer listens.
+                let _ = conn.send(at);
             }
             if at + interval < end {
                 due.push(Reverse((at + interval, i)));
@@ -346,24 +345,29 @@ async fn run(args: Args) -> Result<(), String> {
     let interval = (args.rate > 0)
         .then(|| Duration::from_secs_f64(args.connections as f64 / args.rate as f64));
     let t0 = Instant::now() + Duration::from_millis(200);
+    let measure_from = t0 + args.warmup;
+    let end = measure_from + args.duration;
     let mut tasks = Vec::new();
     let mut schedule = Vec::new();
     for c in 0..args.connections {
         let (args, request) = (args.clone(), request.clone());
-        // Spread the connections' schedules evenly over one interval.
-        let offset = interval.map_or(Duration::ZERO, |i| {
-            i.mul_f64(c as f64 / args.connections as f64)
-        });
-        let signal = Arc::new(Semaphore::new(0));
-        schedule.push((t0 + offset, signal.clone()));
+        let dues = match interval {
+            Some(i) => {
+                // Spread the connections' schedules evenly over one interval.
+                let offset = i.mul_f64(c as f64 / args.connections as f64);
+                let (tx, rx) = mpsc::unbounded_channel();
+                schedule.push((t0 + offset, tx));
+                Dues::Paced(rx)
+            }
+            None => Dues::Closed(end),
+        };
         tasks.push(tokio::spawn(async move {
-            drive(&args, &request, (t0, t0 + offset), interval, signal).await
+            drive(&args, &request, measure_from, dues).await
         }));
     }
     if let Some(interval) = interval {
-        let end = t0 + args.warmup + args.duration;
         let tick = args.tick;
-        std::thread::spawn(move || pace(&schedule, interval, end, tick));
+        std::thread::spawn(move || pace(schedule, interval, end, tick));
     }
     let mut all = Sample::default();
     for t in tasks {
@@ -378,7 +382,6 @@ async fn run(args: Args) -> Result<(), String> {
     let secs = args.duration.as_secs_f64();
     // Completed requests over the time they took: when the server falls behind the schedule,
     // the last ones complete after the window, and the rate is what it really served.
-    let measure_from = t0 + args.warmup;
     let took = all.last_done.map_or(secs, |d| {
         d.duration_since(measure_from).as_secs_f64().max(secs)
     });
@@ -457,26 +460,34 @@ fn main() -> std::process::ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::{Arc, Duration, Instant, Semaphore, pace, parse_head};
+    use super::{Duration, Instant, mpsc, pace, parse_head};
 
     #[test]
-    fn the_pacer_releases_every_due_time_before_the_end_and_none_early() {
+    fn the_pacer_sends_every_due_time_before_the_end_and_none_early() {
         let start = Instant::now() + Duration::from_millis(2);
-        let (a, b) = (Arc::new(Semaphore::new(0)), Arc::new(Semaphore::new(0)));
-        let schedule = [
-            (start, a.clone()),
-            (start + Duration::from_micros(500), b.clone()),
-        ];
-        let end = start + Duration::from_millis(5);
-        pace(
-            &schedule,
-            Duration::from_millis(1),
-            end,
-            Duration::from_micros(100),
-        );
-        // Due at +0, +1, +2, +3, +4 ms and at +0.5 ... +4.5 ms: five each, none at or past +5.
-        assert_eq!((a.available_permits(), b.available_permits()), (5, 5));
-        // The last one was due at +4.5 ms, and none is released before its time.
+        let ms = Duration::from_millis;
+        let (a_tx, mut a) = mpsc::unbounded_channel();
+        let (b_tx, mut b) = mpsc::unbounded_channel();
+        let schedule = vec![(start, a_tx), (start + Duration::from_micros(500), b_tx)];
+        pace(schedule, ms(1), start + ms(5), Duration::from_micros(100));
+        // Due at +0, +1, +2, +3, +4 ms and at +0.5 ... +4.5 ms: five each, none at or past
+        // +5, and then the channels are closed (the connections' loops end).
+        let drain = |rx: &mut mpsc::UnboundedReceiver<Instant>| {
+            let mut got = Vec::new();
+            while let Ok(at) = rx.try_recv() {
+                got.push(at);
+            }
+            assert!(rx.is_closed());
+            got
+        };
+        let want_a: Vec<Instant> = (0..5).map(|k| start + ms(k)).collect();
+        let want_b: Vec<Instant> = want_a
+            .iter()
+            .map(|t| *t + Duration::from_micros(500))
+            .collect();
+        assert_eq!(drain(&mut a), want_a);
+        assert_eq!(drain(&mut b), want_b);
+        // The last one was due at +4.5 ms, and none is sent before its time.
         assert!(Instant::now() >= start + Duration::from_micros(4_500));
     }
 
