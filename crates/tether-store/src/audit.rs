@@ -400,18 +400,17 @@ impl Store {
         .fetch_all(&self.read)
         .await?;
         let mut records = Vec::with_capacity(rows.len());
-        let mut anchor = None;
+        let mut start = None;
         for row in &rows {
             let mut rec = request_from_row(row)?;
             rec.prev_hash = match row.try_get::<Option<Vec<u8>>, _>("prev_hash")? {
                 Some(prev) => hex::encode(prev),
-                // The oldest kept record: its predecessor is the genesis or was pruned.
-                None if rec.seq == 1 => GENESIS_HASH.to_owned(),
+                // No record before: the oldest kept one follows the chain's start.
                 None => {
-                    if anchor.is_none() {
-                        anchor = Some(self.chain_head(REQUEST_ANCHOR).await?);
+                    if start.is_none() {
+                        start = Some(self.request_chain_start().await?);
                     }
-                    match anchor.as_ref().and_then(Option::as_ref) {
+                    match &start {
                         Some((seq, hash)) if *seq == rec.seq => hash.clone(),
                         _ => String::new(),
                     }
@@ -466,10 +465,7 @@ impl Store {
         let records: Vec<RequestLogRecord> =
             rows.iter().map(request_from_row).collect::<Result<_>>()?;
         let head = self.chain_head(REQUEST_CHAIN).await?;
-        let start = self
-            .chain_head(REQUEST_ANCHOR)
-            .await?
-            .unwrap_or_else(|| (1, GENESIS_HASH.to_owned()));
+        let start = self.request_chain_start().await?;
         // Each record is hashed over the stored hash of the one before it: an edited record
         // fails its own hash, a deleted one the hash of the record after it.
         let mut prev = start.1.clone();
@@ -536,6 +532,15 @@ impl Store {
             )
         });
         Ok(verify_links(items, head, (1, GENESIS_HASH.to_owned())))
+    }
+
+    /// Where the request chain starts: the oldest kept record's seq and the hash before it,
+    /// from the anchor that pruning left, else the genesis.
+    async fn request_chain_start(&self) -> Result<(i64, String)> {
+        Ok(self
+            .chain_head(REQUEST_ANCHOR)
+            .await?
+            .unwrap_or_else(|| (1, GENESIS_HASH.to_owned())))
     }
 
     async fn chain_head(&self, chain: &str) -> Result<Option<(i64, String)>> {

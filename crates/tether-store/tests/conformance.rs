@@ -436,6 +436,12 @@ async fn pruning_keeps_the_request_chain_verifiable_and_a_deleted_record_is_foun
     let mut batch: Vec<_> = (0..10).map(|i| request(i, "user:a")).collect();
     db.store.append_requests(&mut batch).await.unwrap();
     let hashes: Vec<String> = batch.iter().map(|r| r.hash.clone()).collect();
+    let all = db
+        .store
+        .search_requests(&RequestLogFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(all[0].prev_hash, tether_store::GENESIS_HASH);
 
     // Records 1..=5 were written before 1_005: pruned; 6..=10 stay.
     assert_eq!(db.store.prune_requests(1_005).await.unwrap(), 5);
