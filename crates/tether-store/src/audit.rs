@@ -1,6 +1,9 @@
 //! The two append-only audit records, each hash-chained:
 //! resource versions (one chain per organization) and the request log (one chain).
 
+use std::collections::HashMap;
+use std::sync::PoisonError;
+
 use sqlx::any::AnyRow;
 use sqlx::{Any, Executor, Row};
 
@@ -272,6 +275,11 @@ pub struct RequestLogRecord {
 }
 
 impl RequestLogRecord {
+    /// The strings stored as ids into `request_log_terms`, in the order of [`TERMS`].
+    fn terms(&self) -> [&str; TERMS] {
+        [&self.org, &self.principal, &self.action, &self.user_agent]
+    }
+
     fn compute_hash(&self, prev: &str) -> String {
         let (seq, at) = (self.seq.to_be_bytes(), self.at.to_be_bytes());
         let (status, lat) = (self.status.to_be_bytes(), self.latency_us.to_be_bytes());
@@ -364,11 +372,14 @@ impl Store {
             r.hash = r.compute_hash(&prev);
             r.prev_hash = std::mem::replace(&mut prev, r.hash.clone());
         }
-        for chunk in records.chunks(50) {
-            insert_requests(&mut tx, chunk).await?;
+        let (ids, added) = self.terms.intern(&mut tx, records).await?;
+        for (chunk, ids) in records.chunks(50).zip(ids.chunks(50)) {
+            insert_requests(&mut tx, chunk, ids).await?;
         }
         set_head_hash(&mut tx, REQUEST_CHAIN, &prev).await?;
         tx.commit().await?;
+        // Only now are the new terms' ids certain to exist.
+        self.terms.remember(added);
         Ok(())
     }
 
@@ -381,7 +392,7 @@ impl Store {
             .map(|r| format!("{}%", r.replace(['%', '_'], "")));
         // A record's previous hash is the hash of the record before it (by primary key).
         let rows = sqlx::query(
-            "SELECT r.*, p.hash AS prev_hash FROM request_log r \
+            "SELECT r.*, p.hash AS prev_hash FROM request_log_records r \
              LEFT JOIN request_log p ON p.seq = r.seq - 1 \
              WHERE ($1 IS NULL OR r.at >= $1) AND ($2 IS NULL OR r.at < $2) \
              AND ($3 IS NULL OR r.principal = $3) AND ($4 IS NULL OR r.action = $4) \
@@ -459,7 +470,7 @@ impl Store {
 
     /// Recomputes the request-log chain; returns the first broken link, if any.
     pub async fn verify_requests(&self) -> Result<Option<ChainBreak>> {
-        let rows = sqlx::query("SELECT * FROM request_log ORDER BY seq")
+        let rows = sqlx::query("SELECT * FROM request_log_records ORDER BY seq")
             .fetch_all(&self.read)
             .await?;
         let records: Vec<RequestLogRecord> =
@@ -555,36 +566,122 @@ impl Store {
     }
 }
 
-/// One multi-row INSERT of request records.
-async fn insert_requests(tx: &mut Tx, rows: &[RequestLogRecord]) -> Result<()> {
+/// One multi-row INSERT of request records, with the ids of their interned terms.
+async fn insert_requests(
+    tx: &mut Tx,
+    rows: &[RequestLogRecord],
+    terms: &[[i64; TERMS]],
+) -> Result<()> {
     let sql = format!(
-        "INSERT INTO request_log (seq, at, request_id, org, principal, action, resource, result, \
-         status, ip, user_agent, latency_us, hash) VALUES {}",
+        "INSERT INTO request_log (seq, at, request_id, org_term, principal_term, action_term, \
+         resource, result, status, ip, user_agent_term, latency_us, hash) VALUES {}",
         values_list(tx.backend(), rows.len(), 13)
     );
     // The statement text holds only generated placeholders; every value is bound, borrowed
     // from the records (no copy of their strings per row).
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for r in rows {
+    for (r, [org, principal, action, user_agent]) in rows.iter().zip(terms) {
         let hash = hex::decode(&r.hash)
             .map_err(|_| StoreError::Corrupt(format!("request {}: hash is not hex", r.seq)))?;
         q = q
             .bind(r.seq)
             .bind(r.at)
             .bind(r.request_id.as_str())
-            .bind(r.org.as_str())
-            .bind(r.principal.as_str())
-            .bind(r.action.as_str())
+            .bind(*org)
+            .bind(*principal)
+            .bind(*action)
             .bind(r.resource.as_str())
             .bind(r.result.as_str())
             .bind(r.status)
             .bind(r.ip.as_str())
-            .bind(r.user_agent.as_str())
+            .bind(*user_agent)
             .bind(r.latency_us)
             .bind(hash);
     }
     q.execute(&mut **tx).await?;
     Ok(())
+}
+
+/// How many of a record's strings are interned: its organization, principal, action and user
+/// agent.
+const TERMS: usize = 4;
+
+/// The ids of the request log's interned strings (`request_log_terms`), as far as this process
+/// has seen them. A term's id never changes and a term is never deleted, so an entry never
+/// goes stale, on any number of servers. The map starts over when it is full (a client can
+/// send any number of user agents).
+#[derive(Default)]
+pub(crate) struct Terms {
+    ids: std::sync::Mutex<HashMap<String, i64>>,
+}
+
+/// At most this many terms are kept in memory.
+const MAX_CACHED_TERMS: usize = 4_096;
+
+impl Terms {
+    /// The term ids of each record, adding the terms the table does not have yet within `tx`.
+    /// Also returns the terms looked up in the table, for [`Terms::remember`] after the commit.
+    async fn intern(
+        &self,
+        tx: &mut Tx,
+        records: &[RequestLogRecord],
+    ) -> Result<(Vec<[i64; TERMS]>, Vec<(String, i64)>)> {
+        let mut ids: Vec<[Option<i64>; TERMS]> = {
+            let known = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
+            records
+                .iter()
+                .map(|r| r.terms().map(|t| known.get(t).copied()))
+                .collect()
+        };
+        let mut added: Vec<(String, i64)> = Vec::new();
+        for (r, row) in records.iter().zip(&mut ids) {
+            for (term, slot) in r.terms().into_iter().zip(row.iter_mut()) {
+                if slot.is_some() {
+                    continue;
+                }
+                *slot = Some(match added.iter().find(|(t, _)| t == term) {
+                    Some((_, id)) => *id,
+                    None => {
+                        let id = term_id(tx, term).await?;
+                        added.push((term.to_owned(), id));
+                        id
+                    }
+                });
+            }
+        }
+        let ids = ids
+            .into_iter()
+            .map(|row| row.map(|id| id.unwrap_or_default()))
+            .collect();
+        Ok((ids, added))
+    }
+
+    /// Keeps the ids of committed terms.
+    fn remember(&self, added: Vec<(String, i64)>) {
+        if added.is_empty() {
+            return;
+        }
+        let mut known = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
+        if known.len() + added.len() > MAX_CACHED_TERMS {
+            known.clear();
+        }
+        known.extend(added);
+    }
+}
+
+/// The id of `term`, added to `request_log_terms` if it is not there.
+async fn term_id(tx: &mut Tx, term: &str) -> Result<i64> {
+    sqlx::query("INSERT INTO request_log_terms (term) VALUES ($1) ON CONFLICT (term) DO NOTHING")
+        .bind(term)
+        .execute(&mut **tx)
+        .await?;
+    Ok(
+        sqlx::query("SELECT id FROM request_log_terms WHERE term = $1")
+            .bind(term)
+            .fetch_one(&mut **tx)
+            .await?
+            .try_get("id")?,
+    )
 }
 
 /// Walks `(seq, id, stored prev_hash, stored hash, recomputed hash)` in seq order. `start` is

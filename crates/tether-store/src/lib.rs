@@ -171,6 +171,8 @@ pub struct Store {
     write: AnyPool,
     backend: Backend,
     cache: Arc<cache::HotCache>,
+    /// The ids of the request log's interned strings.
+    terms: Arc<audit::Terms>,
     /// This process's name in the changelog (random per start).
     node: Arc<str>,
 }
@@ -269,6 +271,7 @@ impl Store {
             write,
             backend: Backend::Sqlite,
             cache: Arc::new(cache::HotCache::new(opts.cache)),
+            terms: Arc::default(),
             node: node_id(),
         })
     }
@@ -285,6 +288,7 @@ impl Store {
             write: pool,
             backend: Backend::Postgres,
             cache: Arc::new(cache::HotCache::new(opts.cache)),
+            terms: Arc::default(),
             node: node_id(),
         })
     }

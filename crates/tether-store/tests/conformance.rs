@@ -188,6 +188,18 @@ async fn raw(store: &Store, sql: &'static str) {
     tx.commit().await.unwrap();
 }
 
+/// The single number a query returns as `n`.
+async fn count(store: &Store, sql: &'static str) -> i64 {
+    use sqlx::Row as _;
+    let mut tx = store.begin().await.unwrap();
+    sqlx::query(sql)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap()
+        .try_get("n")
+        .unwrap()
+}
+
 #[tokio::test]
 async fn verify_detects_an_edited_row() {
     let db = fresh_store().await;
@@ -315,6 +327,61 @@ async fn request_log_appends_searches_and_verifies() {
     assert_eq!(
         db.store.verify_requests().await.unwrap().unwrap().id,
         "req_4"
+    );
+}
+
+/// The request log stores its organization, principal, action and user agent strings once
+/// each, in `request_log_terms`; records hold ids.
+#[tokio::test]
+async fn request_log_stores_each_term_once() {
+    let db = fresh_store().await;
+    let mut batch: Vec<_> = (0..10)
+        .map(|i| request(i, if i < 5 { "user:a" } else { "user:b" }))
+        .collect();
+    db.store.append_requests(&mut batch).await.unwrap();
+    // A second store on the same database knows no ids yet: it must find the stored ones.
+    let again = Store::open(&db.url, &StoreOptions::default())
+        .await
+        .unwrap();
+    let mut batch: Vec<_> = (10..20)
+        .map(|i| RequestLogRecord {
+            user_agent: if i == 19 { "other-agent" } else { "test" }.into(),
+            ..request(i, "user:a")
+        })
+        .collect();
+    again.append_requests(&mut batch).await.unwrap();
+    // default, user:a, user:b, environment.read, test, other-agent.
+    assert_eq!(
+        count(&db.store, "SELECT count(*) AS n FROM request_log_terms").await,
+        6
+    );
+    assert_eq!(
+        count(&db.store, "SELECT count(*) AS n FROM request_log").await,
+        20
+    );
+    let f = RequestLogFilter {
+        principal: Some("user:a".into()),
+        ..Default::default()
+    };
+    let found = db.store.search_requests(&f).await.unwrap();
+    assert_eq!(found.len(), 15);
+    assert!(
+        found
+            .iter()
+            .all(|r| r.action == "environment.read" && r.org == "default")
+    );
+    assert_eq!(found.last().unwrap().user_agent, "other-agent");
+    assert_eq!(db.store.verify_requests().await.unwrap(), None);
+
+    // A term edited in place changes every record that uses it: the chain finds the first.
+    raw(
+        &db.store,
+        "UPDATE request_log_terms SET term = 'user:z' WHERE term = 'user:b'",
+    )
+    .await;
+    assert_eq!(
+        db.store.verify_requests().await.unwrap().unwrap().id,
+        "req_5"
     );
 }
 

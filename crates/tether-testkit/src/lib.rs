@@ -380,7 +380,7 @@ impl TestServer {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
                 let mut all = query_strings(&url, "SELECT COALESCE(yaml_before, '') || COALESCE(yaml_after, '') || diff || COALESCE(message, '') FROM versions").await;
-                all.extend(query_strings(&url, "SELECT request_id || principal || action || resource || user_agent FROM request_log").await);
+                all.extend(query_strings(&url, "SELECT request_id || principal || action || resource || user_agent FROM request_log_records").await);
                 all
             })
         })
