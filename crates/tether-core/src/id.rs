@@ -76,6 +76,21 @@ pub fn fresh() -> u128 {
     uuid::Uuid::now_v7().as_u128()
 }
 
+/// A unique 128-bit value that is not time-ordered: each thread starts at a random value and
+/// counts up. For ids that are only ever compared for equality and made at a high rate (a
+/// runner operation's request id), where [`fresh`]'s process-wide lock and clock read cost
+/// more than the id: two threads would have to start within 2^64 of each other to meet.
+pub fn unordered() -> u128 {
+    thread_local! {
+        static NEXT: std::cell::Cell<u128> = std::cell::Cell::new(uuid::Uuid::new_v4().as_u128());
+    }
+    NEXT.with(|next| {
+        let v = next.get();
+        next.set(v.wrapping_add(1));
+        v
+    })
+}
+
 macro_rules! typed_id {
     ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
         $(#[$doc])*
@@ -159,6 +174,16 @@ pub fn parse_any(text: &str) -> Result<(&str, u128), IdError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unordered_values_are_distinct_within_and_across_threads() {
+        let mine: Vec<u128> = (0..1_000).map(|_| unordered()).collect();
+        let theirs: Vec<u128> = std::thread::spawn(|| (0..1_000).map(|_| unordered()).collect())
+            .join()
+            .unwrap_or_default();
+        let all: std::collections::HashSet<u128> = mine.iter().chain(&theirs).copied().collect();
+        assert_eq!(all.len(), 2_000);
+    }
     use proptest::prelude::*;
 
     #[test]

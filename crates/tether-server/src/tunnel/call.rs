@@ -233,6 +233,11 @@ impl Call {
         self.finished = true;
     }
 
+    /// The session the call went to.
+    pub(crate) fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
     /// The request id issued for this call.
     pub fn request_id(&self) -> &str {
         &self.request_id

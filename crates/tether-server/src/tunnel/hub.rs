@@ -319,9 +319,12 @@ impl Hub {
         if !session.capabilities.iter().any(|c| c == kind) {
             return Err(CallError::Unsupported(kind.to_owned()));
         }
-        let request_id = tether_core::id::format_prefixed("op", tether_core::id::fresh());
+        // Only ever matched for equality, on this session: no need for a time-ordered id.
+        let request_id = tether_core::id::format_prefixed("op", tether_core::id::unordered());
         request.request_id.clone_from(&request_id);
-        let (call, pending) = Call::register(session.clone(), request_id.clone(), wait, stream);
+        // The call keeps the session (to cancel on drop); borrow it from there.
+        let (call, pending) = Call::register(session, request_id, wait, stream);
+        let session = call.session();
         {
             let mut table = session
                 .pending
@@ -333,10 +336,10 @@ impl Hub {
                 call.discard();
                 return Err(CallError::Unavailable);
             }
-            table.insert(request_id.clone(), pending);
+            table.insert(request.request_id.clone(), pending);
         }
         if !session.send(ControlMessage::request(request)) {
-            session.forget(&request_id);
+            session.forget(call.request_id());
             call.discard();
             return Err(CallError::Unavailable);
         }
