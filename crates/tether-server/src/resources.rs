@@ -110,6 +110,23 @@ impl TupleDelta {
     pub fn apply(self, state: &AppState) {
         state.authz.apply(&self.writes, &self.deletes);
     }
+
+    /// Commits a transaction that *created* resources, with their tuples put into the index
+    /// before the commit. Mirrored after it, a request could find a new row between the
+    /// commit and the mirroring and be refused as if it did not exist (the second of two
+    /// concurrent first writes of one secret got a 404). Early is invisible: the tuples name
+    /// the new resources' fresh ids, which no request can know before the commit. If the commit
+    /// fails they are taken back. Not for updates: their tuples may be in the index already,
+    /// and taking those back would drop live grants.
+    pub async fn commit_created(self, tx: tether_store::Tx, state: &AppState) -> AppResult<()> {
+        state.authz.apply(&self.writes, &[]);
+        if let Err(e) = tx.commit().await {
+            state.authz.apply(&[], &self.writes);
+            return Err(AppError::internal(e));
+        }
+        state.authz.apply(&[], &self.deletes);
+        Ok(())
+    }
 }
 
 pub(crate) struct VersionInput<'a> {
@@ -325,8 +342,7 @@ async fn insert_fresh(
         ),
         other => other.into(),
     })?;
-    tx.commit().await.map_err(AppError::internal)?;
-    delta.apply(state);
+    delta.commit_created(tx, state).await?;
     metrics::counter!("tether_resource_writes_total", "event" => fresh.event).increment(1);
     Ok(row)
 }

@@ -97,8 +97,7 @@ async fn write_batch(state: &AppState, batch: Vec<Pending>) {
     let mut replies = Vec::with_capacity(batch.len());
     let outcome = write_all(state, batch, &mut replies).await;
     match outcome {
-        Ok(delta) => {
-            delta.apply(state);
+        Ok(()) => {
             for (reply, result) in replies {
                 if result.is_ok() {
                     metrics::counter!("tether_secret_versions_written_total").increment(1);
@@ -130,11 +129,7 @@ type Replies = Vec<(oneshot::Sender<AppResult<i64>>, AppResult<i64>)>;
 
 /// Writes what it can of the batch in one transaction. Each write's own outcome goes into
 /// `replies`; an error return means the transaction was not committed.
-async fn write_all(
-    state: &AppState,
-    batch: Vec<Pending>,
-    replies: &mut Replies,
-) -> AppResult<TupleDelta> {
+async fn write_all(state: &AppState, batch: Vec<Pending>, replies: &mut Replies) -> AppResult<()> {
     let now = state.clock.now_millis();
     let mut backends = HashMap::new();
     for p in &batch {
@@ -232,10 +227,11 @@ async fn write_all(
             insert_resource(&mut tx, row).await.map_err(race_or)?;
         }
     }
-    tx.commit().await.map_err(AppError::internal)?;
+    // Only new secrets have tuples here (an existing one's grants do not change).
+    delta.commit_created(tx, state).await?;
     state.secrets.remember_committed(deks);
     crate::backends::forget_pruned(state, pruned);
-    Ok(delta)
+    Ok(())
 }
 
 /// A lost race with another writer (another node): the caller retries the write.

@@ -611,3 +611,57 @@ async fn post(s: &TestServer, name: &str, body: serde_json::Value) -> tether_tes
     )
     .await
 }
+
+/// Concurrent first writes of one name: every writer succeeds, whichever created the secret
+/// (or variable). A writer that found the row another had just committed used to be refused
+/// with a 404 while that row's tuples were not yet in the authorization index.
+#[tokio::test]
+async fn concurrent_first_writes_of_one_name_all_succeed() {
+    let s = server().await;
+    let http = reqwest::Client::new();
+    let (names, writers) = (30, 12);
+    let mut tasks = Vec::new();
+    for n in 0..names {
+        for w in 0..writers {
+            let (http, url, key) = (http.clone(), s.url.clone(), s.root_key.clone());
+            tasks.push(tokio::spawn(async move {
+                let secret = http
+                    .post(format!("{url}/v1/orgs/default/secrets/race{n}/versions"))
+                    .bearer_auth(&key)
+                    .json(&json!({"data": {"K": format!("v{w}")}}))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16());
+                let variable = http
+                    .put(format!("{url}/v1/orgs/default/variables/RACE{n}"))
+                    .bearer_auth(&key)
+                    .json(&json!({"metadata": {"name": format!("RACE{n}")}, "spec": {"value": format!("v{w}")}}))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16());
+                (n, secret, variable)
+            }));
+        }
+    }
+    let mut refused = Vec::new();
+    for t in tasks {
+        let (n, secret, variable) = t.await.unwrap();
+        if !matches!(secret, Ok(201)) {
+            refused.push(format!("secret race{n}: {secret:?}"));
+        }
+        if !matches!(variable, Ok(200 | 201)) {
+            refused.push(format!("variable RACE{n}: {variable:?}"));
+        }
+    }
+    assert!(refused.is_empty(), "refused: {refused:?}");
+    for n in 0..names {
+        let r = s
+            .admin(
+                "GET",
+                &format!("/v1/orgs/default/secrets/race{n}/versions"),
+                None,
+            )
+            .await;
+        assert_eq!(r.body.as_array().map(Vec::len), Some(writers), "{}", r.text);
+    }
+}

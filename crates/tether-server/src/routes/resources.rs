@@ -288,10 +288,39 @@ pub async fn put_item(
             let (row, _) = svc::update(&state, &ctx.scope, existing, &manifest, &change).await?;
             Ok((StatusCode::OK, Json(render(&row, &ctx.scope))))
         }
-        None => {
-            let row = svc::create(&state, &ctx.scope, kind, &manifest, &change).await?;
-            Ok((StatusCode::CREATED, Json(render(&row, &ctx.scope))))
-        }
+        None => match svc::create(&state, &ctx.scope, kind, &manifest, &change).await {
+            Ok(row) => Ok((StatusCode::CREATED, Json(render(&row, &ctx.scope)))),
+            // Another writer created it since the guard looked: this write comes second and
+            // updates it, if the caller may write the item itself.
+            Err(e) if e.api.code == ErrorCode::AlreadyExists => {
+                let existing = state
+                    .store
+                    .find_resource_cached(
+                        &ctx.scope.org_id,
+                        &ctx.scope.env_id,
+                        &kind.to_string(),
+                        &name,
+                    )
+                    .await?
+                    .ok_or(e)?;
+                let rel = crate::routes::guard::write_relation(kind);
+                let object = if kind == Kind::Environment {
+                    crate::model::env_object(&existing.id)
+                } else {
+                    crate::model::resource_object(&existing.id)
+                };
+                if !crate::routes::guard::allowed(&state, &ctx, rel, &object)? {
+                    return Err(AppError::new(
+                        ErrorCode::Forbidden,
+                        format!("this needs '{rel}'"),
+                    ));
+                }
+                let (row, _) =
+                    svc::update(&state, &ctx.scope, &existing, &manifest, &change).await?;
+                Ok((StatusCode::OK, Json(render(&row, &ctx.scope))))
+            }
+            Err(e) => Err(e),
+        },
     }
 }
 
