@@ -172,9 +172,6 @@ impl Session {
         tokio::pin!(silence);
         loop {
             tokio::select! {
-                // In this order, without drawing a random one per message: shutdown, a due
-                // heartbeat and the silence check never wait behind a stream of requests.
-                biased;
                 () = &mut *shutdown => return Ok(()),
                 _ = ticker.tick() => {
                     sequence += 1;

@@ -111,20 +111,40 @@ impl TupleDelta {
         state.authz.apply(&self.writes, &self.deletes);
     }
 
-    /// Commits a transaction that *created* resources, with their tuples put into the index
-    /// before the commit. Mirrored after it, a request could find a new row between the
-    /// commit and the mirroring and be refused as if it did not exist (the second of two
-    /// concurrent first writes of one secret got a 404). Early is invisible: the tuples name
-    /// the new resources' fresh ids, which no request can know before the commit. If the commit
-    /// fails they are taken back. Not for updates: their tuples may be in the index already,
-    /// and taking those back would drop live grants.
-    pub async fn commit_created(self, tx: tether_store::Tx, state: &AppState) -> AppResult<()> {
-        state.authz.apply(&self.writes, &[]);
+    /// Commits a transaction that created the resources `created` (their ids), with the tuples
+    /// *on* them (whose object is one of them) put into the index before the commit. Mirrored
+    /// after it, a request could find a new row between the commit and the mirroring and be
+    /// refused as if it did not exist (the second of two concurrent first writes of one secret
+    /// got a 404). Early is invisible: no request can name an object whose id the commit has
+    /// not yet made visible, and no such tuple was in the index before (a restored id's tuples
+    /// went with its delete), so taking them back when the commit fails drops nothing live.
+    /// Every other tuple (a binding's grant on an existing object, for one) is mirrored after
+    /// the commit, as for any write.
+    pub async fn commit_created(
+        self,
+        tx: tether_store::Tx,
+        state: &AppState,
+        created: &[&str],
+    ) -> AppResult<()> {
+        let on_created = |t: &TupleRow| {
+            t.object
+                .split_once(':')
+                .is_some_and(|(_, id)| created.contains(&id))
+        };
+        let (early, late): (Vec<TupleRow>, Vec<TupleRow>) =
+            self.writes.into_iter().partition(on_created);
+        if !early.is_empty() {
+            state.authz.apply(&early, &[]);
+        }
         if let Err(e) = tx.commit().await {
-            state.authz.apply(&[], &self.writes);
+            if !early.is_empty() {
+                state.authz.apply(&[], &early);
+            }
             return Err(AppError::internal(e));
         }
-        state.authz.apply(&[], &self.deletes);
+        if !late.is_empty() || !self.deletes.is_empty() {
+            state.authz.apply(&late, &self.deletes);
+        }
         Ok(())
     }
 }
@@ -342,7 +362,7 @@ async fn insert_fresh(
         ),
         other => other.into(),
     })?;
-    delta.commit_created(tx, state).await?;
+    delta.commit_created(tx, state, &[&row.id]).await?;
     metrics::counter!("tether_resource_writes_total", "event" => fresh.event).increment(1);
     Ok(row)
 }

@@ -208,6 +208,7 @@ async fn write_all(state: &AppState, batch: Vec<Pending>, replies: &mut Replies)
         touched.push(slot);
     }
     tether_store::audit::append_versions(&mut tx, &mut records).await?;
+    let mut created: Vec<&str> = Vec::new();
     for slot in touched {
         let row = &slot.row;
         if slot.spec.max_versions > 0 {
@@ -225,10 +226,10 @@ async fn write_all(state: &AppState, batch: Vec<Pending>, replies: &mut Replies)
             let spec = serde_json::to_value(&slot.spec).map_err(AppError::internal)?;
             crate::resources::write_grants(&mut tx, Kind::Secret, row, &spec, &mut delta).await?;
             insert_resource(&mut tx, row).await.map_err(race_or)?;
+            created.push(row.id.as_str());
         }
     }
-    // Only new secrets have tuples here (an existing one's grants do not change).
-    delta.commit_created(tx, state).await?;
+    delta.commit_created(tx, state, &created).await?;
     state.secrets.remember_committed(deks);
     crate::backends::forget_pruned(state, pruned);
     Ok(())

@@ -669,14 +669,30 @@ impl Terms {
     }
 }
 
-/// The id of `term`, added to `request_log_terms` if it is not there.
+/// The longest term (in characters) that `request_log_terms` keeps unique; see migration 0007.
+const MAX_UNIQUE_TERM: usize = 500;
+
+/// The id of `term`, added to `request_log_terms` if it is not there. A term too long for the
+/// unique index is added again each time it is not cached (rare: the server clips what
+/// clients choose).
 async fn term_id(tx: &mut Tx, term: &str) -> Result<i64> {
-    sqlx::query("INSERT INTO request_log_terms (term) VALUES ($1) ON CONFLICT (term) DO NOTHING")
-        .bind(term)
-        .execute(&mut **tx)
-        .await?;
+    if term.chars().count() > MAX_UNIQUE_TERM {
+        let row = sqlx::query("INSERT INTO request_log_terms (term) VALUES ($1) RETURNING id")
+            .bind(term)
+            .fetch_one(&mut **tx)
+            .await?;
+        return Ok(row.try_get("id")?);
+    }
+    // The predicate names the partial unique index (conflict target and lookup alike).
+    sqlx::query(
+        "INSERT INTO request_log_terms (term) VALUES ($1) \
+         ON CONFLICT (term) WHERE length(term) <= 500 DO NOTHING",
+    )
+    .bind(term)
+    .execute(&mut **tx)
+    .await?;
     Ok(
-        sqlx::query("SELECT id FROM request_log_terms WHERE term = $1")
+        sqlx::query("SELECT id FROM request_log_terms WHERE term = $1 AND length(term) <= 500")
             .bind(term)
             .fetch_one(&mut **tx)
             .await?

@@ -373,6 +373,24 @@ async fn request_log_stores_each_term_once() {
     assert_eq!(found.last().unwrap().user_agent, "other-agent");
     assert_eq!(db.store.verify_requests().await.unwrap(), None);
 
+    // A term too long for the unique index (stored again when not cached) reads back whole.
+    let long = "a".repeat(600);
+    for store in [&db.store, &again] {
+        let mut batch = vec![RequestLogRecord {
+            user_agent: long.clone(),
+            ..request(20, "user:a")
+        }];
+        store.append_requests(&mut batch).await.unwrap();
+    }
+    let f = RequestLogFilter {
+        after_seq: Some(20),
+        ..Default::default()
+    };
+    let found = db.store.search_requests(&f).await.unwrap();
+    assert_eq!(found.len(), 2);
+    assert!(found.iter().all(|r| r.user_agent == long));
+    assert_eq!(db.store.verify_requests().await.unwrap(), None);
+
     // A term edited in place changes every record that uses it: the chain finds the first.
     raw(
         &db.store,
@@ -383,6 +401,18 @@ async fn request_log_stores_each_term_once() {
         db.store.verify_requests().await.unwrap().unwrap().id,
         "req_5"
     );
+    // A term deleted by hand: its records still show, and the first of them fails.
+    raw(
+        &db.store,
+        "DELETE FROM request_log_terms WHERE term = 'environment.read'",
+    )
+    .await;
+    assert_eq!(
+        db.store.verify_requests().await.unwrap().unwrap().id,
+        "req_0"
+    );
+    let all = RequestLogFilter::default();
+    assert_eq!(db.store.search_requests(&all).await.unwrap().len(), 22);
 }
 
 #[tokio::test]

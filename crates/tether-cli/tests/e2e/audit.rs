@@ -258,3 +258,32 @@ async fn request_log_search_and_export() {
     assert!(!all.text.contains(&kim) && !all.text.contains(&s.root_key));
     let _ = json!({});
 }
+
+/// Strings a client chooses (an organization name in the URL, an unrouted path) are kept
+/// short in a record's organization and action; the resource keeps the whole path.
+#[tokio::test]
+async fn client_chosen_log_strings_are_clipped() {
+    let s = server().await;
+    let org = "o".repeat(300);
+    let path = format!("/{}", "x".repeat(3000));
+    s.admin("GET", &format!("/v1/orgs/{org}/envs/dev"), None)
+        .await;
+    s.req("GET", &path, None, None).await;
+    // NUL, which PostgreSQL's text refuses, decoded from the URL.
+    s.admin("GET", "/v1/orgs/ooo%00/envs/dev", None).await;
+    // Verify flushes the request log.
+    s.admin("GET", "/v1/audit/default/verify", None).await;
+    let rows = tether_testkit::query_strings(
+        &s.database_url,
+        "SELECT org || '|' || action || '|' || resource FROM request_log_records \
+         WHERE resource LIKE '/v1/orgs/ooo%' OR resource LIKE '/xxx%' ORDER BY seq",
+    )
+    .await;
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    let parts: Vec<Vec<&str>> = rows.iter().map(|r| r.split('|').collect()).collect();
+    assert_eq!(parts[0][0], "o".repeat(128));
+    assert_eq!(parts[0][2], format!("/v1/orgs/{org}/envs/dev"));
+    assert_eq!(parts[1][1], format!("GET /{}", "x".repeat(127)));
+    assert_eq!(parts[1][2], path);
+    assert_eq!(parts[2][0], "ooo\u{fffd}");
+}

@@ -590,7 +590,7 @@ async fn resolve_scoped(
 
 /// Requires `rel` on `object`. If denied and the caller cannot even read the object, the answer
 /// is the same 404 a missing object gets; otherwise 403.
-async fn require(
+pub(crate) async fn require(
     state: &AppState,
     ctx: &Ctx,
     rel: &str,

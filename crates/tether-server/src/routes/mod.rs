@@ -135,6 +135,19 @@ fn declared_length(req: &Request) -> Option<u64> {
         .ok()
 }
 
+/// The most bytes of a client-chosen organization name or unrouted path that the request log
+/// keeps as a record's organization or action (the resource keeps the whole path).
+const MAX_LOGGED_TERM: usize = 128;
+
+/// At most `max` bytes of `s`, cut at a character boundary.
+fn clip(s: &str, max: usize) -> &str {
+    let end = (0..=s.len().min(max))
+        .rev()
+        .find(|&i| s.is_char_boundary(i))
+        .unwrap_or(0);
+    s.get(..end).unwrap_or_default()
+}
+
 fn skip_logging(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/metrics")
 }
@@ -228,13 +241,22 @@ async fn serve_logged(state: AppState, id: String, req: Request, next: Next) -> 
         (_, 500..) => "error",
         (r, _) => r,
     };
+    // The organization (decoded from the URL) and an unrouted request's path are the client's
+    // choice, and the log stores each such string once, in an index: keep them short, and
+    // without NUL (which PostgreSQL's text refuses; the whole batch would fail).
+    let org = match clip(&facts.org, MAX_LOGGED_TERM) {
+        clipped if clipped.len() < facts.org.len() || clipped.contains('\0') => {
+            clipped.replace('\0', "\u{fffd}")
+        }
+        _ => facts.org,
+    };
     state.reqlog.record(RequestLogRecord {
         at,
         request_id: id,
-        org: facts.org,
+        org,
         principal: facts.principal,
         action: if facts.action.is_empty() {
-            format!("{method} {path}")
+            [method.as_str(), " ", clip(&path, MAX_LOGGED_TERM)].concat()
         } else {
             facts.action
         },
@@ -247,4 +269,19 @@ async fn serve_logged(state: AppState, id: String, req: Request, next: Next) -> 
         ..RequestLogRecord::default()
     });
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clip;
+
+    #[test]
+    fn clip_cuts_at_a_character_boundary() {
+        assert_eq!(clip("abcdef", 4), "abcd");
+        assert_eq!(clip("abc", 10), "abc");
+        // 'é' is two bytes: a cut inside it keeps the whole characters before.
+        assert_eq!(clip("aéb", 2), "a");
+        assert_eq!(clip("aéb", 3), "aé");
+        assert_eq!(clip("", 3), "");
+    }
 }

@@ -309,12 +309,10 @@ pub async fn put_item(
                 } else {
                     crate::model::resource_object(&existing.id)
                 };
-                if !crate::routes::guard::allowed(&state, &ctx, rel, &object)? {
-                    return Err(AppError::new(
-                        ErrorCode::Forbidden,
-                        format!("this needs '{rel}'"),
-                    ));
-                }
+                // As the guard would have, had the item been there (catching up with the
+                // changelog if another server created it).
+                let what = Some((kind.singular(), name.as_str()));
+                crate::routes::guard::require(&state, &ctx, rel, &object, what).await?;
                 let (row, _) =
                     svc::update(&state, &ctx.scope, &existing, &manifest, &change).await?;
                 Ok((StatusCode::OK, Json(render(&row, &ctx.scope))))

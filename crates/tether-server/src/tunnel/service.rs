@@ -239,9 +239,14 @@ async fn serve(
     let mut seq = 0u64;
     loop {
         tokio::select! {
-            // In this order, without drawing a random one per message: a close or a due
-            // heartbeat check wins over a runner that keeps sending.
-            biased;
+            msg = inbound.message() => match msg {
+                Ok(Some(m)) => {
+                    if let Err(reason) = handle(state, session, m, &mut flood).await {
+                        return End::Violation(reason);
+                    }
+                }
+                Ok(None) | Err(_) => return End::Gone,
+            },
             _ = &mut closed => return End::Closed,
             _ = tick.tick() => {
                 let silent_for = state.clock.now_millis() - session.last_beat();
@@ -251,14 +256,6 @@ async fn serve(
                 seq += 1;
                 session.send(ControlMessage::heartbeat(seq, state.clock.now_millis()));
             }
-            msg = inbound.message() => match msg {
-                Ok(Some(m)) => {
-                    if let Err(reason) = handle(state, session, m, &mut flood).await {
-                        return End::Violation(reason);
-                    }
-                }
-                Ok(None) | Err(_) => return End::Gone,
-            },
         }
     }
 }

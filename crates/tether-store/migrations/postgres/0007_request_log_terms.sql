@@ -4,8 +4,11 @@
 -- means the same string. The view `request_log_records` reads the records with their strings.
 CREATE TABLE request_log_terms (
     id BIGSERIAL PRIMARY KEY,
-    term TEXT NOT NULL UNIQUE
+    term TEXT NOT NULL
 );
+-- Unique up to 500 characters, which an index entry always holds (PostgreSQL refuses index
+-- entries over about 2.7 kB); a longer term, rare, may be stored more than once.
+CREATE UNIQUE INDEX request_log_terms_term ON request_log_terms (term) WHERE length(term) <= 500;
 INSERT INTO request_log_terms (term)
     SELECT org FROM request_log UNION SELECT principal FROM request_log
     UNION SELECT action FROM request_log UNION SELECT user_agent FROM request_log;
@@ -16,10 +19,10 @@ ALTER TABLE request_log
     ADD COLUMN action_term BIGINT,
     ADD COLUMN user_agent_term BIGINT;
 UPDATE request_log r SET
-    org_term = (SELECT id FROM request_log_terms WHERE term = r.org),
-    principal_term = (SELECT id FROM request_log_terms WHERE term = r.principal),
-    action_term = (SELECT id FROM request_log_terms WHERE term = r.action),
-    user_agent_term = (SELECT id FROM request_log_terms WHERE term = r.user_agent);
+    org_term = (SELECT min(id) FROM request_log_terms WHERE term = r.org),
+    principal_term = (SELECT min(id) FROM request_log_terms WHERE term = r.principal),
+    action_term = (SELECT min(id) FROM request_log_terms WHERE term = r.action),
+    user_agent_term = (SELECT min(id) FROM request_log_terms WHERE term = r.user_agent);
 ALTER TABLE request_log
     DROP COLUMN org,
     DROP COLUMN principal,
@@ -30,11 +33,15 @@ ALTER TABLE request_log
     ALTER COLUMN action_term SET NOT NULL,
     ALTER COLUMN user_agent_term SET NOT NULL;
 
+-- Outer joins: a record whose term was deleted by hand still shows, with '' in its place,
+-- and fails verification itself.
 CREATE VIEW request_log_records AS
-    SELECT r.seq, r.at, r.request_id, o.term AS org, p.term AS principal, a.term AS action,
-        r.resource, r.result, r.status, r.ip, u.term AS user_agent, r.latency_us, r.hash
+    SELECT r.seq, r.at, r.request_id, COALESCE(o.term, '') AS org,
+        COALESCE(p.term, '') AS principal, COALESCE(a.term, '') AS action,
+        r.resource, r.result, r.status, r.ip, COALESCE(u.term, '') AS user_agent,
+        r.latency_us, r.hash
     FROM request_log r
-    JOIN request_log_terms o ON o.id = r.org_term
-    JOIN request_log_terms p ON p.id = r.principal_term
-    JOIN request_log_terms a ON a.id = r.action_term
-    JOIN request_log_terms u ON u.id = r.user_agent_term;
+    LEFT JOIN request_log_terms o ON o.id = r.org_term
+    LEFT JOIN request_log_terms p ON p.id = r.principal_term
+    LEFT JOIN request_log_terms a ON a.id = r.action_term
+    LEFT JOIN request_log_terms u ON u.id = r.user_agent_term;

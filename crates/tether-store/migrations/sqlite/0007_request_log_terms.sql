@@ -4,8 +4,11 @@
 -- means the same string. The view `request_log_records` reads the records with their strings.
 CREATE TABLE request_log_terms (
     id INTEGER PRIMARY KEY,
-    term TEXT NOT NULL UNIQUE
+    term TEXT NOT NULL
 );
+-- Unique up to 500 characters, which an index entry always holds (PostgreSQL refuses index
+-- entries over about 2.7 kB); a longer term, rare, may be stored more than once.
+CREATE UNIQUE INDEX request_log_terms_term ON request_log_terms (term) WHERE length(term) <= 500;
 INSERT INTO request_log_terms (term)
     SELECT org FROM request_log UNION SELECT principal FROM request_log
     UNION SELECT action FROM request_log UNION SELECT user_agent FROM request_log;
@@ -28,22 +31,26 @@ CREATE TABLE request_log_interned (
 INSERT INTO request_log_interned (seq, at, request_id, org_term, principal_term, action_term,
         resource, result, status, ip, user_agent_term, latency_us, hash)
     SELECT r.seq, r.at, r.request_id,
-        (SELECT id FROM request_log_terms WHERE term = r.org),
-        (SELECT id FROM request_log_terms WHERE term = r.principal),
-        (SELECT id FROM request_log_terms WHERE term = r.action),
+        (SELECT min(id) FROM request_log_terms WHERE term = r.org),
+        (SELECT min(id) FROM request_log_terms WHERE term = r.principal),
+        (SELECT min(id) FROM request_log_terms WHERE term = r.action),
         r.resource, r.result, r.status, r.ip,
-        (SELECT id FROM request_log_terms WHERE term = r.user_agent),
+        (SELECT min(id) FROM request_log_terms WHERE term = r.user_agent),
         r.latency_us, r.hash
     FROM request_log r;
 DROP TABLE request_log;
 ALTER TABLE request_log_interned RENAME TO request_log;
 CREATE INDEX request_log_at ON request_log (at);
 
+-- Outer joins: a record whose term was deleted by hand still shows, with '' in its place,
+-- and fails verification itself.
 CREATE VIEW request_log_records AS
-    SELECT r.seq, r.at, r.request_id, o.term AS org, p.term AS principal, a.term AS action,
-        r.resource, r.result, r.status, r.ip, u.term AS user_agent, r.latency_us, r.hash
+    SELECT r.seq, r.at, r.request_id, COALESCE(o.term, '') AS org,
+        COALESCE(p.term, '') AS principal, COALESCE(a.term, '') AS action,
+        r.resource, r.result, r.status, r.ip, COALESCE(u.term, '') AS user_agent,
+        r.latency_us, r.hash
     FROM request_log r
-    JOIN request_log_terms o ON o.id = r.org_term
-    JOIN request_log_terms p ON p.id = r.principal_term
-    JOIN request_log_terms a ON a.id = r.action_term
-    JOIN request_log_terms u ON u.id = r.user_agent_term;
+    LEFT JOIN request_log_terms o ON o.id = r.org_term
+    LEFT JOIN request_log_terms p ON p.id = r.principal_term
+    LEFT JOIN request_log_terms a ON a.id = r.action_term
+    LEFT JOIN request_log_terms u ON u.id = r.user_agent_term;
