@@ -269,8 +269,16 @@ async fn client_chosen_log_strings_are_clipped() {
     s.admin("GET", &format!("/v1/orgs/{org}/envs/dev"), None)
         .await;
     s.req("GET", &path, None, None).await;
-    // NUL, which PostgreSQL's text refuses, decoded from the URL.
-    s.admin("GET", "/v1/orgs/ooo%00/envs/dev", None).await;
+    // NUL, which PostgreSQL's text refuses, decoded from the URL: refused before any lookup
+    // (it was an internal error on PostgreSQL), and logged with the NUL replaced.
+    for path in [
+        "/v1/orgs/ooo%00/envs/dev",
+        "/v1/orgs/default/secrets/a%00/data",
+        "/v1/audit/default/log?principal=%00",
+    ] {
+        let r = s.admin("GET", path, None).await;
+        assert_eq!((r.status, r.code()), (400, "invalid_argument"), "{path}");
+    }
     // Verify flushes the request log.
     s.admin("GET", "/v1/audit/default/verify", None).await;
     let rows = tether_testkit::query_strings(
@@ -285,5 +293,13 @@ async fn client_chosen_log_strings_are_clipped() {
     assert_eq!(parts[0][2], format!("/v1/orgs/{org}/envs/dev"));
     assert_eq!(parts[1][1], format!("GET /{}", "x".repeat(127)));
     assert_eq!(parts[1][2], path);
-    assert_eq!(parts[2][0], "ooo\u{fffd}");
+    // Refused before routing: no organization, the raw path.
+    assert_eq!(
+        parts[2],
+        [
+            "",
+            "GET /v1/orgs/ooo%00/envs/dev",
+            "/v1/orgs/ooo%00/envs/dev"
+        ]
+    );
 }

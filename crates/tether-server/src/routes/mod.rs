@@ -135,6 +135,12 @@ fn declared_length(req: &Request) -> Option<u64> {
         .ok()
 }
 
+/// Whether the path or query percent-encodes a NUL character (a URI cannot hold a raw one).
+fn encodes_nul(uri: &http::Uri) -> bool {
+    let text = uri.path_and_query().map_or("", |p| p.as_str());
+    text.contains("%00")
+}
+
 /// The most bytes of a client-chosen organization name or unrouted path that the request log
 /// keeps as a record's organization or action (the resource keeps the whole path).
 const MAX_LOGGED_TERM: usize = 128;
@@ -200,6 +206,14 @@ async fn serve_logged(state: AppState, id: String, req: Request, next: Next) -> 
     let mut res = if too_large {
         // Refuse from the declared length alone, before reading any of the body.
         AppError::new(ErrorCode::PayloadTooLarge, "the request body is too large").into_response()
+    } else if encodes_nul(req.uri()) {
+        // No name, id or filter contains NUL, and PostgreSQL's text cannot hold one: a lookup
+        // would fail as an internal error instead of answering.
+        AppError::new(
+            ErrorCode::InvalidArgument,
+            "the URL contains an encoded NUL character (%00)",
+        )
+        .into_response()
     } else {
         next.run(req).await
     };
