@@ -88,6 +88,18 @@ fn unified_diff(before: Option<&str>, after: Option<&str>) -> String {
         .to_string()
 }
 
+/// Checks a change message from a client. It is stored as text, which PostgreSQL cannot hold
+/// with a NUL in it (the write would fail as an internal error).
+pub fn check_message(message: Option<&str>) -> AppResult<()> {
+    if message.is_some_and(|m| m.contains('\0')) {
+        return Err(AppError::new(
+            ErrorCode::InvalidArgument,
+            "the change message contains a NUL character",
+        ));
+    }
+    Ok(())
+}
+
 /// A change about to be written.
 pub struct Change<'a> {
     /// Who.

@@ -272,6 +272,33 @@ async fn bad_secret_input_gets_clear_codes_and_writes_nothing() {
         post(&s, "big", json!({"data": {"K": big}})).await.code(),
         "payload_too_large"
     );
+    // A change message is stored as text, which PostgreSQL cannot hold with NUL (it was a 500
+    // there). (A value may hold NUL: it is stored encrypted.)
+    let nul = post(
+        &s,
+        "nulmsg",
+        json!({"data": {"K": "v"}, "message": "a\u{0}b"}),
+    )
+    .await;
+    assert_eq!(
+        (nul.status, nul.code()),
+        (400, "invalid_argument"),
+        "{}",
+        nul.text
+    );
+    let var = s
+        .admin(
+            "PUT",
+            "/v1/orgs/default/variables/NULMSG",
+            Some(&json!({"metadata": {"name": "NULMSG", "version": {"message": "a\u{0}b"}}, "spec": {"value": "v"}})),
+        )
+        .await;
+    assert_eq!(
+        (var.status, var.code()),
+        (400, "invalid_argument"),
+        "{}",
+        var.text
+    );
     let many: serde_json::Map<String, serde_json::Value> =
         (0..101).map(|i| (format!("K{i}"), json!("v"))).collect();
     assert_eq!(

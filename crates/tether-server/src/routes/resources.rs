@@ -27,6 +27,7 @@ fn change_of<'a>(ctx: &'a Ctx, manifest: &Resource) -> AppResult<Change<'a>> {
         .version
         .as_ref()
         .and_then(|v| v.message.clone());
+    svc::check_message(message.as_deref())?;
     Ok(Change {
         actor: ctx.principal()?,
         message,

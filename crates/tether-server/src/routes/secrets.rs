@@ -76,6 +76,7 @@ pub async fn write(
 ) -> AppResult<(StatusCode, Json<WriteResponse>)> {
     let (_, _, name) = p;
     only_secrets(&ctx, &name)?;
+    crate::resources::check_message(req.message.as_deref())?;
     let v = NewVersion {
         name: name.clone(),
         data: req.data,
