@@ -8,7 +8,7 @@ use tether_store::resources::find_resource;
 use tether_store::{ResourceRow, Tx};
 
 use crate::error::{AppError, AppResult};
-use crate::model::{env_object, org_object, resource_object};
+use crate::model::{env_object, item_object, org_object, resource_object};
 
 /// Organization spec.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
@@ -330,10 +330,7 @@ async fn binding_grant(tx: &mut Tx, row: &ResourceRow, spec: &Value) -> AppResul
                     ),
                 )
             })?;
-            match target.kind {
-                Kind::Environment => env_object(&found.id),
-                _ => resource_object(&found.id),
-            }
+            item_object(target.kind, &found.id)
         }
         (None, true) => org_object(&row.org_id),
         (None, false) => env_object(&row.env_id),

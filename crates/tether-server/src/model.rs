@@ -32,3 +32,12 @@ pub fn env_object(env_id: &str) -> String {
 pub fn resource_object(id: &str) -> String {
     ["resource:", id].concat()
 }
+
+/// The object of an item of `kind` (below an organization) with row id `id`: an environment is
+/// its own type, every other item is a `resource`.
+pub fn item_object(kind: tether_core::Kind, id: &str) -> String {
+    match kind {
+        tether_core::Kind::Environment => env_object(id),
+        _ => resource_object(id),
+    }
+}

@@ -10,7 +10,7 @@ use tether_store::ResourceRow;
 use tether_store::resources::find_resource;
 
 use crate::error::{AppError, AppResult};
-use crate::model::{PLATFORM, env_object, org_object, resource_object};
+use crate::model::{PLATFORM, env_object, item_object, org_object};
 use crate::resources::{self as svc, Change, ScopeNames};
 use crate::routes::extract::CtxExt;
 use crate::routes::guard::{Ctx, allowed, write_relation};
@@ -180,8 +180,7 @@ async fn item_target(
     )
     .await?;
     let object = match (&existing, m.kind) {
-        (Some(row), Kind::Environment) => env_object(&row.id),
-        (Some(row), _) => resource_object(&row.id),
+        (Some(row), kind) => item_object(kind, &row.id),
         (None, _) => scope_obj,
     };
     if !allowed(state, ctx, write_relation(m.kind), &object)? {

@@ -17,7 +17,7 @@ use tether_store::ResourceRow;
 use crate::auth::{Principal, authenticate};
 use crate::authz::CheckContext;
 use crate::error::{AppError, AppResult};
-use crate::model::{PLATFORM, env_object, org_object, resource_object};
+use crate::model::{PLATFORM, env_object, item_object, org_object};
 use crate::resources::ScopeNames;
 use crate::state::AppState;
 
@@ -548,11 +548,7 @@ async fn resolve_scoped(
                 .await?;
             match item {
                 Some(item) => {
-                    let obj = if kind == Kind::Environment {
-                        env_object(&item.id)
-                    } else {
-                        resource_object(&item.id)
-                    };
+                    let obj = item_object(kind, &item.id);
                     ctx.item = Some(item);
                     obj
                 }

@@ -256,12 +256,10 @@ async fn serve_logged(state: AppState, id: String, req: Request, next: Next) -> 
         (r, _) => r,
     };
     // The organization (decoded from the URL) and an unrouted request's path are the client's
-    // choice, and the log stores each such string once, in an index: keep them short, and
-    // without NUL (which PostgreSQL's text refuses; the whole batch would fail).
+    // choice, and the log stores each such string once, in an index: keep them short. (They
+    // hold no NUL: a URL that encodes one is refused above, before routing.)
     let org = match clip(&facts.org, MAX_LOGGED_TERM) {
-        clipped if clipped.len() < facts.org.len() || clipped.contains('\0') => {
-            clipped.replace('\0', "\u{fffd}")
-        }
+        clipped if clipped.len() < facts.org.len() => clipped.to_owned(),
         _ => facts.org,
     };
     state.reqlog.record(RequestLogRecord {

@@ -305,11 +305,7 @@ pub async fn put_item(
                     .await?
                     .ok_or(e)?;
                 let rel = crate::routes::guard::write_relation(kind);
-                let object = if kind == Kind::Environment {
-                    crate::model::env_object(&existing.id)
-                } else {
-                    crate::model::resource_object(&existing.id)
-                };
+                let object = crate::model::item_object(kind, &existing.id);
                 // As the guard would have, had the item been there (catching up with the
                 // changelog if another server created it).
                 let what = Some((kind.singular(), name.as_str()));
