@@ -1,8 +1,5 @@
-//! The two append-only audit records, each hash-chained:
-//! resource versions (one chain per organization) and the request log (one chain).
-
-use std::collections::HashMap;
-use std::sync::PoisonError;
+//! The version records: one hash chain per organization of every resource change, and the
+//! chain helpers that the request log (`request_log`) shares.
 
 use sqlx::any::AnyRow;
 use sqlx::{Any, Executor, Row};
@@ -108,7 +105,7 @@ async fn bump_head(tx: &mut Tx, chain: &str) -> Result<(i64, String)> {
 }
 
 /// Reserves `n` positions at once; returns the last reserved seq and the previous hash.
-async fn bump_head_by(tx: &mut Tx, chain: &str, n: i64) -> Result<(i64, String)> {
+pub(crate) async fn bump_head_by(tx: &mut Tx, chain: &str, n: i64) -> Result<(i64, String)> {
     // One statement: create the head at genesis or advance it; RETURNING gives the new seq
     // and the hash it had (the upsert leaves the hash alone).
     let row = sqlx::query(
@@ -124,7 +121,7 @@ async fn bump_head_by(tx: &mut Tx, chain: &str, n: i64) -> Result<(i64, String)>
     Ok((row.try_get("seq")?, row.try_get("hash")?))
 }
 
-async fn set_head_hash(tx: &mut Tx, chain: &str, hash: &str) -> Result<()> {
+pub(crate) async fn set_head_hash(tx: &mut Tx, chain: &str, hash: &str) -> Result<()> {
     sqlx::query("UPDATE chain_heads SET hash = $2 WHERE chain = $1")
         .bind(chain)
         .bind(hash)
@@ -237,263 +234,7 @@ pub async fn get_version<'c, E: Executor<'c, Database = Any>>(
     row.as_ref().map(version_from_row).transpose()
 }
 
-/// One request-log record (never a body or a header value).
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub struct RequestLogRecord {
-    /// Position in the chain, assigned on append.
-    #[serde(default)]
-    pub seq: i64,
-    /// When the request arrived (ms).
-    pub at: i64,
-    /// The request id.
-    pub request_id: String,
-    /// Organization name, or ''.
-    pub org: String,
-    /// The authenticated principal, or ''.
-    pub principal: String,
-    /// The action (route's permission or method and path template).
-    pub action: String,
-    /// The resource path.
-    pub resource: String,
-    /// `allowed`, `denied`, `error` or `unauthenticated`.
-    pub result: String,
-    /// HTTP status.
-    pub status: i32,
-    /// Client address.
-    pub ip: String,
-    /// User agent.
-    pub user_agent: String,
-    /// Latency in microseconds.
-    pub latency_us: i64,
-    /// The previous record's hash (not stored: read from the record before it, or from the
-    /// chain's anchor for the oldest kept record).
-    #[serde(default)]
-    pub prev_hash: String,
-    /// This record's hash.
-    #[serde(default)]
-    pub hash: String,
-}
-
-impl RequestLogRecord {
-    /// The strings stored as ids into `request_log_terms`, in the order of [`TERMS`].
-    fn terms(&self) -> [&str; TERMS] {
-        [&self.org, &self.principal, &self.action, &self.user_agent]
-    }
-
-    fn compute_hash(&self, prev: &str) -> String {
-        let (seq, at) = (self.seq.to_be_bytes(), self.at.to_be_bytes());
-        let (status, lat) = (self.status.to_be_bytes(), self.latency_us.to_be_bytes());
-        hash_fields(
-            prev,
-            &[
-                &seq,
-                &at,
-                self.request_id.as_bytes(),
-                self.org.as_bytes(),
-                self.principal.as_bytes(),
-                self.action.as_bytes(),
-                self.resource.as_bytes(),
-                self.result.as_bytes(),
-                &status,
-                self.ip.as_bytes(),
-                self.user_agent.as_bytes(),
-                &lat,
-            ],
-        )
-    }
-}
-
-fn request_from_row(r: &AnyRow) -> Result<RequestLogRecord> {
-    Ok(RequestLogRecord {
-        seq: r.try_get("seq")?,
-        at: r.try_get("at")?,
-        request_id: r.try_get("request_id")?,
-        org: r.try_get("org")?,
-        principal: r.try_get("principal")?,
-        action: r.try_get("action")?,
-        resource: r.try_get("resource")?,
-        result: r.try_get("result")?,
-        status: r.try_get("status")?,
-        ip: r.try_get("ip")?,
-        user_agent: r.try_get("user_agent")?,
-        latency_us: r.try_get("latency_us")?,
-        // Not stored: the hash of the record before (see `Store::search_requests`).
-        prev_hash: String::new(),
-        // Stored as its 32 bytes, not as 64 hex digits.
-        hash: hex::encode(r.try_get::<Vec<u8>, _>("hash")?),
-    })
-}
-
-/// Filters for searching the request log. Every field is optional.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RequestLogFilter {
-    /// Earliest time (ms), inclusive.
-    pub since: Option<i64>,
-    /// Latest time (ms), exclusive.
-    pub until: Option<i64>,
-    /// Exact principal.
-    pub principal: Option<String>,
-    /// Exact action.
-    pub action: Option<String>,
-    /// Resource prefix.
-    pub resource: Option<String>,
-    /// Exact result.
-    pub result: Option<String>,
-    /// Exact organization.
-    pub org: Option<String>,
-    /// Start after this sequence number (cursor).
-    pub after_seq: Option<i64>,
-    /// Maximum rows (default 100, at most 10,000).
-    pub limit: Option<i64>,
-}
-
-const REQUEST_CHAIN: &str = "requests";
-/// The chain's anchor: the first kept record's seq and the hash that precedes it. Retention
-/// pruning moves it forward; before any pruning it is `(1, GENESIS_HASH)` or absent.
-const REQUEST_ANCHOR: &str = "requests:anchor";
-
 impl Store {
-    /// Appends a batch of request records in one transaction, chaining them.
-    pub async fn append_requests(&self, records: &mut [RequestLogRecord]) -> Result<()> {
-        let Ok(n) = i64::try_from(records.len()) else {
-            return Ok(());
-        };
-        if n == 0 {
-            return Ok(());
-        }
-        let mut tx = self.begin().await?;
-        // Reserve the positions under the head's row lock, chain in memory, insert in bulk.
-        let (last, mut prev) = bump_head_by(&mut tx, REQUEST_CHAIN, n).await?;
-        let mut seq = last - n;
-        for r in records.iter_mut() {
-            seq += 1;
-            r.seq = seq;
-            r.hash = r.compute_hash(&prev);
-            r.prev_hash = std::mem::replace(&mut prev, r.hash.clone());
-        }
-        let (ids, added) = self.terms.intern(&mut tx, records).await?;
-        for (chunk, ids) in records.chunks(50).zip(ids.chunks(50)) {
-            insert_requests(&mut tx, chunk, ids).await?;
-        }
-        set_head_hash(&mut tx, REQUEST_CHAIN, &prev).await?;
-        tx.commit().await?;
-        // Only now are the new terms' ids certain to exist.
-        self.terms.remember(added);
-        Ok(())
-    }
-
-    /// Searches the request log, oldest first.
-    pub async fn search_requests(&self, f: &RequestLogFilter) -> Result<Vec<RequestLogRecord>> {
-        let limit = f.limit.unwrap_or(100).clamp(1, 10_000);
-        let resource_like = f
-            .resource
-            .as_ref()
-            .map(|r| format!("{}%", r.replace(['%', '_'], "")));
-        // A record's previous hash is the hash of the record before it (by primary key).
-        let rows = sqlx::query(
-            "SELECT r.*, p.hash AS prev_hash FROM request_log_records r \
-             LEFT JOIN request_log p ON p.seq = r.seq - 1 \
-             WHERE ($1 IS NULL OR r.at >= $1) AND ($2 IS NULL OR r.at < $2) \
-             AND ($3 IS NULL OR r.principal = $3) AND ($4 IS NULL OR r.action = $4) \
-             AND ($5 IS NULL OR r.resource LIKE $5) AND ($6 IS NULL OR r.result = $6) \
-             AND ($7 IS NULL OR r.org = $7) AND r.seq > $8 ORDER BY r.seq LIMIT $9",
-        )
-        .bind(f.since)
-        .bind(f.until)
-        .bind(f.principal.as_deref())
-        .bind(f.action.as_deref())
-        .bind(resource_like.as_deref())
-        .bind(f.result.as_deref())
-        .bind(f.org.as_deref())
-        .bind(f.after_seq.unwrap_or(0))
-        .bind(limit)
-        .fetch_all(&self.read)
-        .await?;
-        let mut records = Vec::with_capacity(rows.len());
-        let mut start = None;
-        for row in &rows {
-            let mut rec = request_from_row(row)?;
-            rec.prev_hash = match row.try_get::<Option<Vec<u8>>, _>("prev_hash")? {
-                Some(prev) => hex::encode(prev),
-                // No record before: the oldest kept one follows the chain's start.
-                None => {
-                    if start.is_none() {
-                        start = Some(self.request_chain_start().await?);
-                    }
-                    match &start {
-                        Some((seq, hash)) if *seq == rec.seq => hash.clone(),
-                        _ => String::new(),
-                    }
-                }
-            };
-            records.push(rec);
-        }
-        Ok(records)
-    }
-
-    /// Deletes request records older than `before` (retention): every record up to the last
-    /// one written before `before`, so that what is kept stays one unbroken run. The hash of
-    /// the last deleted record becomes the chain's anchor, from which the rest verifies.
-    pub async fn prune_requests(&self, before: i64) -> Result<u64> {
-        let mut tx = self.begin().await?;
-        let last = sqlx::query("SELECT max(seq) AS last FROM request_log WHERE at < $1")
-            .bind(before)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get::<Option<i64>, _>("last")?;
-        let Some(last) = last else {
-            return Ok(0);
-        };
-        let hash = sqlx::query("SELECT hash FROM request_log WHERE seq = $1")
-            .bind(last)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get::<Vec<u8>, _>("hash")?;
-        let hash = hex::encode(hash);
-        let done = sqlx::query("DELETE FROM request_log WHERE seq <= $1")
-            .bind(last)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO chain_heads (chain, seq, hash) VALUES ($1, $2, $3) \
-             ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-        )
-        .bind(REQUEST_ANCHOR)
-        .bind(last + 1)
-        .bind(hash)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(done.rows_affected())
-    }
-
-    /// Recomputes the request-log chain; returns the first broken link, if any.
-    pub async fn verify_requests(&self) -> Result<Option<ChainBreak>> {
-        let rows = sqlx::query("SELECT * FROM request_log_records ORDER BY seq")
-            .fetch_all(&self.read)
-            .await?;
-        let records: Vec<RequestLogRecord> =
-            rows.iter().map(request_from_row).collect::<Result<_>>()?;
-        let head = self.chain_head(REQUEST_CHAIN).await?;
-        let start = self.request_chain_start().await?;
-        // Each record is hashed over the stored hash of the one before it: an edited record
-        // fails its own hash, a deleted one the hash of the record after it.
-        let mut prev = start.1.clone();
-        let items = records.iter().map(|r| {
-            let item = (
-                r.seq,
-                r.request_id.clone(),
-                prev.clone(),
-                r.hash.clone(),
-                r.compute_hash(&prev),
-            );
-            prev.clone_from(&r.hash);
-            item
-        });
-        Ok(verify_links(items, head, start))
-    }
-
     /// Versions of one resource, oldest first.
     pub async fn versions_of(&self, resource_id: &str) -> Result<Vec<VersionRecord>> {
         let rows = sqlx::query("SELECT * FROM versions WHERE resource_id = $1 ORDER BY seq")
@@ -545,16 +286,7 @@ impl Store {
         Ok(verify_links(items, head, (1, GENESIS_HASH.to_owned())))
     }
 
-    /// Where the request chain starts: the oldest kept record's seq and the hash before it,
-    /// from the anchor that pruning left, else the genesis.
-    async fn request_chain_start(&self) -> Result<(i64, String)> {
-        Ok(self
-            .chain_head(REQUEST_ANCHOR)
-            .await?
-            .unwrap_or_else(|| (1, GENESIS_HASH.to_owned())))
-    }
-
-    async fn chain_head(&self, chain: &str) -> Result<Option<(i64, String)>> {
+    pub(crate) async fn chain_head(&self, chain: &str) -> Result<Option<(i64, String)>> {
         let row = sqlx::query("SELECT seq, hash FROM chain_heads WHERE chain = $1")
             .bind(chain)
             .fetch_optional(&self.read)
@@ -565,145 +297,10 @@ impl Store {
         }
     }
 }
-
-/// One multi-row INSERT of request records, with the ids of their interned terms.
-async fn insert_requests(
-    tx: &mut Tx,
-    rows: &[RequestLogRecord],
-    terms: &[[i64; TERMS]],
-) -> Result<()> {
-    let sql = format!(
-        "INSERT INTO request_log (seq, at, request_id, org_term, principal_term, action_term, \
-         resource, result, status, ip, user_agent_term, latency_us, hash) VALUES {}",
-        values_list(tx.backend(), rows.len(), 13)
-    );
-    // The statement text holds only generated placeholders; every value is bound, borrowed
-    // from the records (no copy of their strings per row).
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for (r, [org, principal, action, user_agent]) in rows.iter().zip(terms) {
-        let hash = hex::decode(&r.hash)
-            .map_err(|_| StoreError::Corrupt(format!("request {}: hash is not hex", r.seq)))?;
-        q = q
-            .bind(r.seq)
-            .bind(r.at)
-            .bind(r.request_id.as_str())
-            .bind(*org)
-            .bind(*principal)
-            .bind(*action)
-            .bind(r.resource.as_str())
-            .bind(r.result.as_str())
-            .bind(r.status)
-            .bind(r.ip.as_str())
-            .bind(*user_agent)
-            .bind(r.latency_us)
-            .bind(hash);
-    }
-    q.execute(&mut **tx).await?;
-    Ok(())
-}
-
-/// How many of a record's strings are interned: its organization, principal, action and user
-/// agent.
-const TERMS: usize = 4;
-
-/// The ids of the request log's interned strings (`request_log_terms`), as far as this process
-/// has seen them. A term's id never changes and a term is never deleted, so an entry never
-/// goes stale, on any number of servers. The map starts over when it is full (a client can
-/// send any number of user agents).
-#[derive(Default)]
-pub(crate) struct Terms {
-    ids: std::sync::Mutex<HashMap<String, i64>>,
-}
-
-/// At most this many terms are kept in memory.
-const MAX_CACHED_TERMS: usize = 4_096;
-
-impl Terms {
-    /// The term ids of each record, adding the terms the table does not have yet within `tx`.
-    /// Also returns the terms looked up in the table, for [`Terms::remember`] after the commit.
-    async fn intern(
-        &self,
-        tx: &mut Tx,
-        records: &[RequestLogRecord],
-    ) -> Result<(Vec<[i64; TERMS]>, Vec<(String, i64)>)> {
-        let mut ids: Vec<[Option<i64>; TERMS]> = {
-            let known = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
-            records
-                .iter()
-                .map(|r| r.terms().map(|t| known.get(t).copied()))
-                .collect()
-        };
-        let mut added: Vec<(String, i64)> = Vec::new();
-        for (r, row) in records.iter().zip(&mut ids) {
-            for (term, slot) in r.terms().into_iter().zip(row.iter_mut()) {
-                if slot.is_some() {
-                    continue;
-                }
-                *slot = Some(match added.iter().find(|(t, _)| t == term) {
-                    Some((_, id)) => *id,
-                    None => {
-                        let id = term_id(tx, term).await?;
-                        added.push((term.to_owned(), id));
-                        id
-                    }
-                });
-            }
-        }
-        let ids = ids
-            .into_iter()
-            .map(|row| row.map(|id| id.unwrap_or_default()))
-            .collect();
-        Ok((ids, added))
-    }
-
-    /// Keeps the ids of committed terms.
-    fn remember(&self, added: Vec<(String, i64)>) {
-        if added.is_empty() {
-            return;
-        }
-        let mut known = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
-        if known.len() + added.len() > MAX_CACHED_TERMS {
-            known.clear();
-        }
-        known.extend(added);
-    }
-}
-
-/// The longest term (in characters) that `request_log_terms` keeps unique; see migration 0007.
-const MAX_UNIQUE_TERM: usize = 500;
-
-/// The id of `term`, added to `request_log_terms` if it is not there. A term too long for the
-/// unique index is added again each time it is not cached (rare: the server clips what
-/// clients choose).
-async fn term_id(tx: &mut Tx, term: &str) -> Result<i64> {
-    if term.chars().count() > MAX_UNIQUE_TERM {
-        let row = sqlx::query("INSERT INTO request_log_terms (term) VALUES ($1) RETURNING id")
-            .bind(term)
-            .fetch_one(&mut **tx)
-            .await?;
-        return Ok(row.try_get("id")?);
-    }
-    // The predicate names the partial unique index (conflict target and lookup alike).
-    sqlx::query(
-        "INSERT INTO request_log_terms (term) VALUES ($1) \
-         ON CONFLICT (term) WHERE length(term) <= 500 DO NOTHING",
-    )
-    .bind(term)
-    .execute(&mut **tx)
-    .await?;
-    Ok(
-        sqlx::query("SELECT id FROM request_log_terms WHERE term = $1 AND length(term) <= 500")
-            .bind(term)
-            .fetch_one(&mut **tx)
-            .await?
-            .try_get("id")?,
-    )
-}
-
 /// Walks `(seq, id, stored prev_hash, stored hash, recomputed hash)` in seq order. `start` is
 /// the first record's expected seq and previous hash: `(1, GENESIS_HASH)`, or the anchor
 /// that retention pruning left.
-fn verify_links(
+pub(crate) fn verify_links(
     items: impl Iterator<Item = (i64, String, String, String, String)>,
     head: Option<(i64, String)>,
     start: (i64, String),

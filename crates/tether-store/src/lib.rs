@@ -11,6 +11,7 @@ mod chain;
 pub mod changes;
 pub mod identity;
 pub mod kms;
+pub mod request_log;
 pub mod resources;
 pub mod runners;
 pub mod secrets;
@@ -25,9 +26,10 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, ConnectOptions, Executor};
 
-pub use audit::{RequestLogFilter, RequestLogRecord, VersionRecord};
+pub use audit::VersionRecord;
 pub use chain::{ChainBreak, GENESIS_HASH, hash_fields};
 pub use identity::{ApiKeyRow, RefreshTokenRow};
+pub use request_log::{RequestLogFilter, RequestLogRecord};
 pub use resources::ResourceRow;
 pub use tuples::TupleRow;
 
@@ -172,7 +174,7 @@ pub struct Store {
     backend: Backend,
     cache: Arc<cache::HotCache>,
     /// The ids of the request log's interned strings.
-    terms: Arc<audit::Terms>,
+    terms: Arc<request_log::Terms>,
     /// This process's name in the changelog (random per start).
     node: Arc<str>,
 }
@@ -232,6 +234,7 @@ impl Store {
             return Err(StoreError::BadUrl(redact_url(url)));
         };
         store.migrate().await?;
+        store.convert_legacy_requests().await?;
         Ok(store)
     }
 

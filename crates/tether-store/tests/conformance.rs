@@ -319,15 +319,48 @@ async fn request_log_appends_searches_and_verifies() {
     };
     assert_eq!(db.store.search_requests(&f).await.unwrap().len(), 3);
 
-    raw(
-        &db.store,
-        "UPDATE request_log SET status = 500 WHERE request_id = 'req_4'",
-    )
-    .await;
+    // Rewriting one record inside its stored batch is found.
+    tamper_batches(&db.store, b"/envs/e4", b"/envs/e9").await;
     assert_eq!(
         db.store.verify_requests().await.unwrap().unwrap().id,
         "req_4"
     );
+}
+
+/// Replaces bytes inside every stored batch of request records, as someone with write access
+/// to the database could.
+async fn tamper_batches(store: &Store, from: &[u8], to: &[u8]) {
+    use sqlx::Row as _;
+    let rows = sqlx::query("SELECT last_seq, records FROM request_log_batches")
+        .fetch_all(store.reader())
+        .await
+        .unwrap();
+    for row in rows {
+        let seq: i64 = row.try_get("last_seq").unwrap();
+        let mut blob: Vec<u8> = row.try_get("records").unwrap();
+        let Some(at) = blob.windows(from.len()).position(|w| w == from) else {
+            continue;
+        };
+        blob.splice(at..at + from.len(), to.iter().copied());
+        let mut tx = store.begin().await.unwrap();
+        sqlx::query("UPDATE request_log_batches SET records = $1 WHERE last_seq = $2")
+            .bind(blob)
+            .bind(seq)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+}
+
+/// Appends each record in its own batch.
+async fn append_one_by_one(store: &Store, records: &mut [RequestLogRecord]) {
+    for r in records.iter_mut() {
+        let mut one = [r.clone()];
+        store.append_requests(&mut one).await.unwrap();
+        let [done] = one;
+        *r = done;
+    }
 }
 
 /// The request log stores its organization, principal, action and user agent strings once
@@ -356,7 +389,11 @@ async fn request_log_stores_each_term_once() {
         6
     );
     assert_eq!(
-        count(&db.store, "SELECT count(*) AS n FROM request_log").await,
+        count(
+            &db.store,
+            "SELECT CAST(sum(last_seq - first_seq + 1) AS BIGINT) AS n FROM request_log_batches"
+        )
+        .await,
         20
     );
     let f = RequestLogFilter {
@@ -530,8 +567,9 @@ async fn large_request_batches_chain_across_chunks() {
 #[tokio::test]
 async fn pruning_keeps_the_request_chain_verifiable_and_a_deleted_record_is_found() {
     let db = fresh_store().await;
+    // Retention deletes whole batches: here, one per record.
     let mut batch: Vec<_> = (0..10).map(|i| request(i, "user:a")).collect();
-    db.store.append_requests(&mut batch).await.unwrap();
+    append_one_by_one(&db.store, &mut batch).await;
     let hashes: Vec<String> = batch.iter().map(|r| r.hash.clone()).collect();
     let all = db
         .store
@@ -559,12 +597,20 @@ async fn pruning_keeps_the_request_chain_verifiable_and_a_deleted_record_is_foun
 
     // Deleting the oldest kept record by hand (not by pruning) breaks the chain at its start,
     // and deleting one in the middle breaks it at the next.
-    raw(&db.store, "DELETE FROM request_log WHERE seq = 6").await;
+    raw(
+        &db.store,
+        "DELETE FROM request_log_batches WHERE last_seq = 6",
+    )
+    .await;
     assert_eq!(db.store.verify_requests().await.unwrap().unwrap().seq, 7);
     let db = fresh_store().await;
     let mut batch: Vec<_> = (0..4).map(|i| request(i, "user:a")).collect();
-    db.store.append_requests(&mut batch).await.unwrap();
-    raw(&db.store, "DELETE FROM request_log WHERE seq = 2").await;
+    append_one_by_one(&db.store, &mut batch).await;
+    raw(
+        &db.store,
+        "DELETE FROM request_log_batches WHERE last_seq = 2",
+    )
+    .await;
     let brk = db.store.verify_requests().await.unwrap().unwrap();
     assert_eq!((brk.seq, brk.id.as_str()), (3, "req_2"));
 }
@@ -783,4 +829,121 @@ async fn the_changelog_carries_committed_writes_to_another_server() {
     let mut own_feed = db.store.change_feed().await.unwrap().unwrap();
     let own = db.store.poll_changes(&mut own_feed).await.unwrap();
     assert!(!own.is_empty() && own.iter().all(|c| c.own));
+}
+
+/// Writes `records` (appended before, so chained) back as the one-row-per-record table of
+/// schema versions before 0008 held them, and removes their batches.
+async fn to_legacy_rows(store: &Store, records: &[RequestLogRecord]) {
+    use sqlx::Row as _;
+    let terms: std::collections::HashMap<String, i64> =
+        sqlx::query("SELECT id, term FROM request_log_terms")
+            .fetch_all(store.reader())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.try_get("term").unwrap(), r.try_get("id").unwrap()))
+            .collect();
+    let mut tx = store.begin().await.unwrap();
+    sqlx::query("DELETE FROM request_log_batches")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    for r in records {
+        sqlx::query(
+            "INSERT INTO request_log (seq, at, request_id, org_term, principal_term, \
+             action_term, resource, result, status, ip, user_agent_term, latency_us, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(r.seq)
+        .bind(r.at)
+        .bind(r.request_id.as_str())
+        .bind(terms[&r.org])
+        .bind(terms[&r.principal])
+        .bind(terms[&r.action])
+        .bind(r.resource.as_str())
+        .bind(r.result.as_str())
+        .bind(r.status)
+        .bind(r.ip.as_str())
+        .bind(terms[&r.user_agent])
+        .bind(r.latency_us)
+        .bind(hex::decode(&r.hash).unwrap())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+}
+
+/// A database written before batches (schema 0007) keeps its request log: opening it moves
+/// the records into batches, in chunks, with their hashes, and they search and verify as
+/// before. A record tampered with before the move is still caught after it.
+#[tokio::test]
+async fn request_records_of_the_old_table_move_into_batches() {
+    let db = fresh_store().await;
+    let mut records: Vec<_> = (0..600)
+        .map(|i| request(i, if i % 3 == 0 { "user:a" } else { "user:b" }))
+        .collect();
+    db.store.append_requests(&mut records).await.unwrap();
+    to_legacy_rows(&db.store, &records).await;
+    let opened = Store::open(&db.url, &StoreOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        count(&opened, "SELECT count(*) AS n FROM request_log").await,
+        0
+    );
+    assert_eq!(opened.verify_requests().await.unwrap(), None);
+    let all = RequestLogFilter {
+        limit: Some(10_000),
+        ..Default::default()
+    };
+    assert_eq!(opened.search_requests(&all).await.unwrap(), records);
+    // New records chain on.
+    let mut more = vec![request(600, "user:a")];
+    opened.append_requests(&mut more).await.unwrap();
+    assert_eq!(more[0].prev_hash, records[599].hash);
+    assert_eq!(opened.verify_requests().await.unwrap(), None);
+
+    // Tampered (seq 3) and with a gap (seq 5 deleted) before the move.
+    let db = fresh_store().await;
+    let mut records: Vec<_> = (0..8).map(|i| request(i, "user:a")).collect();
+    db.store.append_requests(&mut records).await.unwrap();
+    records[2].status = 500;
+    records.remove(4);
+    to_legacy_rows(&db.store, &records).await;
+    let opened = Store::open(&db.url, &StoreOptions::default())
+        .await
+        .unwrap();
+    let brk = opened.verify_requests().await.unwrap().unwrap();
+    assert_eq!((brk.seq, brk.id.as_str()), (3, "req_2"));
+    assert_eq!(opened.search_requests(&all).await.unwrap().len(), 7);
+}
+
+/// Search skips batches by their stored times and seq range, so verification checks those
+/// against the records.
+#[tokio::test]
+async fn a_batch_whose_bounds_were_edited_fails_verification() {
+    let db = fresh_store().await;
+    let mut records: Vec<_> = (0..6).map(|i| request(i, "user:a")).collect();
+    append_one_by_one(&db.store, &mut records[..3]).await;
+    db.store.append_requests(&mut records[3..]).await.unwrap();
+    assert_eq!(db.store.verify_requests().await.unwrap(), None);
+    raw(
+        &db.store,
+        "UPDATE request_log_batches SET min_at = min_at + 1 WHERE last_seq = 6",
+    )
+    .await;
+    let brk = db.store.verify_requests().await.unwrap().unwrap();
+    assert_eq!(brk.seq, 4);
+    assert!(brk.reason.contains("times"), "{}", brk.reason);
+    raw(
+        &db.store,
+        "UPDATE request_log_batches SET min_at = min_at - 1, first_seq = 5 WHERE last_seq = 6",
+    )
+    .await;
+    let brk = db.store.verify_requests().await.unwrap().unwrap();
+    assert!(brk.reason.contains("seq range"), "{}", brk.reason);
+    // Records before the damaged batch are checked first.
+    tamper_batches(&db.store, b"/envs/e1", b"/envs/e7").await;
+    assert_eq!(db.store.verify_requests().await.unwrap().unwrap().seq, 2);
 }

@@ -380,7 +380,15 @@ impl TestServer {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
                 let mut all = query_strings(&url, "SELECT COALESCE(yaml_before, '') || COALESCE(yaml_after, '') || diff || COALESCE(message, '') FROM versions").await;
-                all.extend(query_strings(&url, "SELECT request_id || principal || action || resource || user_agent FROM request_log_records").await);
+                // The request log: its interned strings, and the bytes of its batches, which
+                // hold every other string of a record as it is.
+                all.extend(query_strings(&url, "SELECT term FROM request_log_terms").await);
+                all.extend(
+                    query_blobs(&url, "SELECT records FROM request_log_batches")
+                        .await
+                        .into_iter()
+                        .map(|b| String::from_utf8_lossy(&b).into_owned()),
+                );
                 all
             })
         })
@@ -466,6 +474,25 @@ pub async fn query_strings(database_url: &str, sql: &str) -> Vec<String> {
         .unwrap();
     rows.iter()
         .map(|r| r.try_get::<String, _>(0).unwrap_or_default())
+        .collect()
+}
+
+/// The first column of each row as bytes, for a read-only look at stored blobs.
+pub async fn query_blobs(database_url: &str, sql: &str) -> Vec<Vec<u8>> {
+    use sqlx::{Connection, Row};
+    sqlx::any::install_default_drivers();
+    let url = if database_url.starts_with("sqlite") {
+        format!("{database_url}?mode=ro")
+    } else {
+        database_url.to_owned()
+    };
+    let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| r.try_get::<Vec<u8>, _>(0).unwrap_or_default())
         .collect()
 }
 

@@ -25,6 +25,20 @@ mod walkthrough;
 use tether_testkit::TestServer;
 
 /// Starts a fresh server from this crate's binary.
+/// Every record of the server's request log, read from its database as stored.
+pub async fn request_log(s: &TestServer) -> Vec<tether_store::RequestLogRecord> {
+    let store = tether_store::Store::open(&s.database_url, &Default::default())
+        .await
+        .unwrap();
+    let all = tether_store::RequestLogFilter {
+        limit: Some(10_000),
+        ..Default::default()
+    };
+    let records = store.search_requests(&all).await.unwrap();
+    store.close().await;
+    records
+}
+
 pub async fn server() -> TestServer {
     TestServer::start(std::path::Path::new(env!("CARGO_BIN_EXE_tether"))).await
 }
