@@ -460,26 +460,17 @@ pub async fn tamper(database_url: &str, sql: &str) -> u64 {
 /// Reads one text column of every row a query returns, directly from the database (to prove
 /// what is and is not stored).
 pub async fn query_strings(database_url: &str, sql: &str) -> Vec<String> {
-    use sqlx::{Connection, Row};
-    sqlx::any::install_default_drivers();
-    let url = if database_url.starts_with("sqlite") {
-        format!("{database_url}?mode=ro")
-    } else {
-        database_url.to_owned()
-    };
-    let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
-        .fetch_all(&mut conn)
+    use sqlx::Row;
+    query_rows(database_url, sql)
         .await
-        .unwrap();
-    rows.iter()
+        .iter()
         .map(|r| r.try_get::<String, _>(0).unwrap_or_default())
         .collect()
 }
 
-/// The first column of each row as bytes, for a read-only look at stored blobs.
-pub async fn query_blobs(database_url: &str, sql: &str) -> Vec<Vec<u8>> {
-    use sqlx::{Connection, Row};
+/// Runs one query on a connection of its own (read-only on SQLite).
+async fn query_rows(database_url: &str, sql: &str) -> Vec<sqlx::any::AnyRow> {
+    use sqlx::Connection;
     sqlx::any::install_default_drivers();
     let url = if database_url.starts_with("sqlite") {
         format!("{database_url}?mode=ro")
@@ -487,11 +478,18 @@ pub async fn query_blobs(database_url: &str, sql: &str) -> Vec<Vec<u8>> {
         database_url.to_owned()
     };
     let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+    sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
         .fetch_all(&mut conn)
         .await
-        .unwrap();
-    rows.iter()
+        .unwrap()
+}
+
+/// The first column of each row as bytes, for a read-only look at stored blobs.
+pub async fn query_blobs(database_url: &str, sql: &str) -> Vec<Vec<u8>> {
+    use sqlx::Row;
+    query_rows(database_url, sql)
+        .await
+        .iter()
         .map(|r| r.try_get::<Vec<u8>, _>(0).unwrap_or_default())
         .collect()
 }
