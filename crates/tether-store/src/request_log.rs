@@ -427,16 +427,11 @@ impl Store {
         if let Some(hash) = last_hash_of_batch(tx, seq - 1).await? {
             return Ok(hash);
         }
-        let anchor = sqlx::query("SELECT seq, hash FROM chain_heads WHERE chain = $1")
-            .bind(REQUEST_ANCHOR)
-            .fetch_optional(&mut **tx)
-            .await?;
-        if let Some(row) = anchor
-            && row.try_get::<i64, _>("seq")? == seq
-        {
-            return Ok(row.try_get("hash")?);
+        // Conversion never moves the anchor, so reading it outside `tx` is the same.
+        match self.request_chain_start().await? {
+            (start, hash) if start == seq => Ok(hash),
+            _ => Ok(GENESIS_HASH.to_owned()),
         }
-        Ok(GENESIS_HASH.to_owned())
     }
 }
 
