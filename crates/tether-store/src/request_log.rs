@@ -205,7 +205,8 @@ impl Store {
     /// Deletes request records older than `before` (retention), a whole batch at a time: every
     /// batch up to the last one whose records all came before `before`, so that what is kept
     /// stays one unbroken run. The hash of the last deleted record becomes the chain's anchor,
-    /// from which the rest verifies. Returns how many records were deleted.
+    /// from which the rest verifies. The interned strings (principals, user agents) that no
+    /// kept record uses are deleted too. Returns how many records were deleted.
     pub async fn prune_requests(&self, before: i64) -> Result<u64> {
         let mut tx = self.begin().await?;
         let last =
@@ -237,6 +238,14 @@ impl Store {
             .bind(last)
             .execute(&mut *tx)
             .await?;
+        // The strings that no kept record uses go with them. A kept record's terms have a
+        // `last_seq` above `last - TERM_REFRESH_SEQS` (they lag their latest use by less), and
+        // a batch being written now holds seqs above `last`.
+        let terms = sqlx::query("DELETE FROM request_log_terms WHERE last_seq <= $1")
+            .bind(last - TERM_REFRESH_SEQS)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         sqlx::query(
             "INSERT INTO chain_heads (chain, seq, hash) VALUES ($1, $2, $3) \
              ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
@@ -247,6 +256,12 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        if terms > 0 {
+            tracing::debug!(
+                terms,
+                "request log terms that no kept record uses were deleted"
+            );
+        }
         Ok(u64::try_from(last - first + 1).unwrap_or(0))
     }
 
@@ -576,95 +591,128 @@ impl TermNames {
 const TERMS: usize = 4;
 
 /// The ids of the request log's interned strings (`request_log_terms`), as far as this process
-/// has seen them. A term's id never changes and a term is never deleted, so an entry never
-/// goes stale, on any number of servers. The map starts over when it is full (a client can
-/// send any number of user agents).
+/// has seen them, with the `last_seq` this process last stored for each. A term carries the
+/// seq of the latest record that used it, to within [`TERM_REFRESH_SEQS`], so that retention
+/// can delete the strings no kept record uses (see [`Store::prune_requests`]). A cached id may
+/// have been deleted since by another server's pruning: the refresh of `last_seq` finds that
+/// out (no row), and the term is added again under a new id. The map starts over when it is
+/// full (a client can send any number of user agents).
 #[derive(Default)]
 pub(crate) struct Terms {
-    ids: std::sync::Mutex<HashMap<String, i64>>,
+    ids: std::sync::Mutex<HashMap<String, CachedTerm>>,
+}
+
+/// A term's id and the `last_seq` this process last stored for it.
+#[derive(Clone, Copy)]
+struct CachedTerm {
+    id: i64,
+    last_seq: i64,
 }
 
 /// At most this many terms are kept in memory.
 const MAX_CACHED_TERMS: usize = 4_096;
 
+/// How far (in records) a term's stored `last_seq` may lag behind the latest record that used
+/// it. A term in steady use is written again once per this many records, not with every batch;
+/// pruning keeps every term whose `last_seq` is within this distance of the oldest kept record.
+pub const TERM_REFRESH_SEQS: i64 = 4_096;
+
+/// Terms stored or refreshed within a transaction, to cache after it commits.
+type StoredTerms = Vec<(String, CachedTerm)>;
+
 impl Terms {
-    /// The term ids of each record, adding the terms the table does not have yet within `tx`.
-    /// Also returns the terms looked up in the table, for [`Terms::remember`] after the commit.
+    /// The term ids of each record (the records have their seqs), adding the terms the table
+    /// does not have yet and refreshing the `last_seq` of those whose stored one is too old,
+    /// within `tx`. Also returns what was stored, for [`Terms::remember`] after the commit.
     async fn intern(
         &self,
         tx: &mut Tx,
         records: &[RequestLogRecord],
-    ) -> Result<(Vec<[i64; TERMS]>, Vec<(String, i64)>)> {
-        let mut ids: Vec<[Option<i64>; TERMS]> = {
-            let known = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
-            records
-                .iter()
-                .map(|r| r.terms().map(|t| known.get(t).copied()))
-                .collect()
+    ) -> Result<(Vec<[i64; TERMS]>, StoredTerms)> {
+        let Some(last) = records.last().map(|r| r.seq) else {
+            return Ok((Vec::new(), Vec::new()));
         };
-        let mut added: Vec<(String, i64)> = Vec::new();
-        for (r, row) in records.iter().zip(&mut ids) {
-            for (term, slot) in r.terms().into_iter().zip(row.iter_mut()) {
-                if slot.is_some() {
-                    continue;
-                }
-                *slot = Some(match added.iter().find(|(t, _)| t == term) {
-                    Some((_, id)) => *id,
-                    None => {
-                        let id = term_id(tx, term).await?;
-                        added.push((term.to_owned(), id));
-                        id
-                    }
-                });
+        // Each distinct term of the batch once: its id, if the cache has it fresh enough.
+        let mut batch: HashMap<&str, Option<CachedTerm>> = HashMap::new();
+        {
+            let known = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
+            for term in records.iter().flat_map(RequestLogRecord::terms) {
+                batch
+                    .entry(term)
+                    .or_insert_with(|| known.get(term).copied());
             }
         }
-        let ids = ids
-            .into_iter()
-            .map(|row| row.map(|id| id.unwrap_or_default()))
-            .collect();
-        Ok((ids, added))
+        let mut stored = StoredTerms::new();
+        for (term, cached) in &mut batch {
+            let fresh = match *cached {
+                Some(c) if c.last_seq > last - TERM_REFRESH_SEQS => continue,
+                Some(c) if refresh_term(tx, c.id, last).await? => CachedTerm {
+                    id: c.id,
+                    last_seq: last,
+                },
+                // Not cached, or pruned since it was: store it (again).
+                _ => CachedTerm {
+                    id: term_id(tx, term, last).await?,
+                    last_seq: last,
+                },
+            };
+            *cached = Some(fresh);
+            stored.push(((*term).to_owned(), fresh));
+        }
+        let id_of = |term: &str| batch.get(term).copied().flatten().map_or(0, |c| c.id);
+        let ids = records.iter().map(|r| r.terms().map(id_of)).collect();
+        Ok((ids, stored))
     }
 
-    /// Keeps the ids of committed terms.
-    fn remember(&self, added: Vec<(String, i64)>) {
-        if added.is_empty() {
+    /// Caches what a committed transaction stored.
+    fn remember(&self, stored: StoredTerms) {
+        if stored.is_empty() {
             return;
         }
         let mut known = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
-        if known.len() + added.len() > MAX_CACHED_TERMS {
+        if known.len() + stored.len() > MAX_CACHED_TERMS {
             known.clear();
         }
-        known.extend(added);
+        known.extend(stored);
     }
 }
 
 /// The longest term (in characters) that `request_log_terms` keeps unique; see migration 0007.
+/// The SQL below repeats it in `length(term) <= 500`, the predicate of the partial unique
+/// index, which a statement must name for the index to serve it.
 const MAX_UNIQUE_TERM: usize = 500;
 
-/// The id of `term`, added to `request_log_terms` if it is not there. A term too long for the
-/// unique index is added again each time it is not cached (rare: the server clips what
-/// clients choose).
-async fn term_id(tx: &mut Tx, term: &str) -> Result<i64> {
-    if term.chars().count() > MAX_UNIQUE_TERM {
-        let row = sqlx::query("INSERT INTO request_log_terms (term) VALUES ($1) RETURNING id")
-            .bind(term)
-            .fetch_one(&mut **tx)
-            .await?;
-        return Ok(row.try_get("id")?);
-    }
-    // The predicate names the partial unique index (conflict target and lookup alike).
-    sqlx::query(
-        "INSERT INTO request_log_terms (term) VALUES ($1) \
-         ON CONFLICT (term) WHERE length(term) <= 500 DO NOTHING",
+/// Raises the stored `last_seq` of term `id` to `seq`; false if the term is gone (pruned).
+async fn refresh_term(tx: &mut Tx, id: i64, seq: i64) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE request_log_terms \
+         SET last_seq = CASE WHEN last_seq < $2 THEN $2 ELSE last_seq END WHERE id = $1",
     )
-    .bind(term)
+    .bind(id)
+    .bind(seq)
     .execute(&mut **tx)
     .await?;
-    Ok(
-        sqlx::query("SELECT id FROM request_log_terms WHERE term = $1 AND length(term) <= 500")
-            .bind(term)
-            .fetch_one(&mut **tx)
-            .await?
-            .try_get("id")?,
-    )
+    Ok(done.rows_affected() == 1)
+}
+
+/// The id of `term`, added to `request_log_terms` if it is not there, with its `last_seq`
+/// raised to `seq`. A term too long for the unique index is added again each time it is not
+/// cached (rare: the server clips what clients choose).
+async fn term_id(tx: &mut Tx, term: &str, seq: i64) -> Result<i64> {
+    let sql = if term.chars().count() > MAX_UNIQUE_TERM {
+        "INSERT INTO request_log_terms (term, last_seq) VALUES ($1, $2) RETURNING id"
+    } else {
+        // The predicate names the partial unique index.
+        "INSERT INTO request_log_terms (term, last_seq) VALUES ($1, $2) \
+         ON CONFLICT (term) WHERE length(term) <= 500 DO UPDATE SET last_seq = \
+         CASE WHEN request_log_terms.last_seq < excluded.last_seq \
+         THEN excluded.last_seq ELSE request_log_terms.last_seq END \
+         RETURNING id"
+    };
+    let row = sqlx::query(sql)
+        .bind(term)
+        .bind(seq)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(row.try_get("id")?)
 }

@@ -615,6 +615,94 @@ async fn pruning_keeps_the_request_chain_verifiable_and_a_deleted_record_is_foun
     assert_eq!((brk.seq, brk.id.as_str()), (3, "req_2"));
 }
 
+/// How many times `term` is stored in `request_log_terms`.
+async fn stored_terms(store: &Store, term: &str) -> i64 {
+    use sqlx::Row as _;
+    sqlx::query("SELECT count(*) AS n FROM request_log_terms WHERE term = $1")
+        .bind(term)
+        .fetch_one(store.reader())
+        .await
+        .unwrap()
+        .try_get("n")
+        .unwrap()
+}
+
+/// Retention deletes the interned strings (a principal, a user agent) that no kept record
+/// uses, keeps those that kept records use, and a server whose cache still holds a deleted
+/// string's id stores the string again.
+#[tokio::test]
+async fn retention_deletes_the_strings_no_kept_record_uses() {
+    let db = fresh_store().await;
+    // A second server on the same database, with its own cache of term ids.
+    let other = Store::open(&db.url, &StoreOptions::default())
+        .await
+        .unwrap();
+    let gone = |i, at| RequestLogRecord {
+        at,
+        user_agent: "agent-gone".into(),
+        ..request(i, "user:gone")
+    };
+    other.append_requests(&mut [gone(0, 1_000)]).await.unwrap();
+    // A term's stored last use may lag by up to TERM_REFRESH_SEQS records, so pruning needs
+    // that many more behind the last use before it deletes the term.
+    let lag = tether_store::request_log::TERM_REFRESH_SEQS;
+    let mut old: Vec<_> = (0..lag + 10)
+        .map(|i| RequestLogRecord {
+            at: 2_000 + i,
+            ..request(i, "user:old")
+        })
+        .collect();
+    for chunk in old.chunks_mut(512) {
+        db.store.append_requests(chunk).await.unwrap();
+    }
+    let mut kept: Vec<_> = (0..5)
+        .map(|i| RequestLogRecord {
+            at: 20_000_000 + i,
+            user_agent: "agent-kept".into(),
+            ..request(i, "user:kept")
+        })
+        .collect();
+    db.store.append_requests(&mut kept).await.unwrap();
+
+    assert_eq!(
+        db.store.prune_requests(10_000_000).await.unwrap(),
+        u64::try_from(lag + 11).unwrap()
+    );
+    assert_eq!(stored_terms(&db.store, "user:gone").await, 0);
+    assert_eq!(stored_terms(&db.store, "agent-gone").await, 0);
+    for used in ["user:kept", "agent-kept", "default", "environment.read"] {
+        assert_eq!(stored_terms(&db.store, used).await, 1, "{used}");
+    }
+    assert_eq!(db.store.verify_requests().await.unwrap(), None);
+    let all = db
+        .store
+        .search_requests(&RequestLogFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 5);
+    assert!(
+        all.iter().all(|r| r.principal == "user:kept"
+            && r.user_agent == "agent-kept"
+            && r.org == "default")
+    );
+
+    // The other server still caches the deleted ids: it finds them gone and stores the
+    // strings again.
+    other
+        .append_requests(&mut [gone(1, 30_000_000)])
+        .await
+        .unwrap();
+    assert_eq!(stored_terms(&db.store, "user:gone").await, 1);
+    let f = RequestLogFilter {
+        principal: Some("user:gone".into()),
+        ..Default::default()
+    };
+    let found = db.store.search_requests(&f).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].user_agent, "agent-gone");
+    assert_eq!(db.store.verify_requests().await.unwrap(), None);
+}
+
 fn secret_version_row(blob: &[u8]) -> tether_store::secrets::SecretVersionRow {
     tether_store::secrets::SecretVersionRow {
         secret_id: "res_s".into(),
