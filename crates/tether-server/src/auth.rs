@@ -3,7 +3,7 @@
 //! verified result is cached briefly; `last_used_at` is recorded in batches.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde::Serialize;
 use tether_core::{ErrorCode, Kind};
@@ -75,7 +75,7 @@ pub fn subject_type(kind: Kind) -> &'static str {
 
 struct CachedKey {
     hash: ApiKeyHash,
-    principal: Principal,
+    principal: Arc<Principal>,
     expires_at: Option<i64>,
     cached_at: i64,
 }
@@ -107,7 +107,12 @@ impl KeyCache {
 
     fn record_use(&self, key_id: &str, at: i64) {
         if let Ok(mut u) = self.usage.lock() {
-            u.insert(key_id.to_owned(), at);
+            match u.get_mut(key_id) {
+                Some(last) => *last = at,
+                None => {
+                    u.insert(key_id.to_owned(), at);
+                }
+            }
         }
     }
 
@@ -125,14 +130,16 @@ fn bad_credentials() -> AppError {
 }
 
 /// Authenticates a bearer credential.
-pub async fn authenticate(state: &AppState, bearer: &str) -> AppResult<Principal> {
+pub async fn authenticate(state: &AppState, bearer: &str) -> AppResult<Arc<Principal>> {
     if bearer.starts_with("tk_") {
         return authenticate_api_key(state, bearer).await;
     }
-    crate::tokens::verify_access_token(state, bearer).await
+    Ok(Arc::new(
+        crate::tokens::verify_access_token(state, bearer).await?,
+    ))
 }
 
-async fn authenticate_api_key(state: &AppState, presented: &str) -> AppResult<Principal> {
+async fn authenticate_api_key(state: &AppState, presented: &str) -> AppResult<Arc<Principal>> {
     let parsed = ApiKey::parse(presented).map_err(|_| bad_credentials())?;
     let key_id = parsed.id().as_str().to_owned();
     let now = state.clock.now_millis();
@@ -160,11 +167,11 @@ async fn authenticate_api_key(state: &AppState, presented: &str) -> AppResult<Pr
     let via = AuthVia::ApiKey {
         key_id: key_id.clone(),
     };
-    let principal = load_principal(state, &row.owner_id, via, scopes).await?;
+    let principal = Arc::new(load_principal(state, &row.owner_id, via, scopes).await?);
     if let Ok(mut k) = state.keys.keys.write() {
         let entry = CachedKey {
             hash,
-            principal: principal.clone(),
+            principal: Arc::clone(&principal),
             expires_at: row.expires_at,
             cached_at: now,
         };
@@ -179,7 +186,7 @@ fn cached(
     key_id: &str,
     parsed: &tether_crypto::ParsedApiKey,
     now: i64,
-) -> AppResult<Option<Principal>> {
+) -> AppResult<Option<Arc<Principal>>> {
     let Ok(keys) = state.keys.keys.read() else {
         return Ok(None);
     };
@@ -198,7 +205,7 @@ fn cached(
             "the API key has expired",
         ));
     }
-    Ok(Some(entry.principal.clone()))
+    Ok(Some(Arc::clone(&entry.principal)))
 }
 
 /// Loads the user or service account behind a credential. A deleted or disabled principal no

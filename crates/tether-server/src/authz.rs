@@ -17,7 +17,7 @@ use crate::error::AppError;
 #[derive(Debug, Clone, Default)]
 pub struct CheckContext {
     /// The client's IP address.
-    pub ip: Option<String>,
+    pub ip: Option<std::sync::Arc<str>>,
     /// The current time (Unix milliseconds), given to conditions as RFC 3339.
     pub now_ms: Option<i64>,
 }
@@ -26,7 +26,7 @@ impl CheckContext {
     fn to_map(&self) -> Map<String, Value> {
         let mut m = Map::new();
         if let Some(ip) = &self.ip {
-            m.insert("client_ip".into(), Value::String(ip.clone()));
+            m.insert("client_ip".into(), Value::String(ip.to_string()));
         }
         if let Some(now) = self.now_ms {
             m.insert(

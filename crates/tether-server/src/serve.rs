@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
-use axum::serve::ListenerExt;
+use axum::extract::connect_info::Connected;
+use axum::serve::{IncomingStream, Listener};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
@@ -16,10 +17,55 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsConfig;
 
+/// The client at the other end of a connection, its address formatted once per connection: the
+/// request log and the authorization conditions read it on every request.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    /// The address and port.
+    pub addr: SocketAddr,
+    /// The IP address as text.
+    pub ip: Arc<str>,
+}
+
+impl Peer {
+    /// The peer at `addr`.
+    pub fn new(addr: SocketAddr) -> Peer {
+        Peer {
+            addr,
+            ip: addr.ip().to_string().into(),
+        }
+    }
+}
+
+impl Connected<IncomingStream<'_, NoDelayListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, NoDelayListener>) -> Peer {
+        Peer::new(*stream.remote_addr())
+    }
+}
+
+/// A TCP listener whose connections have Nagle's algorithm off (see [`no_delay`]).
+pub struct NoDelayListener(TcpListener);
+
+impl Listener for NoDelayListener {
+    type Io = TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
+        // axum's accept retries (and backs off) on errors itself.
+        let (mut io, addr) = Listener::accept(&mut self.0).await;
+        no_delay(&mut io);
+        (io, addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Listener::local_addr(&self.0)
+    }
+}
+
 /// Serves plain HTTP.
 pub async fn serve_plain(listener: TcpListener, router: Router) {
-    let svc = router.into_make_service_with_connect_info::<SocketAddr>();
-    let listener = listener.tap_io(no_delay);
+    let svc = router.into_make_service_with_connect_info::<Peer>();
+    let listener = NoDelayListener(listener);
     if let Err(e) = axum::serve(listener, svc).await {
         tracing::error!(error = %e, "server stopped");
     }
@@ -73,7 +119,7 @@ pub async fn serve_tls(listener: TcpListener, acceptor: TlsAcceptor, router: Rou
                     return;
                 }
             };
-            let svc = router.layer(axum::Extension(ConnectInfo(remote)));
+            let svc = router.layer(axum::Extension(ConnectInfo(Peer::new(remote))));
             let hyper_svc = TowerToHyperService::new(svc);
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             if let Err(e) = builder

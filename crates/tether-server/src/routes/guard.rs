@@ -3,11 +3,10 @@
 //! object from the path, asks the authorizer, and fails closed for a route with no entry. An
 //! object the caller cannot see answers exactly like a missing one.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::RequestPartsExt;
-use axum::extract::{MatchedPath, Path, Request, State};
+use axum::extract::{MatchedPath, RawPathParams, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::Method;
@@ -305,8 +304,8 @@ pub fn guard_for(method: &Method, path: &str) -> Option<&'static Guard> {
 /// What the guard resolved, for the handler.
 #[derive(Clone)]
 pub struct Ctx {
-    /// The caller (absent on public routes).
-    pub principal: Option<Principal>,
+    /// The caller (absent on public routes), shared with the credential cache.
+    pub principal: Option<Arc<Principal>>,
     /// Request attributes for conditions.
     pub check: CheckContext,
     /// `{org}` (shared with the row cache).
@@ -324,7 +323,7 @@ pub struct Ctx {
 impl Ctx {
     /// The caller; handlers behind an authenticated guard can rely on it.
     pub fn principal(&self) -> AppResult<&Principal> {
-        self.principal.as_ref().ok_or_else(|| {
+        self.principal.as_deref().ok_or_else(|| {
             AppError::new(
                 ErrorCode::Unauthenticated,
                 "this request needs a credential",
@@ -369,16 +368,13 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
         tracing::error!(%path, method = %parts.method, "route has no declared permission; refusing");
         return AppError::internal("undeclared route").into_response();
     };
-    let params: HashMap<String, String> = parts
-        .extract::<Path<HashMap<String, String>>>()
-        .await
-        .map(|p| p.0)
-        .unwrap_or_default();
+    let raw = parts.extract::<RawPathParams>().await.ok();
+    let params = Params::of(raw.as_ref());
     let query = parts.uri.query().unwrap_or("").to_owned();
     let ip = parts
         .extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip().to_string());
+        .get::<axum::extract::ConnectInfo<crate::serve::Peer>>()
+        .map(|c| c.0.ip.clone());
     let bearer = bearer_token(&parts.headers);
     let mut facts = LogFacts {
         action: action_name(guard),
@@ -412,6 +408,29 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
     response
 }
 
+/// The path's `{org}`, `{kind}` and `{name}`, percent-decoded.
+#[derive(Default)]
+struct Params<'a> {
+    org: Option<&'a str>,
+    kind: Option<&'a str>,
+    name: Option<&'a str>,
+}
+
+impl<'a> Params<'a> {
+    fn of(raw: Option<&'a RawPathParams>) -> Params<'a> {
+        let mut params = Params::default();
+        for (key, value) in raw.into_iter().flatten() {
+            match key {
+                "org" => params.org = Some(value),
+                "kind" => params.kind = Some(value),
+                "name" => params.name = Some(value),
+                _ => {}
+            }
+        }
+        params
+    }
+}
+
 fn action_name(guard: &Guard) -> String {
     let rel = guard.rel.or("write");
     // Every request builds this: by concatenation, not through fmt.
@@ -437,10 +456,10 @@ fn query_param(query: &str, key: &str) -> Option<String> {
 async fn resolve(
     state: &AppState,
     guard: &Guard,
-    params: &HashMap<String, String>,
+    params: &Params<'_>,
     query: &str,
     bearer: Option<&str>,
-    ip: Option<String>,
+    ip: Option<Arc<str>>,
     facts: &mut LogFacts,
 ) -> AppResult<Ctx> {
     let check = CheckContext {
@@ -486,12 +505,12 @@ async fn resolve(
 async fn resolve_scoped(
     state: &AppState,
     guard: &Guard,
-    params: &HashMap<String, String>,
+    params: &Params<'_>,
     query: &str,
     mut ctx: Ctx,
     facts: &mut LogFacts,
 ) -> AppResult<Ctx> {
-    let org_name = params.get("org").map(String::as_str).unwrap_or_default();
+    let org_name = params.org.unwrap_or_default();
     facts.org = org_name.to_owned();
     let org = state
         .store
@@ -511,7 +530,7 @@ async fn resolve_scoped(
         ctx.org = Some(org);
         return Ok(ctx);
     }
-    let kind_text = params.get("kind").map(String::as_str).unwrap_or_default();
+    let kind_text = params.kind.unwrap_or_default();
     let kind = Kind::parse(kind_text)
         .filter(|k| *k != Kind::Organization && kind_text == k.plural())
         .ok_or_else(|| AppError::not_found("collection", kind_text))?;
@@ -540,7 +559,7 @@ async fn resolve_scoped(
         ctx.env = Some(env);
     }
     let rel = guard.rel.or(write_relation(kind));
-    let object = match params.get("name") {
+    let object = match params.name {
         Some(name) => {
             let item = state
                 .store
@@ -574,8 +593,8 @@ async fn resolve_scoped(
     };
     // Name what the caller asked for: the item, else the environment or organization scope.
     let env_name = ctx.scope.env.clone();
-    let what = match (params.get("name"), env_name.as_deref()) {
-        (Some(name), _) => (kind.singular(), name.as_str()),
+    let what = match (params.name, env_name.as_deref()) {
+        (Some(name), _) => (kind.singular(), name),
         (None, Some(env)) => ("environment", env),
         (None, None) => ("organization", org_name),
     };

@@ -30,6 +30,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{AppError, REQUEST_ID};
+use crate::serve::Peer;
 use crate::state::AppState;
 
 /// The OpenAPI document's root.
@@ -191,8 +192,8 @@ async fn serve_logged(state: AppState, id: String, req: Request, next: Next) -> 
     let path = req.uri().path().to_owned();
     let ip = req
         .extensions()
-        .get::<ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
+        .get::<ConnectInfo<Peer>>()
+        .map(|c| c.0.ip.to_string())
         .unwrap_or_default();
     let ua = req
         .headers()
