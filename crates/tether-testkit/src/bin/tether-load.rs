@@ -323,6 +323,38 @@ fn pace(
     }
 }
 
+/// How late a thread that only sleeps woke up during the measured window.
+#[derive(Debug, Default, PartialEq)]
+struct Stalls {
+    /// Wake-ups later than [`STALL`].
+    count: u64,
+    /// The latest wake-up's lateness.
+    longest: Duration,
+}
+
+/// A wake-up this late counts as a stall of the machine.
+const STALL: Duration = Duration::from_millis(2);
+
+/// Sleeps `step` at a time (with `sleep`) until `end` and records how late it woke. This thread
+/// does nothing else, so a late wake-up means no core ran it: at a few milliseconds, the whole
+/// machine (here a VM whose host takes its cores away now and then) was stalled or overloaded,
+/// and the server was too. The figures say which runs measured the machine more than Tether.
+fn probe(end: std::time::Instant, step: Duration, sleep: impl Fn(Duration)) -> Stalls {
+    let mut stalls = Stalls::default();
+    loop {
+        let before = std::time::Instant::now();
+        if before >= end {
+            return stalls;
+        }
+        sleep(step);
+        let late = before.elapsed().saturating_sub(step);
+        if late > STALL {
+            stalls.count += 1;
+            stalls.longest = stalls.longest.max(late);
+        }
+    }
+}
+
 fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -369,6 +401,17 @@ async fn run(args: Args) -> Result<(), String> {
         let tick = args.tick;
         std::thread::spawn(move || pace(schedule, interval, end, tick));
     }
+    let probe_end = end.into_std();
+    let wait = measure_from.into_std();
+    let prober = std::thread::spawn(move || {
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the probe is its own OS thread, outside the runtime"
+        )]
+        let sleep = std::thread::sleep;
+        sleep(wait.saturating_duration_since(std::time::Instant::now()));
+        probe(probe_end, Duration::from_millis(1), sleep)
+    });
     let mut all = Sample::default();
     for t in tasks {
         let s = t.await.map_err(|e| e.to_string())?;
@@ -377,6 +420,7 @@ async fn run(args: Args) -> Result<(), String> {
         all.errors += s.errors;
         all.last_done = all.last_done.max(s.last_done);
     }
+    let stalls = prober.join().unwrap_or_default();
     all.latencies_us.sort_unstable();
     let ok = all.latencies_us.len();
     let secs = args.duration.as_secs_f64();
@@ -410,6 +454,11 @@ async fn run(args: Args) -> Result<(), String> {
         for (k, v) in figures {
             obj.insert(k.into(), v.into());
         }
+        obj.insert("stalls".into(), stalls.count.into());
+        obj.insert(
+            "longest_stall_ms".into(),
+            (stalls.longest.as_secs_f64() * 1000.0).into(),
+        );
         println!("{}", serde_json::Value::Object(obj));
     } else {
         let lat: Vec<String> = figures
@@ -418,11 +467,13 @@ async fn run(args: Args) -> Result<(), String> {
             .collect();
         println!(
             "{mode}, {} connections, {secs:.0} s: {achieved:.0} req/s ok, latency ms {} \
-             (non-2xx {}, errors {})",
+             (non-2xx {}, errors {}); machine stalls over 2 ms: {}, longest {:.1} ms",
             args.connections,
             lat.join(" "),
             all.bad_status,
-            all.errors
+            all.errors,
+            stalls.count,
+            stalls.longest.as_secs_f64() * 1000.0
         );
     }
     if all.bad_status > 0 || all.errors > 0 || ok == 0 {
@@ -461,6 +512,24 @@ fn main() -> std::process::ExitCode {
 #[cfg(test)]
 mod tests {
     use super::{Duration, Instant, mpsc, pace, parse_head};
+
+    #[test]
+    fn the_probe_counts_wake_ups_that_came_late() {
+        use std::cell::Cell;
+        // A sleeper that oversleeps by 5 ms on its third call, and sleeps exactly otherwise.
+        let calls = Cell::new(0);
+        let sleep = |d: Duration| {
+            calls.set(calls.get() + 1);
+            let extra = if calls.get() == 3 { 5 } else { 0 };
+            #[expect(clippy::disallowed_methods, reason = "a plain thread, as in the tool")]
+            std::thread::sleep(d + Duration::from_millis(extra));
+        };
+        let end = std::time::Instant::now() + Duration::from_millis(200);
+        let stalls = super::probe(end, Duration::from_millis(1), sleep);
+        assert!(calls.get() >= 3);
+        assert!(stalls.count >= 1, "{stalls:?}");
+        assert!(stalls.longest >= Duration::from_millis(5), "{stalls:?}");
+    }
 
     #[test]
     fn the_pacer_sends_every_due_time_before_the_end_and_none_early() {
