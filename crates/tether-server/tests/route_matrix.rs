@@ -66,6 +66,12 @@ async fn call(
         .await
         .unwrap();
     let status = res.status().as_u16();
+    // No response may be cached: they carry secret values, keys and tokens.
+    assert_eq!(
+        res.headers().get("cache-control").map(|v| v.as_bytes()),
+        Some(&b"no-store"[..]),
+        "{method} {uri}"
+    );
     let bytes = res.into_body().collect().await.unwrap().to_bytes();
     (
         status,

@@ -218,9 +218,20 @@ async fn serve_logged(state: AppState, id: String, req: Request, next: Next) -> 
     } else {
         next.run(req).await
     };
+    let headers = res.headers_mut();
     if let Ok(v) = http::HeaderValue::from_str(&id) {
-        res.headers_mut().insert("x-request-id", v);
+        headers.insert("x-request-id", v);
     }
+    // Responses carry secret values, keys and tokens: no cache (a proxy's or the browser's)
+    // may keep one, as Vault does; and a browser never guesses another content type.
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    headers.insert(
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        http::HeaderValue::from_static("nosniff"),
+    );
     let status = res.status().as_u16();
     let latency_us = i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX);
     record_metrics(status, started.elapsed());
