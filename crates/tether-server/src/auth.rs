@@ -135,7 +135,7 @@ pub async fn authenticate(state: &AppState, bearer: &str) -> AppResult<Arc<Princ
         return authenticate_api_key(state, bearer).await;
     }
     Ok(Arc::new(
-        crate::tokens::verify_access_token(state, bearer).await?,
+        Box::pin(crate::tokens::verify_access_token(state, bearer)).await?,
     ))
 }
 
@@ -147,6 +147,17 @@ async fn authenticate_api_key(state: &AppState, presented: &str) -> AppResult<Ar
         state.keys.record_use(&key_id, now);
         return Ok(p);
     }
+    // Boxed: the lookups' futures are large, and every request's future would carry them.
+    Box::pin(authenticate_stored_key(state, &parsed, key_id, now)).await
+}
+
+/// Authenticates an API key that is not cached, from its stored row, and caches it.
+async fn authenticate_stored_key(
+    state: &AppState,
+    parsed: &tether_crypto::ParsedApiKey,
+    key_id: String,
+    now: i64,
+) -> AppResult<Arc<Principal>> {
     let row = state
         .store
         .api_key(&key_id)

@@ -144,7 +144,8 @@ pub async fn read_version(
     })?;
     let external;
     let blob = if blob.is_empty() {
-        external = crate::backends::fetch_blob(state, &rec.secret_id, v).await?;
+        // Boxed: an external store's request future is large and only these reads need it.
+        external = Box::pin(crate::backends::fetch_blob(state, &rec.secret_id, v)).await?;
         external.as_slice()
     } else {
         blob

@@ -309,6 +309,19 @@ impl SecretKeys {
         if let Some(d) = self.cached(&cache_key) {
             return Ok(d);
         }
+        // Boxed: a KMS call's future is large, and only a cache miss needs it.
+        Box::pin(self.unwrap_dek(store, org_id, kek_version, cache_key, envelope)).await
+    }
+
+    /// Unwraps a DEK with its KEK (a KMS call for a customer key) and caches it.
+    async fn unwrap_dek(
+        &self,
+        store: &Store,
+        org_id: &str,
+        kek_version: i64,
+        cache_key: (String, i64),
+        envelope: &Envelope<'_>,
+    ) -> AppResult<Arc<DataKey>> {
         let kek = self.by_version(store, org_id, kek_version).await?;
         metrics::counter!("tether_kek_unwrap_total").increment(1);
         let d = Arc::new(

@@ -106,7 +106,9 @@ impl Store {
             return Ok(Some(row));
         }
         let epoch = self.cache.epoch();
-        let found = find_resource(&self.read, org_id, env_id, kind, name)
+        // Boxed: the query's future is large, and every caller's future would carry it
+        // (and copy it on each request) for the rare miss.
+        let found = Box::pin(find_resource(&self.read, org_id, env_id, kind, name))
             .await?
             .map(Arc::new);
         if let Some(row) = &found {

@@ -246,7 +246,8 @@ impl Store {
             return Ok(Some(v));
         }
         let epoch = self.cache.epoch();
-        let found = secret_version(&self.read, secret_id, version)
+        // Boxed, as in `find_resource_cached`: only a miss pays for the query's future.
+        let found = Box::pin(secret_version(&self.read, secret_id, version))
             .await?
             .map(Arc::new);
         if let Some(v) = &found {

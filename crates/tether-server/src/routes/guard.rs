@@ -620,7 +620,7 @@ pub(crate) async fn require(
     }
     // Another server may have granted it a moment ago: catch up, then decide.
     if scoped
-        && crate::changes::catch_up(state).await
+        && Box::pin(crate::changes::catch_up(state)).await
         && state.authz.check(&subject, rel, object, &ctx.check)?
     {
         return Ok(());
