@@ -10,6 +10,7 @@ pub mod backends;
 pub mod bootstrap;
 pub mod changes;
 pub mod config;
+pub mod dek_cache;
 pub mod error;
 pub mod kek;
 pub mod kek_ops;

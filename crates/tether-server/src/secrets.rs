@@ -13,6 +13,7 @@ use tether_store::secrets::{OrgKekRow, active_kek, insert_kek};
 use tether_store::{Store, StoreError};
 use zeroize::Zeroizing;
 
+use crate::dek_cache::{DekCache, DekKey};
 use crate::error::{AppError, AppResult};
 use crate::kek::local::LocalAsyncKek;
 use crate::kek::{self, AsyncKek, Providers};
@@ -83,11 +84,6 @@ pub fn valid_key(k: &str) -> AppResult<()> {
     Ok(())
 }
 
-struct CachedDek {
-    dek: Arc<DataKey>,
-    at: Instant,
-}
-
 /// A fresh DEK, already wrapped by the organization's active KEK (the KMS call happens before
 /// the write transaction starts).
 pub struct PreparedDek {
@@ -101,9 +97,7 @@ pub struct PreparedDek {
 pub struct SecretKeys {
     root: RwLock<Arc<RootKey>>,
     keks: RwLock<HashMap<(String, i64), Arc<dyn AsyncKek>>>,
-    deks: Mutex<HashMap<(String, i64), CachedDek>>,
-    ttl: Duration,
-    capacity: usize,
+    deks: Mutex<DekCache>,
     /// Limits on data.
     pub limits: SecretLimits,
     /// Remote KEK providers (AWS KMS, OpenBao Transit) and their settings.
@@ -141,6 +135,9 @@ pub fn kek_error(e: KekError) -> AppError {
     }
 }
 
+/// How many DEKs the cache holds.
+const DEK_CACHE_CAPACITY: usize = 10_000;
+
 /// The DEK cache TTL: `TETHER_DEK_CACHE_TTL_MS` (default 5 minutes). Revoking a KMS key stops
 /// reads of a cached version within this time.
 fn cache_ttl() -> Duration {
@@ -156,9 +153,7 @@ impl SecretKeys {
         Self {
             root: RwLock::new(Arc::new(root)),
             keks: RwLock::new(HashMap::new()),
-            deks: Mutex::new(HashMap::new()),
-            ttl: cache_ttl(),
-            capacity: 10_000,
+            deks: Mutex::new(DekCache::new(cache_ttl(), DEK_CACHE_CAPACITY)),
             limits: SecretLimits::default(),
             providers,
             root_lock: tokio::sync::RwLock::new(()),
@@ -353,37 +348,14 @@ impl SecretKeys {
         })
     }
 
-    fn cached(&self, key: &(String, i64)) -> Option<Arc<DataKey>> {
-        let mut m = self.deks.lock().ok()?;
-        match m.get(key) {
-            Some(c) if c.at.elapsed() < self.ttl => Some(c.dek.clone()),
-            Some(_) => {
-                m.remove(key);
-                None
-            }
-            None => None,
-        }
+    fn cached(&self, key: &DekKey) -> Option<Arc<DataKey>> {
+        self.deks.lock().ok()?.get(key, Instant::now())
     }
 
-    fn remember(&self, key: (String, i64), dek: Arc<DataKey>) {
-        let Ok(mut m) = self.deks.lock() else { return };
-        if m.len() >= self.capacity {
-            let ttl = self.ttl;
-            m.retain(|_, c| c.at.elapsed() < ttl);
-            if m.len() >= self.capacity {
-                // Still full of live entries: drop the oldest (the DEK zeroizes on drop).
-                if let Some(oldest) = m.iter().min_by_key(|(_, c)| c.at).map(|(k, _)| k.clone()) {
-                    m.remove(&oldest);
-                }
-            }
+    fn remember(&self, key: DekKey, dek: Arc<DataKey>) {
+        if let Ok(mut m) = self.deks.lock() {
+            m.insert(key, dek, Instant::now());
         }
-        m.insert(
-            key,
-            CachedDek {
-                dek,
-                at: Instant::now(),
-            },
-        );
     }
 
     /// Forgets the KEKs of an organization (after rotation or a provider change), so the
