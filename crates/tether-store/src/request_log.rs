@@ -118,6 +118,9 @@ const REQUEST_ANCHOR: &str = "requests:anchor";
 /// How many batches one read of `request_log_batches` fetches.
 const BATCHES_PER_READ: i64 = 64;
 
+/// How many term indexes a search by term reads at a time.
+const INDEXES_PER_READ: i64 = 512;
+
 /// How many rows of the old one-row-per-record table one conversion step moves.
 const LEGACY_CHUNK: i64 = 512;
 
@@ -144,7 +147,8 @@ impl Store {
         }
         let (ids, added) = self.terms.intern(&mut tx, records).await?;
         let blob = codec::encode(records, &ids)?;
-        insert_batch(&mut tx, last - n + 1, records, &before, blob).await?;
+        let index = codec::encode_index(&ids);
+        insert_batch(&mut tx, last - n + 1, records, &before, blob, index).await?;
         set_head_hash(&mut tx, REQUEST_CHAIN, &prev).await?;
         tx.commit().await?;
         // Only now are the new terms' ids certain to exist.
@@ -170,12 +174,22 @@ impl Store {
         let mut names = TermNames::default();
         let mut found = Vec::new();
         let mut after = after_seq;
+        // With an organization, principal or action filter, the batches' term indexes pick
+        // the batches to read.
+        let indexed = wanted.iter().any(Option::is_some);
         loop {
-            let batches = self.read_batches(after, f.since, f.until).await?;
-            let Some(last) = batches.last() else {
+            let (batches, next) = if indexed {
+                self.read_indexed_batches(after, f.since, f.until, &wanted)
+                    .await?
+            } else {
+                let batches = self.read_batches(after, f.since, f.until).await?;
+                let next = batches.last().map(|b| b.last_seq);
+                (batches, next)
+            };
+            let Some(next) = next else {
                 return Ok(found);
             };
-            after = last.last_seq;
+            after = next;
             for batch in &batches {
                 for (mut rec, ids) in batch.records()? {
                     let keep = rec.seq > after_seq
@@ -327,7 +341,7 @@ impl Store {
         until: Option<i64>,
     ) -> Result<Vec<Batch>> {
         let rows = sqlx::query(
-            "SELECT first_seq, last_seq, min_at, max_at, prev_hash, records \
+            "SELECT first_seq, last_seq, min_at, max_at, prev_hash, records, term_index \
              FROM request_log_batches WHERE last_seq > $1 \
              AND ($2 IS NULL OR max_at >= $2) AND ($3 IS NULL OR min_at < $3) \
              ORDER BY last_seq LIMIT $4",
@@ -339,6 +353,65 @@ impl Store {
         .fetch_all(&self.read)
         .await?;
         rows.iter().map(Batch::from_row).collect()
+    }
+
+    /// Like [`Store::read_batches`] for a search by term: reads the term indexes of up to
+    /// [`INDEXES_PER_READ`] batches, then the records of those whose index has a term of each
+    /// filter (or no index). Returns them and the last seq looked at, `None` past the end.
+    async fn read_indexed_batches(
+        &self,
+        after: i64,
+        since: Option<i64>,
+        until: Option<i64>,
+        wanted: &[Option<Vec<i64>>; TERMS],
+    ) -> Result<(Vec<Batch>, Option<i64>)> {
+        let rows = sqlx::query(
+            "SELECT last_seq, term_index FROM request_log_batches WHERE last_seq > $1 \
+             AND ($2 IS NULL OR max_at >= $2) AND ($3 IS NULL OR min_at < $3) \
+             ORDER BY last_seq LIMIT $4",
+        )
+        .bind(after)
+        .bind(since)
+        .bind(until)
+        .bind(INDEXES_PER_READ)
+        .fetch_all(&self.read)
+        .await?;
+        let mut last = None;
+        let mut pick = Vec::new();
+        for row in &rows {
+            let seq: i64 = row.try_get("last_seq")?;
+            last = Some(seq);
+            let index: Option<Vec<u8>> = row.try_get("term_index")?;
+            // No index (an older batch), or one that does not read: read the records.
+            let may_match = match index.map(|b| codec::decode_index(&b)) {
+                Some(Ok(ids)) => wanted.iter().all(|w| {
+                    w.as_ref()
+                        .is_none_or(|w| w.iter().any(|id| ids.binary_search(id).is_ok()))
+                }),
+                _ => true,
+            };
+            if may_match {
+                pick.push(seq);
+            }
+        }
+        let mut batches = Vec::with_capacity(pick.len());
+        for chunk in pick.chunks(usize::try_from(BATCHES_PER_READ).unwrap_or(64)) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT first_seq, last_seq, min_at, max_at, prev_hash, records, term_index \
+                 FROM request_log_batches WHERE last_seq IN ({}) ORDER BY last_seq",
+                marks.join(", ")
+            );
+            // Only numbered placeholders are formatted in; the seqs are bound.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for seq in chunk {
+                query = query.bind(*seq);
+            }
+            for row in query.fetch_all(&self.read).await? {
+                batches.push(Batch::from_row(&row)?);
+            }
+        }
+        Ok((batches, last))
     }
 
     /// The ids under which `term` is stored (more than one only for a term too long for the
@@ -423,7 +496,8 @@ impl Store {
                 let first = run.first().map_or(0, |r| r.seq);
                 let before = self.hash_before(&mut tx, first).await?;
                 let blob = codec::encode(run, run_ids)?;
-                insert_batch(&mut tx, first, run, &before, blob).await?;
+                let index = codec::encode_index(run_ids);
+                insert_batch(&mut tx, first, run, &before, blob, index).await?;
                 from = to;
             }
             sqlx::query("DELETE FROM request_log WHERE seq <= $1")
@@ -457,6 +531,7 @@ async fn insert_batch(
     records: &[RequestLogRecord],
     before: &str,
     blob: Vec<u8>,
+    term_index: Vec<u8>,
 ) -> Result<()> {
     let last_seq = first_seq + i64::try_from(records.len()).unwrap_or(0) - 1;
     let min_at = records.iter().map(|r| r.at).min().unwrap_or(0);
@@ -464,8 +539,9 @@ async fn insert_batch(
     let before = hex::decode(before)
         .map_err(|_| StoreError::Corrupt("request log: a chain hash is not hex".into()))?;
     sqlx::query(
-        "INSERT INTO request_log_batches (last_seq, first_seq, min_at, max_at, prev_hash, records) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO request_log_batches \
+         (last_seq, first_seq, min_at, max_at, prev_hash, records, term_index) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(last_seq)
     .bind(first_seq)
@@ -473,6 +549,7 @@ async fn insert_batch(
     .bind(max_at)
     .bind(before)
     .bind(blob)
+    .bind(term_index)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -500,6 +577,9 @@ struct Batch {
     /// The hash of the record before the batch (hex).
     prev_hash: String,
     records: Vec<u8>,
+    /// The distinct organization, principal and action ids of the records (`codec`'s term
+    /// index); `None` for batches written before migration 0010.
+    term_index: Option<Vec<u8>>,
 }
 
 impl Batch {
@@ -511,6 +591,7 @@ impl Batch {
             max_at: row.try_get("max_at")?,
             prev_hash: hex::encode(row.try_get::<Vec<u8>, _>("prev_hash")?),
             records: row.try_get("records")?,
+            term_index: row.try_get("term_index")?,
         })
     }
 
@@ -540,6 +621,13 @@ impl Batch {
         }
         if min_at != Some(self.min_at) || max_at != Some(self.max_at) {
             return Err("a batch's times do not match its records");
+        }
+        if let Some(stored) = &self.term_index {
+            // Search trusts the index to skip batches: one that lost a term would hide records.
+            let ids: Vec<[i64; TERMS]> = records.iter().map(|(_, ids)| *ids).collect();
+            if codec::decode_index(stored).ok() != Some(codec::index_of(&ids)) {
+                return Err("a batch's term index does not match its records");
+            }
         }
         Ok(records)
     }

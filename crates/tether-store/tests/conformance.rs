@@ -615,6 +615,85 @@ async fn pruning_keeps_the_request_chain_verifiable_and_a_deleted_record_is_foun
     assert_eq!((brk.seq, brk.id.as_str()), (3, "req_2"));
 }
 
+/// A search by organization, principal or action reads only the batches whose term index has
+/// the term. Verification checks each index against its records, so editing one to hide a
+/// batch from searches is found; batches without an index (written before migration 0010)
+/// are still searched.
+#[tokio::test]
+async fn searches_by_term_read_the_batches_their_index_names() {
+    let db = fresh_store().await;
+    for b in 0..10 {
+        let mut batch: Vec<_> = (0..20).map(|i| request(b * 20 + i, "user:many")).collect();
+        db.store.append_requests(&mut batch).await.unwrap();
+        if b == 4 {
+            // Seqs 1..=100 so far: this one is 101, a batch of its own.
+            let mut rare = [request(1_000, "user:rare")];
+            db.store.append_requests(&mut rare).await.unwrap();
+            assert_eq!(rare[0].seq, 101);
+        }
+    }
+    let by = |principal: &str| RequestLogFilter {
+        principal: Some(principal.into()),
+        limit: Some(10_000),
+        ..Default::default()
+    };
+    assert_eq!(
+        db.store
+            .search_requests(&by("user:rare"))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        db.store
+            .search_requests(&by("user:many"))
+            .await
+            .unwrap()
+            .len(),
+        200
+    );
+    assert_eq!(db.store.verify_requests().await.unwrap(), None);
+
+    // The rare batch's index made to list only what the first batch's does: searches skip it,
+    // and verification names it.
+    raw(
+        &db.store,
+        "UPDATE request_log_batches SET term_index = \
+         (SELECT term_index FROM request_log_batches WHERE last_seq = 20) WHERE last_seq = 101",
+    )
+    .await;
+    assert!(
+        db.store
+            .search_requests(&by("user:rare"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let brk = db.store.verify_requests().await.unwrap().unwrap();
+    assert_eq!(brk.seq, 101);
+    assert!(brk.reason.contains("term index"), "{}", brk.reason);
+
+    // Batches without an index are read whole.
+    raw(
+        &db.store,
+        "UPDATE request_log_batches SET term_index = NULL",
+    )
+    .await;
+    let found = db.store.search_requests(&by("user:rare")).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].seq, 101);
+    assert_eq!(
+        db.store
+            .search_requests(&by("user:many"))
+            .await
+            .unwrap()
+            .len(),
+        200
+    );
+    assert_eq!(db.store.verify_requests().await.unwrap(), None);
+}
+
 /// How many times `term` is stored in `request_log_terms`.
 async fn stored_terms(store: &Store, term: &str) -> i64 {
     use sqlx::Row as _;

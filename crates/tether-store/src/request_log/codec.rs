@@ -124,6 +124,59 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Vec<(RequestLogRecord, [i64; TERMS]
     Ok(records)
 }
 
+/// How many of a record's term ids the batch's term index lists: its organization, principal
+/// and action (the filters of a search), not its user agent.
+pub(super) const INDEXED_TERMS: usize = 3;
+
+/// The batch's term index: the distinct ids of the indexed terms of `terms`, ascending, as a
+/// count and the deltas between them (varints). A search skips a batch whose index lacks a
+/// term it filters on.
+pub(super) fn encode_index(terms: &[[i64; TERMS]]) -> Vec<u8> {
+    let ids = index_of(terms);
+    let mut out = Vec::with_capacity(1 + 2 * ids.len());
+    varint(&mut out, ids.len() as u64);
+    let mut prev = 0;
+    for id in ids {
+        varint(&mut out, zigzag(id - prev));
+        prev = id;
+    }
+    out
+}
+
+/// The distinct indexed term ids of `terms`, ascending.
+pub(super) fn index_of(terms: &[[i64; TERMS]]) -> Vec<i64> {
+    let mut ids: Vec<i64> = terms
+        .iter()
+        .flat_map(|t| t.iter().take(INDEXED_TERMS).copied())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// Reads a term index back.
+pub(super) fn decode_index(bytes: &[u8]) -> Result<Vec<i64>> {
+    let mut r = Reader { bytes, pos: 0 };
+    let n = usize::try_from(r.varint()?).map_err(|_| corrupt("length"))?;
+    // Each id takes at least one byte: a count beyond what is left is corrupt, not a reason
+    // to allocate.
+    if n > bytes.len() {
+        return Err(corrupt("term index length"));
+    }
+    let mut ids = Vec::with_capacity(n);
+    let mut prev: i64 = 0;
+    for _ in 0..n {
+        prev = prev
+            .checked_add(unzigzag(r.varint()?))
+            .ok_or_else(|| corrupt("term index"))?;
+        ids.push(prev);
+    }
+    if r.pos != bytes.len() {
+        return Err(corrupt("trailing bytes after the term index"));
+    }
+    Ok(ids)
+}
+
 fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(format!("request log batch: {what}"))
 }
@@ -195,6 +248,21 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_term_index_lists_each_filtered_term_once_and_reads_back() {
+        let terms = [[7, 3, 900, 4], [7, 5, 900, 4], [7, 3, 2, 1_000_000]];
+        let bytes = encode_index(&terms);
+        // The user agent (last) is not indexed.
+        assert_eq!(decode_index(&bytes).unwrap(), [2, 3, 5, 7, 900]);
+        assert_eq!(decode_index(&encode_index(&[])).unwrap(), Vec::<i64>::new());
+        for cut in 0..bytes.len() {
+            assert!(decode_index(&bytes[..cut]).is_err(), "{cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(decode_index(&longer).is_err());
+    }
 
     fn record(i: i64, request_id: String) -> RequestLogRecord {
         RequestLogRecord {
