@@ -10,6 +10,7 @@ use tether_core::{ErrorCode, Kind};
 use tether_store::ResourceRow;
 use tether_store::resources::update_resource;
 use tether_store::secrets::destroy_secret_version;
+use zeroize::Zeroizing;
 
 use crate::auth::Principal;
 use crate::error::{AppError, AppResult};
@@ -121,6 +122,18 @@ pub async fn read_version(
     row: &ResourceRow,
     version: Option<i64>,
 ) -> AppResult<(i64, BTreeMap<String, String>)> {
+    let (v, plain) = read_version_json(state, row, version).await?;
+    let data = serde_json::from_slice(&plain).map_err(AppError::internal)?;
+    Ok((v, data))
+}
+
+/// A version's data as the JSON object it was sealed as (keys in order), opened: what
+/// [`read_version`] parses. The AEAD tag authenticates it, so it is that object as written.
+pub async fn read_version_json(
+    state: &AppState,
+    row: &ResourceRow,
+    version: Option<i64>,
+) -> AppResult<(i64, Zeroizing<Vec<u8>>)> {
     let spec = spec_of(row)?;
     if spec.deleted {
         return Err(AppError::not_found("secret", &row.name));
@@ -162,8 +175,7 @@ pub async fn read_version(
             blob,
         )
         .await?;
-    let data = serde_json::from_slice(&plain).map_err(AppError::internal)?;
-    Ok((v, data))
+    Ok((v, plain))
 }
 
 /// A version as listed: never data.

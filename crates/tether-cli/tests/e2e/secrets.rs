@@ -74,6 +74,11 @@ async fn versions_check_and_set_rollback_destroy_and_soft_delete() {
         .admin("GET", "/v1/orgs/default/secrets/db/data?version=1", None)
         .await;
     assert_eq!(old.body["data"]["PASSWORD"], "hunter2-v1");
+    // The data is sent as sealed, inside the same object a serialized response would give.
+    assert_eq!(
+        old.text,
+        r#"{"name":"db","version":1,"data":{"PASSWORD":"hunter2-v1","USER":"app"}}"#
+    );
 
     ok(&s.cli(Some(&root), &["secret", "rollback", "db", "--to", "1"]));
     let now = s
