@@ -98,6 +98,98 @@ pub struct RoleBindingSpec {
     /// Narrow the grant to one resource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource: Option<BindingTarget>,
+    /// Narrow the grant to requests from a network, or to a time window (an expiring grant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<BindingCondition>,
+}
+
+/// When a role binding holds: only for requests from `network`, or only from `not_before`
+/// until `not_after` (either may be left out). One kind per binding; bind twice for both.
+/// Applies to users and service accounts (a team's members are granted through the team).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BindingCondition {
+    /// A CIDR block, e.g. `10.0.0.0/8` or `2001:db8::/32`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// RFC 3339: the grant holds from this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<String>,
+    /// RFC 3339: the grant holds until this time (exclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<String>,
+}
+
+/// The earliest and latest times a time window without a bound stands for.
+const TIME_MIN: &str = "1970-01-01T00:00:00Z";
+const TIME_MAX: &str = "9999-12-31T23:59:59Z";
+
+impl BindingCondition {
+    /// The tuple condition (`in_network` or `in_time_window` of the built-in model), as the
+    /// JSON the tuple store keeps; a clear error for a bad network or time.
+    pub fn tuple_condition(&self) -> AppResult<String> {
+        let bad = |m: String| AppError::new(ErrorCode::InvalidArgument, m);
+        let window = self.not_before.is_some() || self.not_after.is_some();
+        let condition = match (&self.network, window) {
+            (Some(_), true) => {
+                return Err(bad(
+                    "a role binding's condition is a network or a time window, not both: \
+                     bind twice for both"
+                        .into(),
+                ));
+            }
+            (None, false) => {
+                return Err(bad(
+                    "a role binding's condition needs a network or not_before/not_after".into(),
+                ));
+            }
+            (Some(net), false) => {
+                let net: ipnet::IpNet = net
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad(format!("condition.network: '{net}' is not a CIDR block")))?;
+                serde_json::json!({
+                    "name": "in_network",
+                    "context": {"allowed_cidr": net.to_string()},
+                })
+            }
+            (None, true) => {
+                let at = |v: &Option<String>, what: &str, default: &str| -> AppResult<String> {
+                    let Some(v) = v else {
+                        return Ok(default.to_owned());
+                    };
+                    let t = time::OffsetDateTime::parse(
+                        v,
+                        &time::format_description::well_known::Rfc3339,
+                    )
+                    .map_err(|_| bad(format!("condition.{what}: '{v}' is not an RFC 3339 time")))?;
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .map_err(AppError::internal)
+                };
+                let not_before = at(&self.not_before, "not_before", TIME_MIN)?;
+                let not_after = at(&self.not_after, "not_after", TIME_MAX)?;
+                if let (Some(_), Some(_)) = (&self.not_before, &self.not_after) {
+                    let parse = |s: &str| {
+                        time::OffsetDateTime::parse(
+                            s,
+                            &time::format_description::well_known::Rfc3339,
+                        )
+                        .ok()
+                    };
+                    if parse(&not_before) >= parse(&not_after) {
+                        return Err(bad(
+                            "condition: not_before must come before not_after".into()
+                        ));
+                    }
+                }
+                serde_json::json!({
+                    "name": "in_time_window",
+                    "context": {"not_before": not_before, "not_after": not_after},
+                })
+            }
+        };
+        Ok(condition.to_string())
+    }
 }
 
 /// Secret metadata. The data lives only in encrypted versions. `current_version`,
@@ -176,7 +268,16 @@ pub fn validate_spec(kind: Kind, spec: &Value) -> AppResult<Value> {
         Kind::Team => parse::<TeamSpec>(kind, spec)?,
         Kind::User => parse::<UserSpec>(kind, spec)?,
         Kind::ServiceAccount => parse::<ServiceAccountSpec>(kind, spec)?,
-        Kind::RoleBinding => parse::<RoleBindingSpec>(kind, spec)?,
+        Kind::RoleBinding => {
+            let value = parse::<RoleBindingSpec>(kind, spec)?;
+            // A bad network or time is refused before anything is written.
+            let binding: RoleBindingSpec =
+                serde_json::from_value(value.clone()).map_err(|e| invalid_spec(kind, &e))?;
+            if let Some(c) = &binding.condition {
+                c.tuple_condition()?;
+            }
+            value
+        }
         Kind::Secret => parse::<SecretSpec>(kind, spec)?,
         Kind::Variable => parse::<VariableSpec>(kind, spec)?,
         Kind::Runner => parse::<RunnerSpec>(kind, spec)?,
@@ -203,6 +304,8 @@ pub struct Grant {
     pub relation: String,
     /// Subject.
     pub subject: String,
+    /// The tuple's condition (JSON `{name, context}`), if any.
+    pub condition: Option<String>,
 }
 
 fn grant(object: String, relation: &str, subject: String) -> Grant {
@@ -210,6 +313,7 @@ fn grant(object: String, relation: &str, subject: String) -> Grant {
         object,
         relation: relation.to_owned(),
         subject,
+        condition: None,
     }
 }
 
@@ -335,7 +439,18 @@ async fn binding_grant(tx: &mut Tx, row: &ResourceRow, spec: &Value) -> AppResul
         (None, true) => org_object(&row.org_id),
         (None, false) => env_object(&row.env_id),
     };
-    Ok(grant(object, spec.role.relation(), subject))
+    let mut g = grant(object, spec.role.relation(), subject);
+    if let Some(c) = &spec.condition {
+        if g.subject.starts_with("team:") {
+            return Err(AppError::new(
+                ErrorCode::InvalidArgument,
+                "a condition applies to a user or a service account, not to a team: put it \
+                 on the members' own bindings",
+            ));
+        }
+        g.condition = Some(c.tuple_condition()?);
+    }
+    Ok(g)
 }
 
 #[cfg(test)]

@@ -229,7 +229,7 @@ pub(crate) async fn write_grants(
             subject: g.subject,
             org_id: row.org_id.clone(),
             source_id: row.id.clone(),
-            condition: None,
+            condition: g.condition,
         };
         write_tuple(tx, &t).await?;
         delta.writes.push(t);

@@ -118,6 +118,93 @@ async fn role_bindings_grant_and_revoke_access() {
     assert_eq!(s.req("GET", path, Some(&bob), None).await.status, 404);
 }
 
+/// A role binding may hold only for requests from a network, or only within a time window
+/// (an expiring grant). The test client connects from 127.0.0.1.
+#[tokio::test]
+async fn conditional_role_bindings_hold_only_from_their_network_or_in_their_window() {
+    let s = server().await;
+    let erin = s.user_key("erin").await;
+    let path = "/v1/orgs/default/envs/dev";
+    let bind = |name: &str, condition: &str| {
+        format!(
+            "kind: RoleBinding\nmetadata: {{name: {name}}}\n\
+             spec: {{role: viewer, subject: 'user:erin', condition: {condition}}}\n"
+        )
+    };
+    let get = || s.req("GET", path, Some(&erin), None);
+    let try_apply = |yaml: String| {
+        s.raw(
+            "POST",
+            "/v1/apply",
+            Some(&s.root_key),
+            "application/yaml",
+            yaml.into_bytes(),
+        )
+    };
+    // Another network: no access, and nothing tells erin the object exists.
+    assert_eq!(
+        s.apply(&bind("erin-net", "{network: 10.0.0.0/8}"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(get().await.status, 404);
+    // Her own network.
+    assert_eq!(
+        s.apply(&bind("erin-net", "{network: 127.0.0.0/8}"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(get().await.status, 200);
+    // A window that has ended: an expired grant.
+    let ended = "{not_before: '2020-01-01T00:00:00Z', not_after: '2021-01-01T00:00:00Z'}";
+    assert_eq!(s.apply(&bind("erin-net", ended)).await.status, 200);
+    assert_eq!(get().await.status, 404);
+    // One that has not: open-ended before, ends in 2100.
+    let open = "{not_after: '2100-01-01T00:00:00Z'}";
+    assert_eq!(s.apply(&bind("erin-net", open)).await.status, 200);
+    assert_eq!(get().await.status, 200);
+    // Bad conditions are refused with a clear code, and the binding keeps its last condition.
+    for bad in [
+        "{network: '10.0.0.0/33'}",
+        "{network: 'not-a-net'}",
+        "{not_after: 'tomorrow'}",
+        "{not_before: '2030-01-01T00:00:00Z', not_after: '2029-01-01T00:00:00Z'}",
+        "{network: 10.0.0.0/8, not_after: '2100-01-01T00:00:00Z'}",
+        "{}",
+        "{networks: 10.0.0.0/8}",
+    ] {
+        let r = try_apply(bind("erin-net", bad)).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (400, "invalid_argument"),
+            "{bad}: {}",
+            r.text
+        );
+        assert_eq!(get().await.status, 200, "{bad}");
+    }
+    let team = "kind: Team\nmetadata: {name: ops}\nspec: {members: ['user:erin']}\n---\n\
+                kind: RoleBinding\nmetadata: {name: ops-net}\n\
+                spec: {role: viewer, subject: 'team:ops', condition: {network: 10.0.0.0/8}}\n";
+    let r = try_apply(team.to_owned()).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (400, "invalid_argument"),
+        "{}",
+        r.text
+    );
+    // The condition reads back as written.
+    let b = s
+        .admin("GET", "/v1/orgs/default/role-bindings/erin-net", None)
+        .await;
+    assert_eq!(
+        b.body["spec"]["condition"]["not_after"], "2100-01-01T00:00:00Z",
+        "{}",
+        b.text
+    );
+}
+
 #[tokio::test]
 async fn nested_teams_inherit_and_cycles_are_refused() {
     let s = server().await;
