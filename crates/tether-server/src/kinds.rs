@@ -104,7 +104,9 @@ pub struct RoleBindingSpec {
 }
 
 /// When a role binding holds: only for requests from `network`, or only from `not_before`
-/// until `not_after` (either may be left out). One kind per binding; bind twice for both.
+/// until `not_after` (either may be left out). One condition per binding: a binding per
+/// network grants from any of them. (A list of blocks in one tuple, evaluated with CEL's
+/// `exists`, made a conditioned Check take about twice as long.)
 /// Applies to users and service accounts (a team's members are granted through the team).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
