@@ -540,6 +540,9 @@ pub struct LogFilters {
     /// Maximum records.
     #[arg(long)]
     limit: Option<i64>,
+    /// The newest records first.
+    #[arg(long)]
+    newest: bool,
 }
 
 impl LogFilters {
@@ -552,6 +555,7 @@ impl LogFilters {
             ("resource", self.resource.clone()),
             ("result", self.result.clone()),
             ("limit", self.limit.map(|l| l.to_string())),
+            ("order", self.newest.then(|| "newest".to_owned())),
         ];
         pairs
             .iter()

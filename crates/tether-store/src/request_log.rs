@@ -106,6 +106,12 @@ pub struct RequestLogFilter {
     pub org: Option<String>,
     /// Start after this sequence number (cursor).
     pub after_seq: Option<i64>,
+    /// Only records before this sequence number (the cursor when reading newest first).
+    #[serde(default)]
+    pub before_seq: Option<i64>,
+    /// Newest records first (the default is oldest first).
+    #[serde(default)]
+    pub newest_first: bool,
     /// Maximum rows (default 100, at most 10,000).
     pub limit: Option<i64>,
 }
@@ -156,7 +162,7 @@ impl Store {
         Ok(())
     }
 
-    /// Searches the request log, oldest first.
+    /// Searches the request log, oldest first, or newest first with `newest_first`.
     pub async fn search_requests(&self, f: &RequestLogFilter) -> Result<Vec<RequestLogRecord>> {
         let limit = usize::try_from(f.limit.unwrap_or(100).clamp(1, 10_000)).unwrap_or(100);
         // Exact strings that are interned become their ids: one never stored matches nothing.
@@ -171,28 +177,38 @@ impl Store {
             }
         }
         let after_seq = f.after_seq.unwrap_or(0);
+        let before_seq = f.before_seq.unwrap_or(i64::MAX);
         let mut names = TermNames::default();
         let mut found = Vec::new();
-        let mut after = after_seq;
+        let mut walk = if f.newest_first {
+            Walk::Down(before_seq)
+        } else {
+            Walk::Up(after_seq)
+        };
         // With an organization, principal or action filter, the batches' term indexes pick
         // the batches to read.
         let indexed = wanted.iter().any(Option::is_some);
         loop {
             let (batches, next) = if indexed {
-                self.read_indexed_batches(after, f.since, f.until, &wanted)
+                self.read_indexed_batches(walk, f.since, f.until, &wanted)
                     .await?
             } else {
-                let batches = self.read_batches(after, f.since, f.until).await?;
-                let next = batches.last().map(|b| b.last_seq);
+                let batches = self.read_walk(walk, f.since, f.until).await?;
+                let next = batches.last().map(|b| walk.cursor(b.first_seq, b.last_seq));
                 (batches, next)
             };
             let Some(next) = next else {
                 return Ok(found);
             };
-            after = next;
+            walk = walk.to(next);
             for batch in &batches {
-                for (mut rec, ids) in batch.records()? {
+                let mut records = batch.records()?;
+                if f.newest_first {
+                    records.reverse();
+                }
+                for (mut rec, ids) in records {
                     let keep = rec.seq > after_seq
+                        && rec.seq < before_seq
                         && f.since.is_none_or(|t| rec.at >= t)
                         && f.until.is_none_or(|t| rec.at < t)
                         && f.result.as_ref().is_none_or(|v| rec.result == *v)
@@ -340,18 +356,38 @@ impl Store {
         since: Option<i64>,
         until: Option<i64>,
     ) -> Result<Vec<Batch>> {
-        let rows = sqlx::query(
-            "SELECT first_seq, last_seq, min_at, max_at, prev_hash, records, term_index \
-             FROM request_log_batches WHERE last_seq > $1 \
-             AND ($2 IS NULL OR max_at >= $2) AND ($3 IS NULL OR min_at < $3) \
-             ORDER BY last_seq LIMIT $4",
-        )
-        .bind(after)
-        .bind(since)
-        .bind(until)
-        .bind(BATCHES_PER_READ)
-        .fetch_all(&self.read)
-        .await?;
+        self.read_walk(Walk::Up(after), since, until).await
+    }
+
+    /// Up to [`BATCHES_PER_READ`] batches past the cursor of `walk`, in its direction, that
+    /// may hold records in `[since, until)`.
+    async fn read_walk(
+        &self,
+        walk: Walk,
+        since: Option<i64>,
+        until: Option<i64>,
+    ) -> Result<Vec<Batch>> {
+        let sql = match walk {
+            Walk::Up(_) => {
+                "SELECT first_seq, last_seq, min_at, max_at, prev_hash, records, term_index \
+                 FROM request_log_batches WHERE last_seq > $1 \
+                 AND ($2 IS NULL OR max_at >= $2) AND ($3 IS NULL OR min_at < $3) \
+                 ORDER BY last_seq LIMIT $4"
+            }
+            Walk::Down(_) => {
+                "SELECT first_seq, last_seq, min_at, max_at, prev_hash, records, term_index \
+                 FROM request_log_batches WHERE first_seq < $1 \
+                 AND ($2 IS NULL OR max_at >= $2) AND ($3 IS NULL OR min_at < $3) \
+                 ORDER BY last_seq DESC LIMIT $4"
+            }
+        };
+        let rows = sqlx::query(sql)
+            .bind(walk.bound())
+            .bind(since)
+            .bind(until)
+            .bind(BATCHES_PER_READ)
+            .fetch_all(&self.read)
+            .await?;
         rows.iter().map(Batch::from_row).collect()
     }
 
@@ -360,27 +396,37 @@ impl Store {
     /// filter (or no index). Returns them and the last seq looked at, `None` past the end.
     async fn read_indexed_batches(
         &self,
-        after: i64,
+        walk: Walk,
         since: Option<i64>,
         until: Option<i64>,
         wanted: &[Option<Vec<i64>>; TERMS],
     ) -> Result<(Vec<Batch>, Option<i64>)> {
-        let rows = sqlx::query(
-            "SELECT last_seq, term_index FROM request_log_batches WHERE last_seq > $1 \
-             AND ($2 IS NULL OR max_at >= $2) AND ($3 IS NULL OR min_at < $3) \
-             ORDER BY last_seq LIMIT $4",
-        )
-        .bind(after)
-        .bind(since)
-        .bind(until)
-        .bind(INDEXES_PER_READ)
-        .fetch_all(&self.read)
-        .await?;
+        let sql = match walk {
+            Walk::Up(_) => {
+                "SELECT first_seq, last_seq, term_index FROM request_log_batches \
+                 WHERE last_seq > $1 \
+                 AND ($2 IS NULL OR max_at >= $2) AND ($3 IS NULL OR min_at < $3) \
+                 ORDER BY last_seq LIMIT $4"
+            }
+            Walk::Down(_) => {
+                "SELECT first_seq, last_seq, term_index FROM request_log_batches \
+                 WHERE first_seq < $1 \
+                 AND ($2 IS NULL OR max_at >= $2) AND ($3 IS NULL OR min_at < $3) \
+                 ORDER BY last_seq DESC LIMIT $4"
+            }
+        };
+        let rows = sqlx::query(sql)
+            .bind(walk.bound())
+            .bind(since)
+            .bind(until)
+            .bind(INDEXES_PER_READ)
+            .fetch_all(&self.read)
+            .await?;
         let mut last = None;
         let mut pick = Vec::new();
         for row in &rows {
             let seq: i64 = row.try_get("last_seq")?;
-            last = Some(seq);
+            last = Some(walk.cursor(row.try_get("first_seq")?, seq));
             let index: Option<Vec<u8>> = row.try_get("term_index")?;
             // No index (an older batch), or one that does not read: read the records.
             let may_match = match index.map(|b| codec::decode_index(&b)) {
@@ -399,8 +445,9 @@ impl Store {
             let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql = format!(
                 "SELECT first_seq, last_seq, min_at, max_at, prev_hash, records, term_index \
-                 FROM request_log_batches WHERE last_seq IN ({}) ORDER BY last_seq",
-                marks.join(", ")
+                 FROM request_log_batches WHERE last_seq IN ({}) ORDER BY last_seq {}",
+                marks.join(", "),
+                walk.direction()
             );
             // Only numbered placeholders are formatted in; the seqs are bound.
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -566,6 +613,48 @@ async fn last_hash_of_batch(tx: &mut Tx, last_seq: i64) -> Result<Option<String>
     };
     let records = codec::decode(&row.try_get::<Vec<u8>, _>("records")?)?;
     Ok(records.last().map(|(r, _)| r.hash.clone()))
+}
+
+/// Which way a search reads the batches, and its cursor: oldest first after a seq, or newest
+/// first before one.
+#[derive(Clone, Copy)]
+enum Walk {
+    Up(i64),
+    Down(i64),
+}
+
+impl Walk {
+    /// The cursor bound for SQL: `last_seq > after`, or `first_seq < before`.
+    fn bound(self) -> i64 {
+        match self {
+            Walk::Up(after) => after,
+            Walk::Down(before) => before,
+        }
+    }
+
+    /// The cursor past a batch read: its last seq going up, its first going down.
+    fn cursor(self, first_seq: i64, last_seq: i64) -> i64 {
+        match self {
+            Walk::Up(_) => last_seq,
+            Walk::Down(_) => first_seq,
+        }
+    }
+
+    /// The same direction from `cursor`.
+    fn to(self, cursor: i64) -> Walk {
+        match self {
+            Walk::Up(_) => Walk::Up(cursor),
+            Walk::Down(_) => Walk::Down(cursor),
+        }
+    }
+
+    /// `ORDER BY last_seq` direction.
+    fn direction(self) -> &'static str {
+        match self {
+            Walk::Up(_) => "ASC",
+            Walk::Down(_) => "DESC",
+        }
+    }
 }
 
 /// One stored batch.

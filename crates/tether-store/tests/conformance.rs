@@ -694,6 +694,69 @@ async fn searches_by_term_read_the_batches_their_index_names() {
     assert_eq!(db.store.verify_requests().await.unwrap(), None);
 }
 
+/// Newest first: records come in descending seq order across and within batches, pages
+/// continue with `before_seq`, and the term-index path reads the same way.
+#[tokio::test]
+async fn searches_read_newest_first_with_a_before_cursor() {
+    let db = fresh_store().await;
+    for b in 0..6 {
+        let mut batch: Vec<_> = (0..10)
+            .map(|i| {
+                let n = b * 10 + i;
+                request(
+                    n,
+                    if n % 3 == 0 {
+                        "user:third"
+                    } else {
+                        "user:rest"
+                    },
+                )
+            })
+            .collect();
+        db.store.append_requests(&mut batch).await.unwrap();
+    }
+    let seqs = |v: Vec<RequestLogRecord>| v.iter().map(|r| r.seq).collect::<Vec<_>>();
+    let newest = |before: Option<i64>, principal: Option<&str>| RequestLogFilter {
+        newest_first: true,
+        before_seq: before,
+        principal: principal.map(str::to_owned),
+        limit: Some(7),
+        ..Default::default()
+    };
+    let page = seqs(db.store.search_requests(&newest(None, None)).await.unwrap());
+    assert_eq!(page, [60, 59, 58, 57, 56, 55, 54]);
+    let next = seqs(
+        db.store
+            .search_requests(&newest(Some(54), None))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(next, [53, 52, 51, 50, 49, 48, 47]);
+    // Through the term index: seq n + 1 holds request n, so every third seq from 1.
+    let third = seqs(
+        db.store
+            .search_requests(&newest(Some(50), Some("user:third")))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(third, [49, 46, 43, 40, 37, 34, 31]);
+    // Both cursors bound the page.
+    let f = RequestLogFilter {
+        after_seq: Some(3),
+        ..newest(Some(8), None)
+    };
+    assert_eq!(
+        seqs(db.store.search_requests(&f).await.unwrap()),
+        [7, 6, 5, 4]
+    );
+    // Oldest first is unchanged.
+    let f = RequestLogFilter {
+        limit: Some(3),
+        ..Default::default()
+    };
+    assert_eq!(seqs(db.store.search_requests(&f).await.unwrap()), [1, 2, 3]);
+}
+
 /// How many times `term` is stored in `request_log_terms`.
 async fn stored_terms(store: &Store, term: &str) -> i64 {
     use sqlx::Row as _;

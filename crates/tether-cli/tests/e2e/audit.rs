@@ -239,6 +239,34 @@ async fn request_log_search_and_export() {
         .admin("GET", "/v1/audit/default/log?since=yesterday", None)
         .await;
     assert_eq!((bad.status, bad.code()), (400, "invalid_argument"));
+    // Newest first, from the API and then the CLI: the seqs descend, and the CLI's search,
+    // made later, starts at a newer record.
+    let newest = s
+        .admin("GET", "/v1/audit/default/log?order=newest&limit=3", None)
+        .await;
+    let seqs: Vec<i64> = newest
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seqs.len(), 3, "{}", newest.text);
+    assert!(seqs.windows(2).all(|w| w[0] > w[1]), "{seqs:?}");
+    let cli = s.cli(
+        Some(&s.root_key.clone()),
+        &["audit", "log", "--newest", "--limit", "2", "-o", "json"],
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&cli.stdout).unwrap();
+    let first = rows[0]["seq"].as_i64().unwrap();
+    assert!(
+        first > seqs[0] && rows[1]["seq"].as_i64().unwrap() < first,
+        "{rows}"
+    );
+    let bad = s
+        .admin("GET", "/v1/audit/default/log?order=sideways", None)
+        .await;
+    assert_eq!((bad.status, bad.code()), (400, "invalid_argument"));
 
     let csv = s.cli(
         Some(&s.root_key.clone()),

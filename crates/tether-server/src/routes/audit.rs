@@ -278,8 +278,12 @@ pub struct LogQuery {
     pub resource: Option<String>,
     /// allowed, denied, unauthenticated, error.
     pub result: Option<String>,
-    /// Continue after this sequence number.
+    /// Continue after this sequence number (oldest first).
     pub after: Option<i64>,
+    /// Continue before this sequence number (newest first).
+    pub before: Option<i64>,
+    /// `oldest` (the default) or `newest` first.
+    pub order: Option<String>,
     /// Maximum records (default 100, at most 10,000).
     pub limit: Option<i64>,
     /// Export format: `jsonl` (default) or `csv`.
@@ -309,6 +313,17 @@ fn filter_of(state: &AppState, org: &str, q: &LogQuery) -> AppResult<RequestLogF
         result: q.result.clone(),
         org: Some(org.to_owned()),
         after_seq: q.after,
+        before_seq: q.before,
+        newest_first: match q.order.as_deref() {
+            None | Some("oldest") => false,
+            Some("newest") => true,
+            Some(other) => {
+                return Err(AppError::new(
+                    ErrorCode::InvalidArgument,
+                    format!("unknown order '{other}' (oldest or newest)"),
+                ));
+            }
+        },
         limit: q.limit,
     })
 }
