@@ -124,6 +124,9 @@ const REQUEST_ANCHOR: &str = "requests:anchor";
 /// How many batches one read of `request_log_batches` fetches.
 const BATCHES_PER_READ: i64 = 64;
 
+/// The columns [`Batch::from_row`] reads.
+const BATCH_COLUMNS: &str = "first_seq, last_seq, min_at, max_at, prev_hash, records, term_index";
+
 /// How many term indexes a search by term reads at a time.
 const INDEXES_PER_READ: i64 = 512;
 
@@ -193,7 +196,7 @@ impl Store {
                 self.read_indexed_batches(walk, f.since, f.until, &wanted)
                     .await?
             } else {
-                let batches = self.read_walk(walk, f.since, f.until).await?;
+                let batches = self.read_batches(walk, f.since, f.until).await?;
                 let next = batches.last().map(|b| walk.cursor(b.first_seq, b.last_seq));
                 (batches, next)
             };
@@ -306,7 +309,7 @@ impl Store {
         let mut bad_batch = None;
         let mut after = 0;
         'read: loop {
-            let batches = self.read_batches(after, None, None).await?;
+            let batches = self.read_batches(Walk::Up(after), None, None).await?;
             let Some(last) = batches.last() else {
                 break;
             };
@@ -348,40 +351,15 @@ impl Store {
             .unwrap_or_else(|| (1, GENESIS_HASH.to_owned())))
     }
 
-    /// Up to [`BATCHES_PER_READ`] batches after `after` (by seq) that may hold records in
-    /// `[since, until)`.
-    async fn read_batches(
-        &self,
-        after: i64,
-        since: Option<i64>,
-        until: Option<i64>,
-    ) -> Result<Vec<Batch>> {
-        self.read_walk(Walk::Up(after), since, until).await
-    }
-
     /// Up to [`BATCHES_PER_READ`] batches past the cursor of `walk`, in its direction, that
     /// may hold records in `[since, until)`.
-    async fn read_walk(
+    async fn read_batches(
         &self,
         walk: Walk,
         since: Option<i64>,
         until: Option<i64>,
     ) -> Result<Vec<Batch>> {
-        let sql = match walk {
-            Walk::Up(_) => {
-                "SELECT first_seq, last_seq, min_at, max_at, prev_hash, records, term_index \
-                 FROM request_log_batches WHERE last_seq > $1 \
-                 AND ($2 IS NULL OR max_at >= $2) AND ($3 IS NULL OR min_at < $3) \
-                 ORDER BY last_seq LIMIT $4"
-            }
-            Walk::Down(_) => {
-                "SELECT first_seq, last_seq, min_at, max_at, prev_hash, records, term_index \
-                 FROM request_log_batches WHERE first_seq < $1 \
-                 AND ($2 IS NULL OR max_at >= $2) AND ($3 IS NULL OR min_at < $3) \
-                 ORDER BY last_seq DESC LIMIT $4"
-            }
-        };
-        let rows = sqlx::query(sql)
+        let rows = sqlx::query(sqlx::AssertSqlSafe(walk.range_sql(BATCH_COLUMNS)))
             .bind(walk.bound())
             .bind(since)
             .bind(until)
@@ -401,27 +379,15 @@ impl Store {
         until: Option<i64>,
         wanted: &[Option<Vec<i64>>; TERMS],
     ) -> Result<(Vec<Batch>, Option<i64>)> {
-        let sql = match walk {
-            Walk::Up(_) => {
-                "SELECT first_seq, last_seq, term_index FROM request_log_batches \
-                 WHERE last_seq > $1 \
-                 AND ($2 IS NULL OR max_at >= $2) AND ($3 IS NULL OR min_at < $3) \
-                 ORDER BY last_seq LIMIT $4"
-            }
-            Walk::Down(_) => {
-                "SELECT first_seq, last_seq, term_index FROM request_log_batches \
-                 WHERE first_seq < $1 \
-                 AND ($2 IS NULL OR max_at >= $2) AND ($3 IS NULL OR min_at < $3) \
-                 ORDER BY last_seq DESC LIMIT $4"
-            }
-        };
-        let rows = sqlx::query(sql)
-            .bind(walk.bound())
-            .bind(since)
-            .bind(until)
-            .bind(INDEXES_PER_READ)
-            .fetch_all(&self.read)
-            .await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(
+            walk.range_sql("first_seq, last_seq, term_index"),
+        ))
+        .bind(walk.bound())
+        .bind(since)
+        .bind(until)
+        .bind(INDEXES_PER_READ)
+        .fetch_all(&self.read)
+        .await?;
         let mut last = None;
         let mut pick = Vec::new();
         for row in &rows {
@@ -444,8 +410,8 @@ impl Store {
         for chunk in pick.chunks(usize::try_from(BATCHES_PER_READ).unwrap_or(64)) {
             let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql = format!(
-                "SELECT first_seq, last_seq, min_at, max_at, prev_hash, records, term_index \
-                 FROM request_log_batches WHERE last_seq IN ({}) ORDER BY last_seq {}",
+                "SELECT {BATCH_COLUMNS} FROM request_log_batches WHERE last_seq IN ({}) \
+                 ORDER BY last_seq {}",
                 marks.join(", "),
                 walk.direction()
             );
@@ -654,6 +620,21 @@ impl Walk {
             Walk::Up(_) => "ASC",
             Walk::Down(_) => "DESC",
         }
+    }
+
+    /// Selects `columns` of up to `$4` batches past the cursor `$1` ([`Walk::bound`]), in
+    /// this direction, that may hold records in `[$2, $3)` (times, each optional).
+    fn range_sql(self, columns: &str) -> String {
+        let past = match self {
+            Walk::Up(_) => "last_seq >",
+            Walk::Down(_) => "first_seq <",
+        };
+        format!(
+            "SELECT {columns} FROM request_log_batches WHERE {past} $1 \
+             AND ($2 IS NULL OR max_at >= $2) AND ($3 IS NULL OR min_at < $3) \
+             ORDER BY last_seq {} LIMIT $4",
+            self.direction()
+        )
     }
 }
 
