@@ -123,8 +123,8 @@ pub struct BindingCondition {
 }
 
 /// The earliest and latest times a time window without a bound stands for.
-const TIME_MIN: &str = "1970-01-01T00:00:00Z";
-const TIME_MAX: &str = "9999-12-31T23:59:59Z";
+const TIME_MIN: time::OffsetDateTime = time::macros::datetime!(1970-01-01 00:00:00 UTC);
+const TIME_MAX: time::OffsetDateTime = time::macros::datetime!(9999-12-31 23:59:59 UTC);
 
 impl BindingCondition {
     /// The tuple condition (`in_network` or `in_time_window` of the built-in model), as the
@@ -156,34 +156,22 @@ impl BindingCondition {
                 })
             }
             (None, true) => {
-                let at = |v: &Option<String>, what: &str, default: &str| -> AppResult<String> {
-                    let Some(v) = v else {
-                        return Ok(default.to_owned());
-                    };
-                    let t = time::OffsetDateTime::parse(
-                        v,
-                        &time::format_description::well_known::Rfc3339,
-                    )
-                    .map_err(|_| bad(format!("condition.{what}: '{v}' is not an RFC 3339 time")))?;
-                    t.format(&time::format_description::well_known::Rfc3339)
-                        .map_err(AppError::internal)
+                let rfc3339 = &time::format_description::well_known::Rfc3339;
+                let at = |v: &Option<String>, what: &str, default| match v {
+                    None => Ok(default),
+                    Some(v) => time::OffsetDateTime::parse(v, rfc3339).map_err(|_| {
+                        bad(format!("condition.{what}: '{v}' is not an RFC 3339 time"))
+                    }),
                 };
-                let not_before = at(&self.not_before, "not_before", TIME_MIN)?;
-                let not_after = at(&self.not_after, "not_after", TIME_MAX)?;
-                if let (Some(_), Some(_)) = (&self.not_before, &self.not_after) {
-                    let parse = |s: &str| {
-                        time::OffsetDateTime::parse(
-                            s,
-                            &time::format_description::well_known::Rfc3339,
-                        )
-                        .ok()
-                    };
-                    if parse(&not_before) >= parse(&not_after) {
-                        return Err(bad(
-                            "condition: not_before must come before not_after".into()
-                        ));
-                    }
+                let from = at(&self.not_before, "not_before", TIME_MIN)?;
+                let until = at(&self.not_after, "not_after", TIME_MAX)?;
+                if self.not_before.is_some() && self.not_after.is_some() && from >= until {
+                    return Err(bad(
+                        "condition: not_before must come before not_after".into()
+                    ));
                 }
+                let not_before = from.format(rfc3339).map_err(AppError::internal)?;
+                let not_after = until.format(rfc3339).map_err(AppError::internal)?;
                 serde_json::json!({
                     "name": "in_time_window",
                     "context": {"not_before": not_before, "not_after": not_after},
@@ -253,12 +241,22 @@ fn invalid_spec(kind: Kind, e: &serde_json::Error) -> AppError {
 }
 
 fn parse<T: for<'de> Deserialize<'de> + Serialize>(kind: Kind, spec: &Value) -> AppResult<Value> {
+    parse_checked::<T>(kind, spec, |_| Ok(()))
+}
+
+/// [`parse`], with a further check of the typed spec.
+fn parse_checked<T: for<'de> Deserialize<'de> + Serialize>(
+    kind: Kind,
+    spec: &Value,
+    check: impl FnOnce(&T) -> AppResult<()>,
+) -> AppResult<Value> {
     let spec = if spec.is_null() {
         Value::Object(Default::default())
     } else {
         spec.clone()
     };
     let typed: T = serde_json::from_value(spec).map_err(|e| invalid_spec(kind, &e))?;
+    check(&typed)?;
     serde_json::to_value(typed).map_err(AppError::internal)
 }
 
@@ -270,16 +268,12 @@ pub fn validate_spec(kind: Kind, spec: &Value) -> AppResult<Value> {
         Kind::Team => parse::<TeamSpec>(kind, spec)?,
         Kind::User => parse::<UserSpec>(kind, spec)?,
         Kind::ServiceAccount => parse::<ServiceAccountSpec>(kind, spec)?,
-        Kind::RoleBinding => {
-            let value = parse::<RoleBindingSpec>(kind, spec)?;
-            // A bad network or time is refused before anything is written.
-            let binding: RoleBindingSpec =
-                serde_json::from_value(value.clone()).map_err(|e| invalid_spec(kind, &e))?;
-            if let Some(c) = &binding.condition {
-                c.tuple_condition()?;
-            }
-            value
-        }
+        // A bad network or time is refused before anything is written.
+        Kind::RoleBinding => parse_checked::<RoleBindingSpec>(kind, spec, |b| {
+            b.condition
+                .as_ref()
+                .map_or(Ok(()), |c| c.tuple_condition().map(drop))
+        })?,
         Kind::Secret => parse::<SecretSpec>(kind, spec)?,
         Kind::Variable => parse::<VariableSpec>(kind, spec)?,
         Kind::Runner => parse::<RunnerSpec>(kind, spec)?,
