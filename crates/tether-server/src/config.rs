@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -81,6 +82,9 @@ pub struct FileConfig {
     pub tunnel_public_url: Option<String>,
     /// Heartbeat interval proposed to runners, in milliseconds (at most 30000).
     pub tunnel_heartbeat_ms: Option<u32>,
+    /// How long a client may take over its TLS handshake or a request's headers, in
+    /// milliseconds (30000).
+    pub header_timeout_ms: Option<u32>,
 }
 
 /// Where the root key comes from.
@@ -161,6 +165,8 @@ pub struct Config {
     pub sqlite_fsync_every_commit: bool,
     /// Tunnel settings.
     pub tunnel: TunnelSettings,
+    /// How long a client may take over its TLS handshake or a request's headers.
+    pub header_timeout: Duration,
 }
 
 /// Where and how the runner tunnel is served.
@@ -266,6 +272,28 @@ fn read_file_secret(path: &Path) -> Result<SecretString, ConfigError> {
     Ok(SecretString::from(text.trim_end().to_owned()))
 }
 
+/// The header timeout: `TETHER_HEADER_TIMEOUT_MS`, else the file's `header_timeout_ms`, else
+/// 30 s. Below 100 ms a slow network would lose requests; above 10 minutes it protects nothing.
+fn header_timeout(file: &FileConfig) -> Result<Duration, ConfigError> {
+    const RANGE: std::ops::RangeInclusive<u32> = 100..=600_000;
+    let ms = match std::env::var("TETHER_HEADER_TIMEOUT_MS") {
+        Ok(v) if !v.is_empty() => v.parse::<u32>().map_err(|_| {
+            ConfigError::Invalid(format!("TETHER_HEADER_TIMEOUT_MS: '{v}' is not a number"))
+        })?,
+        _ => file
+            .header_timeout_ms
+            .unwrap_or(crate::serve::DEFAULT_HEADER_TIMEOUT_MS),
+    };
+    if !RANGE.contains(&ms) {
+        return Err(ConfigError::Invalid(format!(
+            "header timeout: {ms} ms is outside {}..={} ms",
+            RANGE.start(),
+            RANGE.end()
+        )));
+    }
+    Ok(Duration::from_millis(u64::from(ms)))
+}
+
 fn env_listen() -> Result<Option<SocketAddr>, ConfigError> {
     match std::env::var("TETHER_LISTEN") {
         Ok(v) if !v.is_empty() => v
@@ -316,6 +344,7 @@ impl Config {
             None => format!("sqlite://{}", data_dir.join("tether.db").display()),
         };
         let tunnel = TunnelSettings::resolve(&file, true, listen)?;
+        let header_timeout = header_timeout(&file)?;
         // An explicit root key source wins over the dev data directory's generated key.
         let root_key = RootKeySource::explicit(&file)?
             .unwrap_or_else(|| RootKeySource::DevFile(data_dir.join("root.key")));
@@ -330,6 +359,7 @@ impl Config {
             dev: true,
             sqlite_fsync_every_commit: file.sqlite_fsync_every_commit.unwrap_or(false),
             tunnel,
+            header_timeout,
             public_url: file
                 .public_url
                 .unwrap_or_else(|| format!("http://{listen}")),
@@ -373,8 +403,10 @@ impl Config {
             return Err(ConfigError::Missing(missing));
         };
         let tunnel = TunnelSettings::resolve(&file, false, listen)?;
+        let header_timeout = header_timeout(&file)?;
         Ok(Config {
             tunnel,
+            header_timeout,
             listen,
             database_url: db,
             create_sqlite: true,

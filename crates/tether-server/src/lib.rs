@@ -159,13 +159,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .local_addr()
         .map_err(|e| StartError::Other(e.to_string()))?;
     let router = app(state.clone());
-    let task = match &config.tls {
-        Some(tls) => {
-            let acceptor = serve::tls_acceptor(tls).map_err(StartError::Other)?;
-            tokio::spawn(serve::serve_tls(listener, acceptor, router))
-        }
-        None => tokio::spawn(serve::serve_plain(listener, router)),
+    let tls = match &config.tls {
+        Some(tls) => Some(serve::tls_acceptor(tls).map_err(StartError::Other)?),
+        None => None,
     };
+    let task = tokio::spawn(serve::serve(listener, tls, router, config.header_timeout));
     let tunnel_endpoint = start_tunnel(&config, &state, addr).await?;
     Ok(Running {
         addr,

@@ -3,17 +3,22 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use axum::Router;
 use axum::extract::ConnectInfo;
-use axum::extract::connect_info::Connected;
-use axum::serve::{IncomingStream, Listener};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use axum::http::Request;
+use axum::serve::Listener;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
 
 use crate::config::TlsConfig;
 
@@ -34,40 +39,6 @@ impl Peer {
             addr,
             ip: addr.ip().to_string().into(),
         }
-    }
-}
-
-impl Connected<IncomingStream<'_, NoDelayListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, NoDelayListener>) -> Peer {
-        Peer::new(*stream.remote_addr())
-    }
-}
-
-/// A TCP listener whose connections have Nagle's algorithm off (see [`no_delay`]).
-pub struct NoDelayListener(TcpListener);
-
-impl Listener for NoDelayListener {
-    type Io = TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
-        // axum's accept retries (and backs off) on errors itself.
-        let (mut io, addr) = Listener::accept(&mut self.0).await;
-        no_delay(&mut io);
-        (io, addr)
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Listener::local_addr(&self.0)
-    }
-}
-
-/// Serves plain HTTP.
-pub async fn serve_plain(listener: TcpListener, router: Router) {
-    let svc = router.into_make_service_with_connect_info::<Peer>();
-    let listener = NoDelayListener(listener);
-    if let Err(e) = axum::serve(listener, svc).await {
-        tracing::error!(error = %e, "server stopped");
     }
 }
 
@@ -98,34 +69,68 @@ pub fn tls_acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, String> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Serves HTTPS: one task per connection; a failed handshake only ends that connection.
-pub async fn serve_tls(listener: TcpListener, acceptor: TlsAcceptor, router: Router) {
+/// How long a client may take to finish its TLS handshake, or to send the headers of a request
+/// (including the wait for the next request on a kept-alive connection). A client that sends
+/// nothing, or a byte at a time, holds a connection and its task only this long.
+pub const DEFAULT_HEADER_TIMEOUT_MS: u32 = 30_000;
+
+/// Serves HTTP/1.1 and HTTP/2 on `listener`, over TLS when `tls` is given: one task per
+/// connection, and a failed handshake, a slow client or a broken connection ends only that
+/// connection.
+pub async fn serve(
+    mut listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    router: Router,
+    header_timeout: Duration,
+) {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    // An HTTP/2 connection that does not answer a ping within the timeout is closed.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(header_timeout)
+        .keep_alive_timeout(header_timeout);
     loop {
-        let (mut tcp, remote) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                continue;
-            }
-        };
+        // axum's accept retries (and backs off) on errors itself.
+        let (mut tcp, remote) = Listener::accept(&mut listener).await;
         no_delay(&mut tcp);
-        let acceptor = acceptor.clone();
-        let router = router.clone();
+        let (builder, router, tls) = (builder.clone(), router.clone(), tls.clone());
         tokio::spawn(async move {
-            let stream = match acceptor.accept(tcp).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::debug!(error = %e, %remote, "TLS handshake failed");
-                    return;
+            let peer = ConnectInfo(Peer::new(remote));
+            let svc =
+                TowerToHyperService::new(router.map_request(move |mut r: Request<Incoming>| {
+                    r.extensions_mut().insert(peer.clone());
+                    r
+                }));
+            let served = match tls {
+                None => {
+                    builder
+                        .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
+                        .await
+                }
+                Some(acceptor) => {
+                    let stream =
+                        match tokio::time::timeout(header_timeout, acceptor.accept(tcp)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, %remote, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%remote, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                        .await
                 }
             };
-            let svc = router.layer(axum::Extension(ConnectInfo(Peer::new(remote))));
-            let hyper_svc = TowerToHyperService::new(svc);
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), hyper_svc)
-                .await
-            {
+            if let Err(e) = served {
                 tracing::debug!(error = %e, %remote, "connection ended with an error");
             }
         });

@@ -157,6 +157,7 @@ async fn production_mode_serves_tls13_only() {
         .env("TETHER_TLS_CERT_FILE", &cert_path)
         .env("TETHER_TLS_KEY_FILE", &key_path)
         .env("TETHER_TUNNEL_LISTEN", "127.0.0.1:0")
+        .env("TETHER_HEADER_TIMEOUT_MS", "400")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -196,6 +197,14 @@ async fn production_mode_serves_tls13_only() {
         tls12.get(format!("{url}/healthz")).send().await.is_err(),
         "a TLS 1.2 client was served"
     );
+    // A client that connects and never starts its handshake is cut off after the header
+    // timeout, while the server goes on serving others.
+    let silent = tokio::net::TcpStream::connect(url.trim_start_matches("https://"))
+        .await
+        .unwrap();
+    let r = tls13.get(format!("{url}/healthz")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(closed_within(silent, 10).await, b"");
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -318,4 +327,67 @@ async fn each_request_is_logged_with_its_request_id() {
         assert!(std::time::Instant::now() < deadline, "no log line for {id}");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// Reads `conn` until the server closes it and returns what it sent; fails if the server keeps
+/// the connection open for `secs` seconds.
+async fn closed_within(mut conn: tokio::net::TcpStream, secs: u64) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let read = conn.read_to_end(&mut got);
+    match tokio::time::timeout(std::time::Duration::from_secs(secs), read).await {
+        Ok(Ok(_)) => got,
+        // A reset also ends the connection.
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => got,
+        Ok(Err(e)) => panic!("reading the connection: {e}"),
+        Err(_) => panic!("the server held the connection for {secs} s"),
+    }
+}
+
+/// Slowloris: a client that sends a request's headers and never finishes them, and a client
+/// that keeps an idle connection after its request, each hold their connection only for the
+/// header timeout (400 ms here, 30 s by default); other clients are served meanwhile.
+#[tokio::test]
+async fn slow_and_idle_clients_are_cut_off_after_the_header_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_tether"));
+    let s = tether_testkit::TestServer::start_with_env(bin, &[("TETHER_HEADER_TIMEOUT_MS", "400")])
+        .await;
+    let addr = s.url.trim_start_matches("http://").to_owned();
+    let mut partial = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    partial
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: tether\r\n")
+        .await
+        .unwrap();
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: tether\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(s.req("GET", "/healthz", None, None).await.status, 200);
+    let answered = String::from_utf8(closed_within(idle, 10).await).unwrap();
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+    let got = closed_within(partial, 10).await;
+    assert!(
+        !got.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    assert_eq!(s.req("GET", "/healthz", None, None).await.status, 200);
+}
+
+#[test]
+fn a_header_timeout_out_of_range_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["server", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("TETHER_HEADER_TIMEOUT_MS", "5")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("header timeout"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
