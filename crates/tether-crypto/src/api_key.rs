@@ -415,7 +415,42 @@ impl Pepper {
     pub fn verify(&self, secret: &ApiKeySecret, stored: &ApiKeyHash) -> bool {
         hmac::verify(&self.0, secret.expose(), stored.as_bytes()).is_ok()
     }
+
+    /// Like [`Pepper::verify`], and on success keeps a copy of the secret, against which later
+    /// presentations of the same key are checked without another HMAC.
+    #[must_use]
+    pub fn verify_and_keep(
+        &self,
+        secret: &ApiKeySecret,
+        stored: &ApiKeyHash,
+    ) -> Option<VerifiedSecret> {
+        self.verify(secret, stored).then(|| {
+            VerifiedSecret(ApiKeySecret(SecretBox::init_with_mut(
+                |s: &mut [u8; SECRET_LEN]| s.copy_from_slice(secret.expose()),
+            )))
+        })
+    }
 }
+
+/// An API key's secret that matched its stored hash, for a server's short-lived cache of
+/// verified keys: a later request with the same key is checked by a constant-time comparison
+/// (about a hundred instructions) instead of an HMAC (about 6,000).
+///
+/// This keeps the plaintext secret in memory rather than its hash. Someone who can read the
+/// server's memory gains nothing from that: the same memory holds the root key and the key
+/// that signs session tokens. The stored hash still protects the database at rest.
+/// Zeroized on drop; no `Debug`/`Clone`/`Display`.
+pub struct VerifiedSecret(ApiKeySecret);
+
+impl VerifiedSecret {
+    /// True if `presented` is the verified secret. Constant-time.
+    #[must_use]
+    pub fn matches(&self, presented: &ApiKeySecret) -> bool {
+        self.0.expose().ct_eq(presented.expose()).into()
+    }
+}
+
+impl ZeroizeOnDrop for VerifiedSecret {}
 
 #[cfg(test)]
 mod tests {
@@ -441,7 +476,9 @@ mod tests {
         assert_not_impl!(ApiKeySecret: Clone, Copy, fmt::Debug, fmt::Display);
         assert_not_impl!(ParsedApiKey: Clone, Copy, fmt::Debug, fmt::Display);
         assert_not_impl!(Pepper: Clone, Copy, fmt::Debug, fmt::Display);
+        assert_not_impl!(VerifiedSecret: Clone, Copy, fmt::Debug, fmt::Display);
         assert_zeroize_on_drop::<ApiKeySecret>();
+        assert_zeroize_on_drop::<VerifiedSecret>();
     }
 
     #[test]
@@ -541,6 +578,27 @@ mod tests {
         assert!(!pepper().verify(b.secret(), &stored));
         let other = Pepper::from_bytes(&[0x43; 32]).unwrap();
         assert!(!other.verify(a.secret(), &stored));
+    }
+
+    #[test]
+    fn a_kept_secret_matches_only_the_verified_key() {
+        let (a, _) = ApiKey::generate(KeyEnv::Live);
+        let (b, _) = ApiKey::generate(KeyEnv::Live);
+        let stored = pepper().hash(a.secret());
+        assert!(pepper().verify_and_keep(b.secret(), &stored).is_none());
+        let kept = pepper().verify_and_keep(a.secret(), &stored).unwrap();
+        let again = ApiKey::parse(a.expose_secret()).unwrap();
+        assert!(kept.matches(again.secret()));
+        assert!(!kept.matches(b.secret()));
+        // One character changed at either end.
+        for at in [21, API_KEY_LEN - CHECKSUM_LEN - 1] {
+            let mut bytes = a.expose_secret().as_bytes().to_vec();
+            bytes[at] = if bytes[at] == b'a' { b'b' } else { b'a' };
+            let body = &bytes[..API_KEY_LEN - CHECKSUM_LEN];
+            let key = [body, &base62_u32_6(crc32(body))].concat();
+            let near = ApiKey::parse(std::str::from_utf8(&key).unwrap()).unwrap();
+            assert!(!kept.matches(near.secret()));
+        }
     }
 
     #[test]

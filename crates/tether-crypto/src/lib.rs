@@ -21,7 +21,7 @@ mod token;
 
 pub use api_key::{
     API_KEY_LEN, ApiKey, ApiKeyError, ApiKeyHash, ApiKeyHint, ApiKeyId, ApiKeySecret, CHECKSUM_LEN,
-    ID_LEN, KeyEnv, ParsedApiKey, Pepper, PepperError, SECRET_LEN,
+    ID_LEN, KeyEnv, ParsedApiKey, Pepper, PepperError, SECRET_LEN, VerifiedSecret,
 };
 pub use envelope::{
     Aad, EnvelopeError, KekError, KekProvider, KekRef, KekResolver, KekRing, KeyEncryptionKey,

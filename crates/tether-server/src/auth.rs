@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use serde::Serialize;
 use tether_core::{ErrorCode, Kind};
-use tether_crypto::{ApiKey, ApiKeyHash};
+use tether_crypto::{ApiKey, ApiKeyHash, VerifiedSecret};
 use tether_store::resources::get_resource;
 
 use crate::error::{AppError, AppResult};
@@ -74,7 +74,9 @@ pub fn subject_type(kind: Kind) -> &'static str {
 }
 
 struct CachedKey {
-    hash: ApiKeyHash,
+    /// The secret that matched the stored hash: a later request is checked against it in
+    /// constant time, without the HMAC.
+    secret: VerifiedSecret,
     principal: Arc<Principal>,
     expires_at: Option<i64>,
     cached_at: i64,
@@ -165,9 +167,10 @@ async fn authenticate_stored_key(
         .ok_or_else(bad_credentials)?;
     let hash = ApiKeyHash::from_bytes(&row.hash)
         .map_err(|_| AppError::internal("stored key hash has a bad length"))?;
-    if !state.pepper.verify(parsed.secret(), &hash) || row.revoked_at.is_some() {
-        return Err(bad_credentials());
-    }
+    let secret = match state.pepper.verify_and_keep(parsed.secret(), &hash) {
+        Some(s) if row.revoked_at.is_none() => s,
+        _ => return Err(bad_credentials()),
+    };
     if row.expires_at.is_some_and(|e| e <= now) {
         return Err(AppError::new(
             ErrorCode::TokenExpired,
@@ -181,7 +184,7 @@ async fn authenticate_stored_key(
     let principal = Arc::new(load_principal(state, &row.owner_id, via, scopes).await?);
     if let Ok(mut k) = state.keys.keys.write() {
         let entry = CachedKey {
-            hash,
+            secret,
             principal: Arc::clone(&principal),
             expires_at: row.expires_at,
             cached_at: now,
@@ -207,7 +210,7 @@ fn cached(
     if now - entry.cached_at > KEY_CACHE_TTL_MS {
         return Ok(None);
     }
-    if !state.pepper.verify(parsed.secret(), &entry.hash) {
+    if !entry.secret.matches(parsed.secret()) {
         return Err(bad_credentials());
     }
     if entry.expires_at.is_some_and(|e| e <= now) {

@@ -46,6 +46,67 @@ async fn api_keys_expire_revoke_and_record_use() {
     assert_eq!((r.status, r.code()), (401, "invalid_credentials"));
 }
 
+/// `key` with one character of its secret changed and the checksum recomputed: a well-formed
+/// key with a real key id and the wrong secret.
+fn with_another_secret(key: &str, at: usize) -> String {
+    const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut body = key.as_bytes()[..key.len() - 6].to_vec();
+    body[at] = if body[at] == b'a' { b'b' } else { b'a' };
+    let mut crc = !0u32;
+    for &b in &body {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    let (mut crc, mut digits) = (!crc, [b'0'; 6]);
+    for d in digits.iter_mut().rev() {
+        *d = BASE62[(crc % 62) as usize];
+        crc /= 62;
+    }
+    body.extend(digits);
+    String::from_utf8(body).unwrap()
+}
+
+/// A verified key is cached; a key with the same id and another secret is refused whether or
+/// not the real one is in the cache, and does not evict it.
+#[tokio::test]
+async fn a_key_id_with_the_wrong_secret_is_refused() {
+    let s = server().await;
+    let gina = s.user_key("gina").await;
+    let (first, last) = (21, gina.len() - 7);
+    for at in [first, last] {
+        let forged = with_another_secret(&gina, at);
+        assert_ne!(forged, gina);
+        for _ in 0..2 {
+            let r = s.req("GET", "/v1/auth/whoami", Some(&forged), None).await;
+            assert_eq!(
+                (r.status, r.code()),
+                (401, "invalid_credentials"),
+                "{}",
+                r.text
+            );
+            let r = s.req("GET", "/v1/auth/whoami", Some(&gina), None).await;
+            assert_eq!(r.status, 200, "{}", r.text);
+        }
+    }
+    // A damaged checksum is refused before any lookup.
+    let mut typo = gina.clone();
+    typo.pop();
+    typo.push(if gina.ends_with('a') { 'b' } else { 'a' });
+    let r = s.req("GET", "/v1/auth/whoami", Some(&typo), None).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (401, "invalid_credentials"),
+        "{}",
+        r.text
+    );
+}
+
 #[tokio::test]
 async fn scoped_keys_cannot_exceed_their_scopes() {
     let s = server().await;
