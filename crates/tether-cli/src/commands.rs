@@ -154,8 +154,18 @@ pub async fn run(cli: Cli) -> Result<()> {
             )
             .await
         }
-        Command::Run { sel, cmd } => {
+        Command::Run {
+            sel,
+            watch,
+            watch_interval,
+            watch_grace,
+            cmd,
+        } => {
             let mut c = connect(&cli.global)?;
+            let watch = watch.then(|| crate::watch::WatchOptions {
+                interval: std::time::Duration::from_secs(watch_interval),
+                grace: std::time::Duration::from_secs(watch_grace),
+            });
             secrets_cmd::run(
                 Target {
                     client: &mut c.client,
@@ -163,6 +173,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 },
                 sel,
                 cmd,
+                watch,
             )
             .await
         }

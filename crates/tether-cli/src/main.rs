@@ -11,6 +11,7 @@ mod output;
 mod runner_cmd;
 mod secrets_cmd;
 mod server;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -82,6 +83,15 @@ pub enum Command {
     Run {
         #[command(flatten)]
         sel: secrets_cmd::Selection,
+        /// Stay as the command's parent, and restart it when a value changes.
+        #[arg(long)]
+        watch: bool,
+        /// With --watch: seconds between checks for changes.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600), requires = "watch")]
+        watch_interval: u64,
+        /// With --watch: seconds the command has to exit after SIGTERM before it is killed.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3600), requires = "watch")]
+        watch_grace: u64,
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true)]
         cmd: Vec<String>,

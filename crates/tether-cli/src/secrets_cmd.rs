@@ -572,7 +572,8 @@ pub async fn resolve(
     client.call(Method::GET, &path, None).await
 }
 
-fn pairs(v: &Value) -> Vec<(String, String)> {
+/// The resolved `(name, value)` pairs.
+pub fn pairs(v: &Value) -> Vec<(String, String)> {
     jp(v, "/values")
         .as_array()
         .map(|a| {
@@ -641,11 +642,23 @@ pub async fn dot_env(t: Target<'_>, sel: Selection, out: Option<String>) -> Resu
 
 /// `tether run -- CMD ARGS...`: replaces this process with the command, its environment
 /// extended with the resolved values, so signals, standard streams and the exit code are the
-/// command's own.
-pub async fn run(t: Target<'_>, sel: Selection, cmd: Vec<String>) -> Result<()> {
+/// command's own. With `--watch`, runs it as a child instead, restarted when a value changes
+/// (see [`crate::watch`]).
+pub async fn run(
+    t: Target<'_>,
+    sel: Selection,
+    cmd: Vec<String>,
+    watch: Option<crate::watch::WatchOptions>,
+) -> Result<()> {
     let (program, args) = cmd
         .split_first()
         .ok_or_else(|| anyhow!("give the command to run after --"))?;
+    if let Some(opts) = watch {
+        return match crate::watch::run_watched(t, &sel, program, args, opts).await? {
+            0 => Ok(()),
+            code => Err(crate::runner_cmd::ExitWith(u8::try_from(code).unwrap_or(1)).into()),
+        };
+    }
     let v = resolve(t.client, t.org, &sel, true).await?;
     let mut command = std::process::Command::new(program);
     command.args(args).envs(pairs(&v));

@@ -635,6 +635,69 @@ async fn run_injects_values_passes_stdio_and_exit_code() {
     assert_eq!(String::from_utf8_lossy(&only.stdout).trim(), "[hello][]");
 }
 
+/// Waits until the file at `path` holds exactly `want`.
+async fn wait_for_file(path: &std::path::Path, want: &str) {
+    for _ in 0..300 {
+        if std::fs::read_to_string(path).is_ok_and(|got| got == want) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let got = std::fs::read_to_string(path).unwrap_or_default();
+    panic!("{} holds {got:?}, not {want:?}", path.display());
+}
+
+/// `tether run --watch` restarts the command when a variable or a secret changes, reports the
+/// names that changed and never their values, passes SIGTERM on to the command, and exits with
+/// the command's code.
+#[tokio::test]
+async fn run_watch_restarts_the_command_when_a_value_changes() {
+    let s = server().await;
+    s.apply("kind: Variable\nmetadata: {name: COLOR}\nspec: {value: rouge-7}\n")
+        .await;
+    set(&s, "svc", None, json!({"SVC_TOKEN": "watch-1a"})).await;
+    let log = s.dir.path().join("starts.log");
+    let script = format!(
+        "echo \"$COLOR $SVC_TOKEN\" >> '{log}'; trap \"echo stopped >> '{log}'; exit 3\" TERM; \
+         while :; do sleep 0.05; done",
+        log = log.display()
+    );
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["run", "--env", "dev", "--watch", "--watch-interval", "1"])
+        .args(["--", "sh", "-c", &script])
+        .env("TETHER_ADDR", &s.url)
+        .env("TETHER_TOKEN", &s.root_key)
+        .env("XDG_CONFIG_HOME", s.dir.path().join("cfg"))
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&log, "rouge-7 watch-1a\n").await;
+    s.apply("kind: Variable\nmetadata: {name: COLOR}\nspec: {value: bleu-8}\n")
+        .await;
+    wait_for_file(&log, "rouge-7 watch-1a\nstopped\nbleu-8 watch-1a\n").await;
+    set(&s, "svc", None, json!({"SVC_TOKEN": "watch-2b"})).await;
+    let all = "rouge-7 watch-1a\nstopped\nbleu-8 watch-1a\nstopped\nbleu-8 watch-2b\n";
+    wait_for_file(&log, all).await;
+    // Unchanged values restart nothing.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), all);
+    let pid = rustix::process::Pid::from_raw(i32::try_from(cli.id()).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let out = cli.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        format!("{all}stopped\n")
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("COLOR changed"), "{err}");
+    assert!(err.contains("SVC_TOKEN changed"), "{err}");
+    for value in ["rouge-7", "bleu-8", "watch-1a", "watch-2b"] {
+        assert!(!err.contains(value), "{value} in {err}");
+    }
+}
+
 async fn post(s: &TestServer, name: &str, body: serde_json::Value) -> tether_testkit::Resp {
     s.admin(
         "POST",
