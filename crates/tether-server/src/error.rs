@@ -52,10 +52,25 @@ impl From<ApiError> for AppError {
     }
 }
 
+/// The cause of an error that means "read the row again and retry the write"
+/// ([`StoreError::Stale`]; see [`crate::resources::on_fresh_row`]).
+const STALE: &str = "the row changed since it was read";
+
+impl AppError {
+    /// Whether the write was based on a row another writer has changed since.
+    pub fn is_stale(&self) -> bool {
+        self.cause.as_deref() == Some(STALE)
+    }
+}
+
 impl From<StoreError> for AppError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound => AppError::new(ErrorCode::NotFound, "not found"),
+            StoreError::Stale => AppError {
+                api: ApiError::internal(),
+                cause: Some(STALE.into()),
+            },
             StoreError::AlreadyExists => AppError::new(ErrorCode::AlreadyExists, "already exists"),
             other => AppError::internal(other),
         }

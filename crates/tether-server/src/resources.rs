@@ -9,9 +9,11 @@ use similar::TextDiff;
 use tether_core::id::{ResourceId, VersionId};
 use tether_core::resource::{API_VERSION, AuditStamp};
 use tether_core::{ErrorCode, Kind, Metadata, Resource, ResourceStatus, VersionRef};
-use tether_store::audit::append_version;
+use tether_store::audit::{append_version, lock_chain};
 use tether_store::identity::delete_principal_credentials;
-use tether_store::resources::{count_children, delete_resource, insert_resource, update_resource};
+use tether_store::resources::{
+    count_children, delete_resource, get_resource, insert_resource, update_resource,
+};
 use tether_store::tuples::{
     delete_tuples_of_source, delete_tuples_touching, subjects_of, write_tuple,
 };
@@ -187,14 +189,9 @@ pub(crate) fn version_record(
     change: &Change<'_>,
     v: VersionInput<'_>,
 ) -> VersionRecord {
-    let chain_org = if row.org_id.is_empty() {
-        row.id.clone()
-    } else {
-        row.org_id.clone()
-    };
     VersionRecord {
         id: VersionId::generate().to_string(),
-        org_id: chain_org,
+        org_id: chain_org(row).to_owned(),
         resource_kind: row.kind.clone(),
         resource_id: row.id.clone(),
         resource_name: row.name.clone(),
@@ -399,6 +396,55 @@ async fn owner_grant(
     Ok(())
 }
 
+/// How many times a write is tried on a row that other writers keep changing under it.
+const FRESH_ATTEMPTS: usize = 8;
+
+/// Begins a write of the row that `read` was read from, takes its organization's chain lock
+/// ([`lock_chain`]), and reads the row again. A read-modify-write must start from this read,
+/// not from the row the guard read before the write began: a metadata update that raced a
+/// new version once put back the old `current_version`, and every later version write of that
+/// secret collided with a version that existed. [`update_resource`] still refuses a write whose
+/// row changed since (a writer that did not take the lock first), and [`on_fresh_row`] then
+/// runs it again.
+pub(crate) async fn begin_on_row(
+    state: &AppState,
+    read: &ResourceRow,
+) -> AppResult<(Tx, ResourceRow)> {
+    let mut tx = state.store.begin().await?;
+    lock_chain(&mut tx, chain_org(read)).await?;
+    let row = get_resource(&mut *tx, &read.id)
+        .await?
+        .ok_or_else(|| AppError::new(ErrorCode::NotFound, "not found"))?;
+    Ok((tx, row))
+}
+
+/// The organization whose version chain records a row's changes (an organization's own).
+fn chain_org(row: &ResourceRow) -> &str {
+    if row.org_id.is_empty() {
+        &row.id
+    } else {
+        &row.org_id
+    }
+}
+
+/// Runs `write` (which starts with [`begin_on_row`]) again each time another writer changed
+/// its row between its read and its update ([`AppError::is_stale`]).
+pub(crate) async fn on_fresh_row<T, Fut>(mut write: impl FnMut() -> Fut) -> AppResult<T>
+where
+    Fut: Future<Output = AppResult<T>>,
+{
+    for _ in 0..FRESH_ATTEMPTS {
+        match write().await {
+            Err(e) if e.is_stale() => continue,
+            other => return other,
+        }
+    }
+    Err(AppError::new(
+        ErrorCode::Conflict,
+        "other writers kept changing this resource; retry",
+    ))
+}
+
 /// Replaces a resource's spec and labels. A no-op change writes nothing.
 pub async fn update(
     state: &AppState,
@@ -407,6 +453,18 @@ pub async fn update(
     manifest: &Resource,
     change: &Change<'_>,
 ) -> AppResult<(ResourceRow, bool)> {
+    on_fresh_row(|| update_once(state, scope, existing, manifest, change)).await
+}
+
+async fn update_once(
+    state: &AppState,
+    scope: &ScopeNames,
+    stale: &ResourceRow,
+    manifest: &Resource,
+    change: &Change<'_>,
+) -> AppResult<(ResourceRow, bool)> {
+    let (mut tx, read) = begin_on_row(state, stale).await?;
+    let existing = &read;
     let kind = Kind::parse(&existing.kind).ok_or_else(|| AppError::internal("stored kind"))?;
     let mut spec = validate_spec(kind, &manifest.spec)?;
     if kind == Kind::Secret && change.event.is_none() {
@@ -422,7 +480,6 @@ pub async fn update(
     }
     row.updated_at = state.clock.now_millis();
     row.updated_by = change.actor.display();
-    let mut tx = state.store.begin().await?;
     let mut delta = TupleDelta::default();
     if kind != Kind::Organization {
         delta.deletes = delete_tuples_of_source(&mut tx, &row.id).await?;
@@ -435,7 +492,7 @@ pub async fn update(
         previous: Some(existing.version_id.clone()),
     };
     row.version_id = record_version(&mut tx, state, &row, change, input).await?;
-    update_resource(&mut tx, &row).await?;
+    update_resource(&mut tx, &row, &existing.version_id).await?;
     tx.commit().await.map_err(AppError::internal)?;
     delta.apply(state);
     metrics::counter!("tether_resource_writes_total", "event" => "update").increment(1);
@@ -457,7 +514,9 @@ pub async fn delete(
         ))
         .await?;
     }
-    let mut tx = state.store.begin().await?;
+    // The row as it is, under the chain lock (see `begin_on_row`).
+    let (mut tx, fresh) = begin_on_row(state, existing).await?;
+    let existing = &fresh;
     refuse_if_not_empty(&mut tx, kind, existing).await?;
     let mut delta = TupleDelta {
         deletes: delete_tuples_of_source(&mut tx, &existing.id).await?,

@@ -84,6 +84,8 @@ async fn run(state: Weak<Inner>, mut rx: mpsc::Receiver<Pending>) {
 /// The state of one secret across the writes of a batch.
 struct Slot {
     existed: bool,
+    /// The row's version id when the batch read it (see [`update_resource`]).
+    read_version: String,
     row: ResourceRow,
     spec: SecretSpec,
     scope: ScopeNames,
@@ -139,6 +141,12 @@ async fn write_all(state: &AppState, batch: Vec<Pending>, replies: &mut Replies)
         }
     }
     let mut tx = state.store.begin().await?;
+    // The chain locks first, in sorted order, then the rows (see `lock_chain`).
+    let orgs: std::collections::BTreeSet<&str> =
+        batch.iter().map(|p| p.scope.org_id.as_str()).collect();
+    for org in orgs {
+        tether_store::audit::lock_chain(&mut tx, org).await?;
+    }
     let mut slots: HashMap<SlotKey, Slot> = HashMap::new();
     let mut order: Vec<SlotKey> = Vec::new();
     let mut versions = Vec::new();
@@ -221,7 +229,9 @@ async fn write_all(state: &AppState, batch: Vec<Pending>, replies: &mut Replies)
             );
         }
         if slot.existed {
-            update_resource(&mut tx, row).await?;
+            update_resource(&mut tx, row, &slot.read_version)
+                .await
+                .map_err(race_or)?;
         } else {
             let spec = serde_json::to_value(&slot.spec).map_err(AppError::internal)?;
             crate::resources::write_grants(&mut tx, Kind::Secret, row, &spec, &mut delta).await?;
@@ -235,10 +245,11 @@ async fn write_all(state: &AppState, batch: Vec<Pending>, replies: &mut Replies)
     Ok(())
 }
 
-/// A lost race with another writer (another node): the caller retries the write.
+/// A lost race with another writer (another node, or a metadata update of a secret in the
+/// batch): the caller retries the write.
 fn race_or(e: StoreError) -> AppError {
     match e {
-        StoreError::AlreadyExists => AppError {
+        StoreError::AlreadyExists | StoreError::Stale => AppError {
             api: ApiError::internal(),
             cause: Some(RACE.into()),
         },
@@ -265,6 +276,7 @@ async fn load_slot(tx: &mut Tx, p: &Pending, now: i64) -> AppResult<Slot> {
     };
     Ok(Slot {
         existed,
+        read_version: row.version_id.clone(),
         first_version: spec.current_version + 1,
         row,
         spec,

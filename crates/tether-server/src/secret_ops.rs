@@ -15,7 +15,9 @@ use zeroize::Zeroizing;
 use crate::auth::Principal;
 use crate::error::{AppError, AppResult};
 use crate::kinds::SecretSpec;
-use crate::resources::{Change, ScopeNames, VersionInput, record_version, snapshot};
+use crate::resources::{
+    Change, ScopeNames, VersionInput, begin_on_row, on_fresh_row, record_version, snapshot,
+};
 use crate::secrets::{aad_for, validate_data};
 use crate::state::AppState;
 
@@ -221,7 +223,18 @@ pub async fn destroy(
     actor: &Principal,
 ) -> AppResult<()> {
     crate::backends::forget_blob(state, &row.id, version).await?;
-    let mut tx = state.store.begin().await?;
+    on_fresh_row(|| destroy_once(state, scope, row, version, actor)).await
+}
+
+async fn destroy_once(
+    state: &AppState,
+    scope: &ScopeNames,
+    stale: &ResourceRow,
+    version: i64,
+    actor: &Principal,
+) -> AppResult<()> {
+    let (mut tx, read) = begin_on_row(state, stale).await?;
+    let row = &read;
     if !destroy_secret_version(&mut tx, &row.id, version, state.clock.now_millis()).await? {
         return Err(AppError::new(
             ErrorCode::NotFound,
@@ -242,7 +255,7 @@ pub async fn destroy(
     };
     let mut updated = row.clone();
     updated.version_id = record_version(&mut tx, state, row, &change, input).await?;
-    update_resource(&mut tx, &updated).await?;
+    update_resource(&mut tx, &updated, &row.version_id).await?;
     tx.commit().await.map_err(AppError::internal)?;
     Ok(())
 }
@@ -255,12 +268,23 @@ pub async fn set_deleted(
     deleted: bool,
     actor: &Principal,
 ) -> AppResult<ResourceRow> {
+    on_fresh_row(|| set_deleted_once(state, scope, row, deleted, actor)).await
+}
+
+async fn set_deleted_once(
+    state: &AppState,
+    scope: &ScopeNames,
+    stale: &ResourceRow,
+    deleted: bool,
+    actor: &Principal,
+) -> AppResult<ResourceRow> {
+    let (mut tx, read) = begin_on_row(state, stale).await?;
+    let row = &read;
     let mut spec = spec_of(row)?;
     if spec.deleted == deleted {
-        return Ok(row.clone());
+        return Ok(read);
     }
     spec.deleted = deleted;
-    let mut tx = state.store.begin().await?;
     let mut updated = row.clone();
     updated.spec = serde_json::to_string(&spec).map_err(AppError::internal)?;
     updated.updated_at = state.clock.now_millis();
@@ -278,7 +302,7 @@ pub async fn set_deleted(
         previous: Some(row.version_id.clone()),
     };
     updated.version_id = record_version(&mut tx, state, &updated, &change, input).await?;
-    update_resource(&mut tx, &updated).await?;
+    update_resource(&mut tx, &updated, &row.version_id).await?;
     tx.commit().await.map_err(AppError::internal)?;
     Ok(updated)
 }

@@ -130,6 +130,22 @@ pub(crate) async fn set_head_hash(tx: &mut Tx, chain: &str, hash: &str) -> Resul
     Ok(())
 }
 
+/// Takes the write lock of an organization's version chain now, before the transaction reads
+/// the rows it will change. Every write of the organization appends to this chain and holds
+/// the lock until it commits; a writer that takes it first reads rows as the last writer left
+/// them, and takes its locks in one order (chain, then rows), so it cannot deadlock with
+/// another. Lock several chains in sorted order. On SQLite, whose one writer connection runs
+/// transactions one after another, there is nothing to lock.
+pub async fn lock_chain(tx: &mut Tx, org_id: &str) -> Result<()> {
+    if tx.backend() == crate::Backend::Postgres {
+        sqlx::query("SELECT seq FROM chain_heads WHERE chain = $1 FOR UPDATE")
+            .bind(format!("versions:{org_id}"))
+            .fetch_optional(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Appends a version record to its organization's chain, filling `seq`, `prev_hash` and `hash`.
 pub async fn append_version(tx: &mut Tx, v: &mut VersionRecord) -> Result<()> {
     let chain = format!("versions:{}", v.org_id);

@@ -138,6 +138,9 @@ pub enum StoreError {
     /// A uniqueness constraint refused the write.
     #[error("already exists")]
     AlreadyExists,
+    /// The row changed (another writer committed) since it was read: read it again and retry.
+    #[error("the row changed since it was read")]
+    Stale,
     /// The database URL is not one Tether can use.
     #[error("unsupported database URL: {0}")]
     BadUrl(String),

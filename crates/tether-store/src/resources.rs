@@ -192,11 +192,14 @@ fn touch_row(r: &ResourceRow) -> Touch {
     }
 }
 
-/// Replaces the mutable columns of a resource.
-pub async fn update_resource(tx: &mut Tx, r: &ResourceRow) -> Result<()> {
+/// Replaces the mutable columns of a resource, if it is still at `read_version`: the
+/// `version_id` it had when the writer read it. [`StoreError::Stale`] if another writer changed
+/// it since (each change records a new version id), so that a write based on an old read never
+/// overwrites a newer one; [`StoreError::NotFound`] if it is gone.
+pub async fn update_resource(tx: &mut Tx, r: &ResourceRow, read_version: &str) -> Result<()> {
     let done = sqlx::query(
         "UPDATE resources SET spec = $2, labels = $3, updated_at = $4, updated_by = $5, \
-         version_id = $6, name = $7 WHERE id = $1",
+         version_id = $6, name = $7 WHERE id = $1 AND version_id = $8",
     )
     .bind(&r.id)
     .bind(&r.spec)
@@ -205,10 +208,18 @@ pub async fn update_resource(tx: &mut Tx, r: &ResourceRow) -> Result<()> {
     .bind(&r.updated_by)
     .bind(&r.version_id)
     .bind(&r.name)
+    .bind(read_version)
     .execute(&mut **tx)
     .await?;
     if done.rows_affected() == 0 {
-        return Err(StoreError::NotFound);
+        let exists = sqlx::query("SELECT 1 FROM resources WHERE id = $1")
+            .bind(&r.id)
+            .fetch_optional(&mut **tx)
+            .await?;
+        return Err(match exists {
+            Some(_) => StoreError::Stale,
+            None => StoreError::NotFound,
+        });
     }
     tx.touch(touch_row(r));
     Ok(())

@@ -115,8 +115,26 @@ async fn resources_insert_find_update_and_unique_names() {
     let mut changed = resource("a");
     changed.spec = r#"{"description":"x"}"#.into();
     changed.updated_at = 9;
-    update_resource(&mut tx, &changed).await.unwrap();
+    update_resource(&mut tx, &changed, &changed.version_id)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
+    // A write based on an older read (another version id) changes nothing.
+    let mut tx = db.store.begin().await.unwrap();
+    let mut stale = changed.clone();
+    stale.spec = r#"{"description":"stale"}"#.into();
+    stale.version_id = "ver_next".into();
+    let err = update_resource(&mut tx, &stale, "ver_older")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Stale), "{err:?}");
+    let mut gone = stale.clone();
+    gone.id = "res_gone".into();
+    let err = update_resource(&mut tx, &gone, &changed.version_id)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+    drop(tx);
     let got = find_resource(db.store.reader(), "org_1", "", "Team", "a")
         .await
         .unwrap()
@@ -878,18 +896,24 @@ async fn cached_reads_see_every_committed_write() {
     let mut changed = resource("a");
     changed.spec = r#"{"description":"x"}"#.into();
     let mut tx = s.begin().await.unwrap();
-    update_resource(&mut tx, &changed).await.unwrap();
+    update_resource(&mut tx, &changed, &changed.version_id)
+        .await
+        .unwrap();
     drop(tx);
     assert_eq!(cached("a").await.unwrap().unwrap().spec, "{}");
     let mut tx = s.begin().await.unwrap();
-    update_resource(&mut tx, &changed).await.unwrap();
+    update_resource(&mut tx, &changed, &changed.version_id)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     assert_eq!(cached("a").await.unwrap().unwrap().spec, changed.spec);
 
     let mut renamed = changed.clone();
     renamed.name = "b".into();
     let mut tx = s.begin().await.unwrap();
-    update_resource(&mut tx, &renamed).await.unwrap();
+    update_resource(&mut tx, &renamed, &renamed.version_id)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     assert!(cached("a").await.unwrap().is_none());
     assert_eq!(cached("b").await.unwrap().unwrap().id, "res_a");
@@ -1010,7 +1034,9 @@ async fn the_changelog_carries_committed_writes_to_another_server() {
     let mut tx = db.store.begin().await.unwrap();
     let mut changed = resource("a");
     changed.spec = r#"{"description":"changed"}"#.into();
-    update_resource(&mut tx, &changed).await.unwrap();
+    update_resource(&mut tx, &changed, &changed.version_id)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     let mut tx = db.store.begin().await.unwrap();
     write_tuple(

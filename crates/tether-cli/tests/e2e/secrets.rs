@@ -635,6 +635,57 @@ async fn run_injects_values_passes_stdio_and_exit_code() {
     assert_eq!(String::from_utf8_lossy(&only.stdout).trim(), "[hello][]");
 }
 
+/// Metadata updates of a secret racing with new versions of it: neither loses the other's
+/// change. The secret's current version stays its newest (a stale one would make every later
+/// write collide with a version that exists), and the last description stays.
+#[tokio::test]
+async fn metadata_updates_racing_new_versions_lose_nothing() {
+    let s = server().await;
+    set(&s, "racy", None, json!({"K": "racy-first-7f3"})).await;
+    let http = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let (http, url, key) = (http.clone(), s.url.clone(), s.root_key.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..15 {
+                let r = if w % 2 == 0 {
+                    http.post(format!("{url}/v1/orgs/default/secrets/racy/versions"))
+                        .bearer_auth(&key)
+                        .json(&json!({"data": {"K": format!("w{w}i{i}")}}))
+                        .send()
+                        .await
+                } else {
+                    http.put(format!("{url}/v1/orgs/default/secrets/racy"))
+                        .bearer_auth(&key)
+                        .json(&json!({"metadata": {"name": "racy"}, "spec": {"description": format!("d{w}-{i}")}}))
+                        .send()
+                        .await
+                };
+                let r = r.unwrap();
+                let status = r.status().as_u16();
+                let text = r.text().await.unwrap();
+                assert!(matches!(status, 200 | 201), "{status} {text}");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let versions = s
+        .admin("GET", "/v1/orgs/default/secrets/racy/versions", None)
+        .await;
+    let newest = versions.body.as_array().unwrap().len();
+    assert_eq!(newest, 1 + 4 * 15);
+    let item = s.admin("GET", "/v1/orgs/default/secrets/racy", None).await;
+    assert_eq!(
+        item.body["spec"]["current_version"], newest,
+        "{}",
+        item.text
+    );
+    let r = set(&s, "racy", None, json!({"K": "racy-after-7f3"})).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+}
+
 /// Waits until the file at `path` holds exactly `want`.
 async fn wait_for_file(path: &std::path::Path, want: &str) {
     for _ in 0..300 {
