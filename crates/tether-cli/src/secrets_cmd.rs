@@ -102,6 +102,16 @@ pub enum SecretCmd {
         #[arg(long)]
         env: Option<String>,
     },
+    /// Rename a secret in its scope; it keeps its versions and its history.
+    Rename {
+        /// Current name.
+        name: String,
+        /// New name.
+        new_name: String,
+        /// Environment.
+        #[arg(long)]
+        env: Option<String>,
+    },
     /// Undelete a secret.
     Undelete {
         /// Secret name.
@@ -292,6 +302,21 @@ pub async fn secret(t: Target<'_>, cmd: SecretCmd) -> Result<()> {
             println!("secret '{name}' deleted (undo with `tether secret undelete {name}`)");
             Ok(())
         }
+        SecretCmd::Rename {
+            name,
+            new_name,
+            env,
+        } => {
+            t.client
+                .call(
+                    Method::POST,
+                    &secret_path(org, &name, "/rename", env.as_deref()),
+                    Some(&json!({ "name": new_name })),
+                )
+                .await?;
+            println!("secret '{name}' renamed to '{new_name}'");
+            Ok(())
+        }
         SecretCmd::Undelete { name, env } => {
             t.client
                 .call(
@@ -476,6 +501,16 @@ pub enum VarCmd {
         #[arg(long)]
         env: Option<String>,
     },
+    /// Rename a variable in its scope; it keeps its history.
+    Rename {
+        /// Current name.
+        name: String,
+        /// New name.
+        new_name: String,
+        /// Environment.
+        #[arg(long)]
+        env: Option<String>,
+    },
 }
 
 const VAR_COLUMNS: &[(&str, &str)] = &[
@@ -487,14 +522,15 @@ const VAR_COLUMNS: &[(&str, &str)] = &[
 
 /// Runs `tether var ...`.
 pub async fn var(t: Target<'_>, cmd: VarCmd) -> Result<()> {
-    let item = |name: &str, env: Option<&str>| {
+    let item_at = |name: &str, suffix: &str, env: Option<&str>| {
         format!(
-            "/v1/orgs/{}/variables/{}{}",
+            "/v1/orgs/{}/variables/{}{suffix}{}",
             enc(t.org),
             enc(name),
             env_q(env)
         )
     };
+    let item = |name: &str, env: Option<&str>| item_at(name, "", env);
     match cmd {
         VarCmd::Set {
             name,
@@ -532,6 +568,22 @@ pub async fn var(t: Target<'_>, cmd: VarCmd) -> Result<()> {
                 .call(Method::DELETE, &item(&name, env.as_deref()), None)
                 .await?;
             println!("variable '{name}' deleted");
+            Ok(())
+        }
+        VarCmd::Rename {
+            name,
+            new_name,
+            env,
+        } => {
+            let body = json!({ "name": new_name });
+            t.client
+                .call(
+                    Method::POST,
+                    &item_at(&name, "/rename", env.as_deref()),
+                    Some(&body),
+                )
+                .await?;
+            println!("variable '{name}' renamed to '{new_name}'");
             Ok(())
         }
     }

@@ -499,6 +499,66 @@ async fn update_once(
     Ok((row, true))
 }
 
+/// Renames a secret or a variable within its scope. It keeps its id, so its versions, its
+/// encrypted data (bound to the id, not the name), its grants and its history stay with it;
+/// the audit record of the rename shows the old and the new name. References to the old name
+/// (`${secret:OLD}`) stop resolving, as they would after a delete.
+pub async fn rename(
+    state: &AppState,
+    scope: &ScopeNames,
+    existing: &ResourceRow,
+    new_name: &str,
+    change: &Change<'_>,
+) -> AppResult<ResourceRow> {
+    let kind = Kind::parse(&existing.kind).ok_or_else(|| AppError::internal("stored kind"))?;
+    if !matches!(kind, Kind::Secret | Kind::Variable) {
+        return Err(AppError::new(
+            ErrorCode::InvalidArgument,
+            "only secrets and variables can be renamed",
+        ));
+    }
+    let name = tether_core::Name::parse_for(kind, new_name)
+        .map_err(|e| AppError::new(ErrorCode::InvalidName, e.to_string()))?;
+    on_fresh_row(|| rename_once(state, scope, existing, name.as_str(), kind, change)).await
+}
+
+async fn rename_once(
+    state: &AppState,
+    scope: &ScopeNames,
+    stale: &ResourceRow,
+    new_name: &str,
+    kind: Kind,
+    change: &Change<'_>,
+) -> AppResult<ResourceRow> {
+    let (mut tx, existing) = begin_on_row(state, stale).await?;
+    if existing.name == new_name {
+        return Ok(existing);
+    }
+    let mut row = existing.clone();
+    row.name = new_name.to_owned();
+    row.updated_at = state.clock.now_millis();
+    row.updated_by = change.actor.display();
+    let input = VersionInput {
+        event: "rename",
+        before: Some(snapshot(&existing, scope)?),
+        after: Some(snapshot(&row, scope)?),
+        previous: Some(existing.version_id.clone()),
+    };
+    row.version_id = record_version(&mut tx, state, &row, change, input).await?;
+    update_resource(&mut tx, &row, &existing.version_id)
+        .await
+        .map_err(|e| match e {
+            tether_store::StoreError::AlreadyExists => AppError::new(
+                ErrorCode::AlreadyExists,
+                format!("{} '{new_name}' already exists", kind.singular()),
+            ),
+            other => other.into(),
+        })?;
+    tx.commit().await.map_err(AppError::internal)?;
+    metrics::counter!("tether_resource_writes_total", "event" => "rename").increment(1);
+    Ok(row)
+}
+
 /// Deletes a resource, its tuples and, for principals, every credential.
 pub async fn delete(
     state: &AppState,

@@ -260,15 +260,19 @@ impl Store {
         rows.iter().map(version_from_row).collect()
     }
 
-    /// Versions of an organization, newest first, for listing by kind and name.
+    /// The version records, oldest first, of every resource of `kind` that was ever named `name`
+    /// in an organization (so a renamed resource is listed with its whole history).
     pub async fn versions_named(
         &self,
         org_id: &str,
         kind: &str,
         name: &str,
     ) -> Result<Vec<VersionRecord>> {
+        // Every record of each resource that ever had the name: a renamed one's history
+        // follows it, under either name.
         let rows = sqlx::query(
-            "SELECT * FROM versions WHERE org_id = $1 AND resource_kind = $2 AND resource_name = $3 \
+            "SELECT * FROM versions WHERE org_id = $1 AND resource_id IN (SELECT resource_id \
+             FROM versions WHERE org_id = $1 AND resource_kind = $2 AND resource_name = $3) \
              ORDER BY seq",
         )
         .bind(org_id)

@@ -635,6 +635,127 @@ async fn run_injects_values_passes_stdio_and_exit_code() {
     assert_eq!(String::from_utf8_lossy(&only.stdout).trim(), "[hello][]");
 }
 
+/// A secret or a variable renamed in its scope keeps its versions, its data and its history;
+/// the old name is gone, a taken or bad name is refused and changes nothing, and only secrets
+/// and variables can be renamed.
+#[tokio::test]
+async fn rename_keeps_versions_data_and_history() {
+    let s = server().await;
+    set(
+        &s,
+        "old-db",
+        Some("dev"),
+        json!({"PASSWORD": "rename-one-5q"}),
+    )
+    .await;
+    set(
+        &s,
+        "old-db",
+        Some("dev"),
+        json!({"PASSWORD": "rename-two-5q"}),
+    )
+    .await;
+    set(&s, "taken", Some("dev"), json!({"K": "rename-taken-5q"})).await;
+    let root = s.root_key.clone();
+    let out = s.cli(
+        Some(&root),
+        &["secret", "rename", "old-db", "new-db", "--env", "dev"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let gone = s
+        .admin("GET", "/v1/orgs/default/secrets/old-db/data?env=dev", None)
+        .await;
+    assert_eq!(gone.status, 404, "{}", gone.text);
+    let data = s
+        .admin("GET", "/v1/orgs/default/secrets/new-db/data?env=dev", None)
+        .await;
+    assert_eq!(data.body["version"], 2, "{}", data.text);
+    assert_eq!(data.body["data"]["PASSWORD"], "rename-two-5q");
+    let v1 = s
+        .admin(
+            "GET",
+            "/v1/orgs/default/secrets/new-db/data?env=dev&version=1",
+            None,
+        )
+        .await;
+    assert_eq!(v1.body["data"]["PASSWORD"], "rename-one-5q", "{}", v1.text);
+    let history = s
+        .admin(
+            "GET",
+            "/v1/audit/default/versions?kind=secrets&name=new-db",
+            None,
+        )
+        .await;
+    let events: Vec<&str> = history
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events.first(), Some(&"create"), "{}", history.text);
+    assert_eq!(events.last(), Some(&"rename"), "{}", history.text);
+    // Taken, invalid, or a kind that cannot be renamed: refused, and nothing changes.
+    async fn rename(s: &TestServer, from: &str, to: &str) -> tether_testkit::Resp {
+        let path = format!("/v1/orgs/default/secrets/{from}/rename?env=dev");
+        s.admin("POST", &path, Some(&json!({ "name": to }))).await
+    }
+    let r = rename(&s, "new-db", "taken").await;
+    assert_eq!((r.status, r.code()), (409, "already_exists"), "{}", r.text);
+    let r = rename(&s, "new-db", "Bad Name").await;
+    assert_eq!((r.status, r.code()), (400, "invalid_name"), "{}", r.text);
+    let r = rename(&s, "no-such", "whatever").await;
+    assert_eq!(r.status, 404, "{}", r.text);
+    let data = s
+        .admin("GET", "/v1/orgs/default/secrets/new-db/data?env=dev", None)
+        .await;
+    assert_eq!(data.body["data"]["PASSWORD"], "rename-two-5q");
+    s.apply("kind: Team\nmetadata: {name: crew}\n").await;
+    let r = s
+        .admin(
+            "POST",
+            "/v1/orgs/default/teams/crew/rename",
+            Some(&json!({"name": "crew2"})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (400, "invalid_argument"),
+        "{}",
+        r.text
+    );
+    // Variables too, through the CLI.
+    s.apply("kind: Variable\nmetadata: {name: OLD_VAR}\nspec: {value: kept}\n")
+        .await;
+    let out = s.cli(Some(&root), &["var", "rename", "OLD_VAR", "NEW_VAR"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = s
+        .admin("GET", "/v1/orgs/default/variables/NEW_VAR", None)
+        .await;
+    assert_eq!(v.body["spec"]["value"], "kept", "{}", v.text);
+    // A member who may only read cannot rename.
+    let viewer = s.user_key("vic").await;
+    s.apply("kind: RoleBinding\nmetadata: {name: vic-view}\nspec: {role: viewer, subject: user:vic}\n")
+        .await;
+    let r = s
+        .req(
+            "POST",
+            "/v1/orgs/default/secrets/new-db/rename?env=dev",
+            Some(&viewer),
+            Some(&json!({"name": "stolen"})),
+        )
+        .await;
+    assert!(matches!(r.status, 403 | 404), "{}", r.text);
+}
+
 /// Metadata updates of a secret racing with new versions of it: neither loses the other's
 /// change. The secret's current version stays its newest (a stale one would make every later
 /// write collide with a version that exists), and the last description stays.

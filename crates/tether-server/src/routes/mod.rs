@@ -67,6 +67,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             resources::put_item,
             resources::delete_item
         ))
+        .routes(routes!(resources::rename_item))
         .routes(routes!(auth::set_password))
         .routes(routes!(auth::list_keys, auth::create_key))
         .routes(routes!(auth::revoke_key))

@@ -249,6 +249,37 @@ fn ctx_item<'a>(ctx: &'a Ctx, name: &str) -> AppResult<&'a ResourceRow> {
         .ok_or_else(|| AppError::not_found(kind.singular(), name))
 }
 
+/// A new name.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenameRequest {
+    /// The new name, in the same scope.
+    pub name: String,
+}
+
+/// Renames a secret or a variable; it keeps its versions and its history.
+#[utoipa::path(post, path = "/v1/orgs/{org}/{kind}/{name}/rename", tag = "resources",
+    params(("org" = String, Path), ("kind" = String, Path, description = "secrets or variables"), ("name" = String, Path), ("env" = Option<String>, Query)),
+    request_body = RenameRequest,
+    responses((status = 200, description = "renamed"), (status = 409, description = "the new name is taken")))]
+pub async fn rename_item(
+    State(state): State<AppState>,
+    ctx: CtxExt,
+    ApiPath(path_params): ApiPath<(String, String, String)>,
+    ApiJson(req): ApiJson<RenameRequest>,
+) -> AppResult<Json<Resource>> {
+    let (_, _, name) = path_params;
+    let row = ctx_item(&ctx, &name)?;
+    let scope = item_scope(&state, &ctx, row).await?;
+    let change = Change {
+        actor: ctx.principal()?,
+        message: Some(format!("renamed from '{name}'")),
+        event: None,
+    };
+    let renamed = svc::rename(&state, &scope, row, &req.name, &change).await?;
+    Ok(Json(render(&renamed, &scope)))
+}
+
 /// Reads an item.
 #[utoipa::path(get, path = "/v1/orgs/{org}/{kind}/{name}", tag = "resources",
     params(("org" = String, Path), ("kind" = String, Path), ("name" = String, Path), ("env" = Option<String>, Query)),
