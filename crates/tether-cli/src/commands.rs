@@ -125,6 +125,32 @@ pub async fn run(cli: Cli) -> Result<()> {
             )
             .await
         }
+        Command::Search {
+            query,
+            kind,
+            deleted,
+            output,
+        } => {
+            let mut c = connect(&cli.global)?;
+            let mut path = format!("/v1/orgs/{}/search?q={}", enc(&c.org), enc(&query));
+            if let Some(k) = kind {
+                path.push_str(&format!("&kind={}", enc(&k)));
+            }
+            if deleted {
+                path.push_str("&deleted=true");
+            }
+            let found = c.client.call(Method::GET, &path, None).await?;
+            print(
+                &found,
+                output,
+                &[
+                    ("KIND", "/kind"),
+                    ("NAME", "/metadata/name"),
+                    ("ENV", "/metadata/env"),
+                    ("UPDATED", "/status/audit/updated_at"),
+                ],
+            )
+        }
         Command::EnvVars {
             sel,
             reveal,

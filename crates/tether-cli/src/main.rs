@@ -60,6 +60,22 @@ pub enum Command {
     /// Variables: non-sensitive values.
     #[command(subcommand)]
     Var(secrets_cmd::VarCmd),
+    /// Find secrets and variables by name in the organization and all its environments
+    /// (only those you may read).
+    Search {
+        /// Part of the name, any case (none: everything you may read).
+        #[arg(default_value = "")]
+        query: String,
+        /// Only `secrets` or only `variables`.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Include deleted secrets.
+        #[arg(long)]
+        deleted: bool,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = output::Format::Table)]
+        output: output::Format,
+    },
     /// Show an environment's resolved configuration (masked unless --reveal).
     EnvVars {
         #[command(flatten)]

@@ -20,7 +20,7 @@ use tether_server::{AppState, CliOptions, Config, app};
 use tower::ServiceExt;
 
 /// Routes that any authenticated principal may call, because they act on the caller itself
-/// (or, for listing organizations and apply, authorize each item inside).
+/// (or, for listing organizations, search and apply, authorize each item inside).
 const SELF_SERVICE: &[(&str, &str)] = &[
     ("GET", "/v1/auth/whoami"),
     ("GET", "/v1/auth/keys"),
@@ -28,6 +28,7 @@ const SELF_SERVICE: &[(&str, &str)] = &[
     ("DELETE", "/v1/auth/keys/{key_id}"),
     ("POST", "/v1/auth/password"),
     ("GET", "/v1/orgs"),
+    ("GET", "/v1/orgs/{org}/search"),
 ];
 
 async fn state() -> (AppState, String, tempfile::TempDir) {

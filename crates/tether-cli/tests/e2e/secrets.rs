@@ -743,8 +743,10 @@ async fn rename_keeps_versions_data_and_history() {
     assert_eq!(v.body["spec"]["value"], "kept", "{}", v.text);
     // A member who may only read cannot rename.
     let viewer = s.user_key("vic").await;
-    s.apply("kind: RoleBinding\nmetadata: {name: vic-view}\nspec: {role: viewer, subject: user:vic}\n")
-        .await;
+    s.apply(
+        "kind: RoleBinding\nmetadata: {name: vic-view}\nspec: {role: viewer, subject: user:vic}\n",
+    )
+    .await;
     let r = s
         .req(
             "POST",
@@ -754,6 +756,106 @@ async fn rename_keeps_versions_data_and_history() {
         )
         .await;
     assert!(matches!(r.status, 403 | 404), "{}", r.text);
+}
+
+/// Search finds secrets and variables by part of their name across the organization and all
+/// its environments, and shows each caller only what it may read: a role on one environment
+/// shows that environment's, a role on one secret shows that secret, no role shows nothing.
+#[tokio::test]
+async fn search_spans_environments_and_shows_only_what_the_caller_may_read() {
+    let s = server().await;
+    s.apply("kind: Environment\nmetadata: {name: prod}\n").await;
+    set(&s, "search-db", None, json!({"K": "search-org-4d"})).await;
+    set(&s, "search-api", Some("dev"), json!({"K": "search-dev-4d"})).await;
+    set(
+        &s,
+        "search-api",
+        Some("prod"),
+        json!({"K": "search-prod-4d"}),
+    )
+    .await;
+    set(&s, "other", Some("prod"), json!({"K": "search-other-4d"})).await;
+    s.apply("kind: Variable\nmetadata: {name: SEARCH_URL, env: dev}\nspec: {value: x}\n")
+        .await;
+    let found = |body: &serde_json::Value| -> Vec<String> {
+        let mut names: Vec<String> = body
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}:{}@{}",
+                    r["kind"].as_str().unwrap(),
+                    r["metadata"]["name"].as_str().unwrap(),
+                    r["metadata"]["env"].as_str().unwrap_or("-")
+                )
+            })
+            .collect();
+        names.sort();
+        names
+    };
+    let all = s
+        .admin("GET", "/v1/orgs/default/search?q=SEARCH", None)
+        .await;
+    assert_eq!(
+        found(&all.body),
+        [
+            "Secret:search-api@dev",
+            "Secret:search-api@prod",
+            "Secret:search-db@-",
+            "Variable:SEARCH_URL@dev"
+        ],
+        "{}",
+        all.text
+    );
+    let only = s
+        .admin("GET", "/v1/orgs/default/search?q=api&kind=secrets", None)
+        .await;
+    assert_eq!(
+        found(&only.body),
+        ["Secret:search-api@dev", "Secret:search-api@prod"]
+    );
+    let bad = s
+        .admin("GET", "/v1/orgs/default/search?kind=teams", None)
+        .await;
+    assert_eq!((bad.status, bad.code()), (400, "invalid_argument"));
+    // A viewer of dev sees dev's; one with a role on one prod secret sees that one.
+    let dev_viewer = s.user_key("devon").await;
+    let one_secret = s.user_key("sol").await;
+    let nobody = s.user_key("nemo").await;
+    s.apply(
+        "kind: RoleBinding\nmetadata: {name: devon-dev, env: dev}\nspec: {role: viewer, subject: user:devon}\n\
+         ---\nkind: RoleBinding\nmetadata: {name: sol-api, env: prod}\n\
+         spec: {role: viewer, subject: user:sol, resource: {kind: Secret, name: search-api}}\n",
+    )
+    .await;
+    let as_user = |key: &str| {
+        let key = key.to_owned();
+        let s = &s;
+        async move {
+            let r = s
+                .req("GET", "/v1/orgs/default/search", Some(&key), None)
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text);
+            found(&r.body)
+        }
+    };
+    assert_eq!(
+        as_user(&dev_viewer).await,
+        ["Secret:search-api@dev", "Variable:SEARCH_URL@dev"]
+    );
+    assert_eq!(as_user(&one_secret).await, ["Secret:search-api@prod"]);
+    assert!(as_user(&nobody).await.is_empty());
+    // An organization that does not exist looks like one with nothing to show.
+    let r = s.admin("GET", "/v1/orgs/nope/search", None).await;
+    assert_eq!((r.status, r.text.as_str()), (200, "[]"));
+    let out = s.cli(Some(&s.root_key), &["search", "search-api", "-o", "json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(
+        found(&listed),
+        ["Secret:search-api@dev", "Secret:search-api@prod"]
+    );
 }
 
 /// Metadata updates of a secret racing with new versions of it: neither loses the other's

@@ -101,6 +101,8 @@ pub const GUARDS: &[Guard] = &[
     g("POST", "/v1/auth/password", NONE, Target::Authenticated),
     g("POST", "/v1/apply", NONE, Target::Authenticated),
     g("GET", "/v1/orgs", NONE, Target::Authenticated),
+    // Search checks `can_read` on each item it returns.
+    g("GET", "/v1/orgs/{org}/search", NONE, Target::Authenticated),
     g("POST", "/v1/orgs", Rel::Fixed("admin"), Target::Platform),
     g("GET", "/v1/orgs/{org}", READ, Target::Org),
     g(

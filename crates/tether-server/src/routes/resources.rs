@@ -161,6 +161,89 @@ async fn item_scope(state: &AppState, ctx: &Ctx, row: &ResourceRow) -> AppResult
     Ok(scope)
 }
 
+/// Search options.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+pub struct SearchQuery {
+    /// Part of the name, any case (empty: every name).
+    #[serde(default)]
+    pub q: String,
+    /// `secrets` or `variables` (both when absent).
+    pub kind: Option<String>,
+    /// Include soft-deleted secrets.
+    #[serde(default)]
+    pub deleted: bool,
+}
+
+/// Searches an organization's secrets and variables by name, at the organization level and in
+/// every environment at once, and returns only those the caller may read (`can_read` on each,
+/// so a role on one environment or one secret shows just that). An organization the caller
+/// cannot see answers as one that does not exist: with nothing.
+#[utoipa::path(get, path = "/v1/orgs/{org}/search", tag = "resources",
+    params(("org" = String, Path), SearchQuery),
+    responses((status = 200, description = "the matching items the caller may read")))]
+pub async fn search(
+    State(state): State<AppState>,
+    ctx: CtxExt,
+    ApiPath(org): ApiPath<String>,
+    ApiQuery(q): ApiQuery<SearchQuery>,
+) -> AppResult<Json<Vec<Resource>>> {
+    let kinds = match q.kind.as_deref() {
+        None => vec![Kind::Secret, Kind::Variable],
+        Some(k) => match Kind::parse(k) {
+            Some(kind @ (Kind::Secret | Kind::Variable)) => vec![kind],
+            _ => {
+                return Err(AppError::new(
+                    ErrorCode::InvalidArgument,
+                    "kind must be 'secrets' or 'variables'",
+                ));
+            }
+        },
+    };
+    let principal = ctx.principal()?;
+    let found =
+        tether_store::resources::find_resource(state.store.reader(), "", "", "Organization", &org)
+            .await?;
+    let Some(org_row) = found.filter(|_| principal.scope_allows("can_read")) else {
+        return Ok(Json(Vec::new()));
+    };
+    let subject = principal.subject();
+    let needle = q.q.to_lowercase();
+    let envs: std::collections::HashMap<String, String> = state
+        .store
+        .list_resources(&org_row.id, None, "Environment")
+        .await?
+        .into_iter()
+        .map(|e| (e.id, e.name))
+        .collect();
+    let mut out = Vec::new();
+    for kind in kinds {
+        for row in state
+            .store
+            .list_resources(&org_row.id, None, &kind.to_string())
+            .await?
+        {
+            let wanted = row.name.to_lowercase().contains(&needle)
+                && (q.deleted || !crate::secret_ops::is_deleted_secret(&row));
+            let object = crate::model::item_object(kind, &row.id);
+            if !wanted
+                || !state
+                    .authz
+                    .check(&subject, "can_read", &object, &ctx.check)?
+            {
+                continue;
+            }
+            let scope = ScopeNames {
+                org_id: org_row.id.clone(),
+                org: org_row.name.clone(),
+                env_id: row.env_id.clone(),
+                env: envs.get(&row.env_id).cloned(),
+            };
+            out.push(render(&row, &scope));
+        }
+    }
+    Ok(Json(out))
+}
+
 /// Listing options.
 #[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
 pub struct ListQuery {
