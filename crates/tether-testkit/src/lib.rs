@@ -56,6 +56,12 @@ impl Resp {
             .and_then(Value::as_str)
             .unwrap_or("")
     }
+
+    /// Fails unless this is an error with `status` and `code`, showing the body if not.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!((self.status, self.code()), (status, code), "{}", self.text);
+    }
 }
 
 /// Creates a fresh PostgreSQL database from an admin URL and returns its URL.

@@ -114,12 +114,7 @@ async fn every_error_has_the_json_shape_and_a_request_id() {
             None,
         )
         .await;
-    assert_eq!(
-        (r.status, r.code()),
-        (400, "invalid_argument"),
-        "{}",
-        r.text
-    );
+    r.assert_error(400, "invalid_argument");
     let r = s.req("GET", "/v1/orgs/default", None, None).await;
     assert_eq!((r.status, r.code()), (401, "unauthenticated"));
     let r = s
@@ -141,7 +136,7 @@ async fn bad_manifests_are_refused_with_the_document_named() {
             b"kind: Team\nmetadata: {name: [unclosed\n".to_vec(),
         )
         .await;
-    assert_eq!((r.status, r.code()), (400, "invalid_yaml"), "{}", r.text);
+    r.assert_error(400, "invalid_yaml");
     let r = s
         .raw(
             "POST",

@@ -84,12 +84,7 @@ async fn a_key_id_with_the_wrong_secret_is_refused() {
         assert_ne!(forged, gina);
         for _ in 0..2 {
             let r = s.req("GET", "/v1/auth/whoami", Some(&forged), None).await;
-            assert_eq!(
-                (r.status, r.code()),
-                (401, "invalid_credentials"),
-                "{}",
-                r.text
-            );
+            r.assert_error(401, "invalid_credentials");
             let r = s.req("GET", "/v1/auth/whoami", Some(&gina), None).await;
             assert_eq!(r.status, 200, "{}", r.text);
         }
@@ -99,12 +94,7 @@ async fn a_key_id_with_the_wrong_secret_is_refused() {
     typo.pop();
     typo.push(if gina.ends_with('a') { 'b' } else { 'a' });
     let r = s.req("GET", "/v1/auth/whoami", Some(&typo), None).await;
-    assert_eq!(
-        (r.status, r.code()),
-        (401, "invalid_credentials"),
-        "{}",
-        r.text
-    );
+    r.assert_error(401, "invalid_credentials");
 }
 
 #[tokio::test]

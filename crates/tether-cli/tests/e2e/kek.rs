@@ -169,12 +169,7 @@ async fn kek_routes_need_permissions() {
             Some(&json!({"provider": "nope", "key_id": "k"})),
         )
         .await;
-    assert_eq!(
-        (r.status, r.code()),
-        (400, "invalid_argument"),
-        "{}",
-        r.text
-    );
+    r.assert_error(400, "invalid_argument");
     let r = s
         .admin(
             "PUT",
@@ -182,12 +177,7 @@ async fn kek_routes_need_permissions() {
             Some(&json!({"provider": "aws-kms"})),
         )
         .await;
-    assert_eq!(
-        (r.status, r.code()),
-        (400, "invalid_argument"),
-        "{}",
-        r.text
-    );
+    r.assert_error(400, "invalid_argument");
 }
 
 #[tokio::test]

@@ -171,7 +171,7 @@ async fn cmek_on_moto_revoking_decrypt_fails_reads_and_restoring_brings_them_bac
                 None,
             )
             .await;
-        assert_eq!((r.status, r.code()), (503, "kek_unavailable"), "{}", r.text);
+        r.assert_error(503, "kek_unavailable");
         assert!(r.text.contains("Decrypt"), "{}", r.text);
     }
     // The control plane only needs kms:Encrypt to write: a write while revoked succeeds.
@@ -232,7 +232,7 @@ async fn cmek_set_refuses_a_key_it_cannot_use() {
             Some(&json!({"provider": "aws-kms", "key_id": user.s("key_arn")})),
         )
         .await;
-    assert_eq!((r.status, r.code()), (503, "kek_unavailable"), "{}", r.text);
+    r.assert_error(503, "kek_unavailable");
     // Nothing changed: the org still uses its local KEK and reads work.
     assert_eq!(
         read(&s, "default", "db", 1).await.unwrap(),
@@ -460,7 +460,7 @@ async fn kms_fake_disabled_pending_deletion_and_hanging_key_fail_reads_cleanly()
                 Some(&json!({"data": {"V": "never-stored"}})),
             )
             .await;
-        assert_eq!((w.status, w.code()), (503, "kek_unavailable"), "{}", w.text);
+        w.assert_error(503, "kek_unavailable");
         *fake.state.lock().unwrap() = KeyState::Enabled;
         assert_eq!(read(&s, "default", "db", 1).await.unwrap(), "fake-kms-v1");
         assert_eq!(read(&s, "default", "db", 2).await.unwrap(), "fake-kms-v2");
@@ -633,12 +633,7 @@ async fn auto_unseal_with_aws_kms_seals_the_root_key_in_the_database() {
             Some(&json!({"new_root_key_file": "/nonexistent"})),
         )
         .await;
-    assert_eq!(
-        (r.status, r.code()),
-        (400, "invalid_argument"),
-        "{}",
-        r.text
-    );
+    r.assert_error(400, "invalid_argument");
     let root = s.root_key.clone();
     let out = ok(&s.cli(Some(&root), &["operator", "rotate-root-key"]));
     assert!(out.contains("sealed by the KMS key"), "{out}");

@@ -142,7 +142,7 @@ async fn openbao_transit_kek_revoke_and_restore() {
     let r = s
         .admin("GET", "/v1/orgs/default/secrets/db/data?version=1", None)
         .await;
-    assert_eq!((r.status, r.code()), (503, "kek_unavailable"), "{}", r.text);
+    r.assert_error(503, "kek_unavailable");
     assert!(r.text.contains("403"), "{}", r.text);
     bao.call(
         "PUT",

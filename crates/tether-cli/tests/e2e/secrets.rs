@@ -285,12 +285,7 @@ async fn bad_secret_input_gets_clear_codes_and_writes_nothing() {
         json!({"data": {"K": "v"}, "message": "a\u{0}b"}),
     )
     .await;
-    assert_eq!(
-        (nul.status, nul.code()),
-        (400, "invalid_argument"),
-        "{}",
-        nul.text
-    );
+    nul.assert_error(400, "invalid_argument");
     let var = s
         .admin(
             "PUT",
@@ -298,12 +293,7 @@ async fn bad_secret_input_gets_clear_codes_and_writes_nothing() {
             Some(&json!({"metadata": {"name": "NULMSG", "version": {"message": "a\u{0}b"}}, "spec": {"value": "v"}})),
         )
         .await;
-    assert_eq!(
-        (var.status, var.code()),
-        (400, "invalid_argument"),
-        "{}",
-        var.text
-    );
+    var.assert_error(400, "invalid_argument");
     let many: serde_json::Map<String, serde_json::Value> =
         (0..101).map(|i| (format!("K{i}"), json!("v"))).collect();
     assert_eq!(
@@ -705,9 +695,9 @@ async fn rename_keeps_versions_data_and_history() {
         s.admin("POST", &path, Some(&json!({ "name": to }))).await
     }
     let r = rename(&s, "new-db", "taken").await;
-    assert_eq!((r.status, r.code()), (409, "already_exists"), "{}", r.text);
+    r.assert_error(409, "already_exists");
     let r = rename(&s, "new-db", "Bad Name").await;
-    assert_eq!((r.status, r.code()), (400, "invalid_name"), "{}", r.text);
+    r.assert_error(400, "invalid_name");
     let r = rename(&s, "no-such", "whatever").await;
     assert_eq!(r.status, 404, "{}", r.text);
     let data = s
@@ -722,12 +712,7 @@ async fn rename_keeps_versions_data_and_history() {
             Some(&json!({"name": "crew2"})),
         )
         .await;
-    assert_eq!(
-        (r.status, r.code()),
-        (400, "invalid_argument"),
-        "{}",
-        r.text
-    );
+    r.assert_error(400, "invalid_argument");
     // Variables too, through the CLI.
     s.apply("kind: Variable\nmetadata: {name: OLD_VAR}\nspec: {value: kept}\n")
         .await;

@@ -104,7 +104,7 @@ async fn role_bindings_grant_and_revoke_access() {
     let body =
         serde_json::json!({"metadata": {"name": "production"}, "spec": {"protected": false}});
     let r = s.req("PUT", path, Some(&bob), Some(&body)).await;
-    assert_eq!((r.status, r.code()), (403, "forbidden"), "{}", r.text);
+    r.assert_error(403, "forbidden");
     assert_eq!(
         s.admin(
             "DELETE",
@@ -188,12 +188,7 @@ async fn conditional_role_bindings_hold_only_from_their_network_or_in_their_wind
                 kind: RoleBinding\nmetadata: {name: ops-net}\n\
                 spec: {role: viewer, subject: 'team:ops', condition: {network: 10.0.0.0/8}}\n";
     let r = try_apply(team.to_owned()).await;
-    assert_eq!(
-        (r.status, r.code()),
-        (400, "invalid_argument"),
-        "{}",
-        r.text
-    );
+    r.assert_error(400, "invalid_argument");
     // The condition reads back as written.
     let b = s
         .admin("GET", "/v1/orgs/default/role-bindings/erin-net", None)
@@ -220,7 +215,7 @@ async fn nested_teams_inherit_and_cycles_are_refused() {
     let r = s
         .admin("PUT", "/v1/orgs/default/teams/inner", Some(&body))
         .await;
-    assert_eq!((r.status, r.code()), (409, "team_cycle"), "{}", r.text);
+    r.assert_error(409, "team_cycle");
     // Nothing was half-written: carol still reads through the old membership.
     assert_eq!(
         s.req("GET", "/v1/orgs/default/envs/dev", Some(&carol), None)
