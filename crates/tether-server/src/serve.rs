@@ -19,6 +19,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
+use tower_http::timeout::TimeoutBody;
 
 use crate::config::TlsConfig;
 
@@ -70,8 +71,9 @@ pub fn tls_acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, String> {
 }
 
 /// How long a client may take to finish its TLS handshake, or to send the headers of a request
-/// (including the wait for the next request on a kept-alive connection). A client that sends
-/// nothing, or a byte at a time, holds a connection and its task only this long.
+/// (including the wait for the next request on a kept-alive connection), and how long a
+/// request body may stall. A client that sends nothing, or a byte at a time, holds a
+/// connection and its task only this long.
 pub const DEFAULT_HEADER_TIMEOUT_MS: u32 = 30_000;
 
 /// Serves HTTP/1.1 and HTTP/2 on `listener`, over TLS when `tls` is given: one task per
@@ -101,11 +103,13 @@ pub async fn serve(
         let (builder, router, tls) = (builder.clone(), router.clone(), tls.clone());
         tokio::spawn(async move {
             let peer = ConnectInfo(Peer::new(remote));
-            let svc =
-                TowerToHyperService::new(router.map_request(move |mut r: Request<Incoming>| {
-                    r.extensions_mut().insert(peer.clone());
-                    r
-                }));
+            // A request body that stalls for the header timeout fails to read (the handler
+            // answers 400), so a client cannot hold a handler by sending its body slowly.
+            let svc = TowerToHyperService::new(router.map_request(move |r: Request<Incoming>| {
+                let mut r = r.map(|body| TimeoutBody::new(header_timeout, body));
+                r.extensions_mut().insert(peer.clone());
+                r
+            }));
             let served = match tls {
                 None => {
                     builder

@@ -344,9 +344,10 @@ async fn closed_within(mut conn: tokio::net::TcpStream, secs: u64) -> Vec<u8> {
     }
 }
 
-/// Slowloris: a client that sends a request's headers and never finishes them, and a client
-/// that keeps an idle connection after its request, each hold their connection only for the
-/// header timeout (400 ms here, 30 s by default); other clients are served meanwhile.
+/// Slowloris: a client that sends a request's headers and never finishes them, one that stops
+/// sending its body, and one that keeps an idle connection after its request, each hold their
+/// connection only for the header timeout (400 ms here, 30 s by default); other clients are
+/// served meanwhile.
 #[tokio::test]
 async fn slow_and_idle_clients_are_cut_off_after_the_header_timeout() {
     use tokio::io::AsyncWriteExt;
@@ -363,7 +364,18 @@ async fn slow_and_idle_clients_are_cut_off_after_the_header_timeout() {
     idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: tether\r\n\r\n")
         .await
         .unwrap();
+    // A body that stops halfway: the write fails after the timeout, and writes nothing.
+    let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /v1/orgs/default/teams HTTP/1.1\r\nHost: tether\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 200\r\n\r\n{{\"metadata\": ",
+        s.root_key
+    );
+    stalled.write_all(head.as_bytes()).await.unwrap();
     assert_eq!(s.req("GET", "/healthz", None, None).await.status, 200);
+    let answer = String::from_utf8(closed_within(stalled, 10).await).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("bad_request"), "{answer}");
     let answered = String::from_utf8(closed_within(idle, 10).await).unwrap();
     assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
     let got = closed_within(partial, 10).await;
