@@ -39,6 +39,52 @@ pub async fn request_log(s: &TestServer) -> Vec<tether_store::RequestLogRecord> 
     records
 }
 
+/// A process the test started, stopped when the test ends even if it fails (a failed
+/// assertion once left a server running): SIGTERM, then SIGKILL after two seconds, so that a
+/// CLI that passes SIGTERM on can stop its own child first.
+pub struct Stopped(Option<std::process::Child>);
+
+impl Stopped {
+    /// Takes charge of `child`.
+    pub fn new(child: std::process::Child) -> Stopped {
+        Stopped(Some(child))
+    }
+
+    /// The process.
+    pub fn get(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().unwrap()
+    }
+
+    /// Hands the process back (to wait for it), no longer stopped on drop.
+    pub fn release(mut self) -> std::process::Child {
+        self.0.take().unwrap()
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let Some(child) = self.0.as_mut() else { return };
+        if let Some(pid) = i32::try_from(child.id())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        for _ in 0..40 {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            #[allow(
+                clippy::disallowed_methods,
+                reason = "drop cannot await; it runs once, when the test ends"
+            )]
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 pub async fn server() -> TestServer {
     TestServer::start(std::path::Path::new(env!("CARGO_BIN_EXE_tether"))).await
 }

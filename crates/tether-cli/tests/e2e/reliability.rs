@@ -147,22 +147,24 @@ async fn production_mode_serves_tls13_only() {
     key.write_all(cert.signing_key.serialize_pem().as_bytes())
         .unwrap();
     let root_key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["server", "--listen", "127.0.0.1:0"])
-        .env(
-            "TETHER_DATABASE_URL",
-            format!("sqlite://{}/prod.db", dir.path().display()),
-        )
-        .env("TETHER_ROOT_KEY", root_key)
-        .env("TETHER_TLS_CERT_FILE", &cert_path)
-        .env("TETHER_TLS_KEY_FILE", &key_path)
-        .env("TETHER_TUNNEL_LISTEN", "127.0.0.1:0")
-        .env("TETHER_HEADER_TIMEOUT_MS", "400")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut child = crate::Stopped::new(
+        std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+            .args(["server", "--listen", "127.0.0.1:0"])
+            .env(
+                "TETHER_DATABASE_URL",
+                format!("sqlite://{}/prod.db", dir.path().display()),
+            )
+            .env("TETHER_ROOT_KEY", root_key)
+            .env("TETHER_TLS_CERT_FILE", &cert_path)
+            .env("TETHER_TLS_KEY_FILE", &key_path)
+            .env("TETHER_TUNNEL_LISTEN", "127.0.0.1:0")
+            .env("TETHER_HEADER_TIMEOUT_MS", "400")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(child.get().stdout.take().unwrap()).lines();
     let mut token = String::new();
     let mut url = String::new();
     for line in lines.by_ref() {
@@ -205,8 +207,6 @@ async fn production_mode_serves_tls13_only() {
     let r = tls13.get(format!("{url}/healthz")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(closed_within(silent, 10).await, b"");
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// Concurrent version writes (they are group-committed): every acknowledged write has its own

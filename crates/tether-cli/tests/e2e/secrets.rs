@@ -921,16 +921,18 @@ async fn run_watch_restarts_the_command_when_a_value_changes() {
          while :; do sleep 0.05; done",
         log = log.display()
     );
-    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["run", "--env", "dev", "--watch", "--watch-interval", "1"])
-        .args(["--", "sh", "-c", &script])
-        .env("TETHER_ADDR", &s.url)
-        .env("TETHER_TOKEN", &s.root_key)
-        .env("XDG_CONFIG_HOME", s.dir.path().join("cfg"))
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut cli = crate::Stopped::new(
+        std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+            .args(["run", "--env", "dev", "--watch", "--watch-interval", "1"])
+            .args(["--", "sh", "-c", &script])
+            .env("TETHER_ADDR", &s.url)
+            .env("TETHER_TOKEN", &s.root_key)
+            .env("XDG_CONFIG_HOME", s.dir.path().join("cfg"))
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     wait_for_file(&log, "rouge-7 watch-1a\n").await;
     s.apply("kind: Variable\nmetadata: {name: COLOR}\nspec: {value: bleu-8}\n")
         .await;
@@ -941,9 +943,9 @@ async fn run_watch_restarts_the_command_when_a_value_changes() {
     // Unchanged values restart nothing.
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     assert_eq!(std::fs::read_to_string(&log).unwrap(), all);
-    let pid = rustix::process::Pid::from_raw(i32::try_from(cli.id()).unwrap()).unwrap();
+    let pid = rustix::process::Pid::from_raw(i32::try_from(cli.get().id()).unwrap()).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-    let out = cli.wait_with_output().unwrap();
+    let out = cli.release().wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(
         std::fs::read_to_string(&log).unwrap(),
