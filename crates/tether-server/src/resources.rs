@@ -351,6 +351,8 @@ async fn insert_fresh(
         version_id: String::new(),
     };
     let mut tx = state.store.begin().await?;
+    // The chain lock first, as every write of an existing row takes it (see `lock_chain`).
+    lock_chain(&mut tx, chain_org(&row)).await?;
     let mut delta = TupleDelta::default();
     write_grants(&mut tx, kind, &row, spec, &mut delta).await?;
     if kind == Kind::Organization && fresh.event == "create" {
