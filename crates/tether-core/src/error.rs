@@ -46,6 +46,7 @@ error_codes! {
     Forbidden => (403, "forbidden", "the caller may not perform this operation"),
     NotFound => (404, "not_found", "the resource does not exist"),
     MethodNotAllowed => (405, "method_not_allowed", "this method is not allowed on this path"),
+    RequestTimeout => (408, "request_timeout", "the request body stopped arriving"),
     AlreadyExists => (409, "already_exists", "a resource with this name already exists"),
     Conflict => (409, "conflict", "the request conflicts with the current state"),
     VersionConflict => (409, "version_conflict", "the resource changed since the given version"),

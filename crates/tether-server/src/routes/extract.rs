@@ -49,10 +49,28 @@ fn data_error_message(text: &str) -> String {
     )
 }
 
-/// Maps a body-read failure (size limit or I/O) to a code.
+/// Whether the body failed because it stalled for the header timeout (`serve::serve` wraps
+/// every request body in a `TimeoutBody`).
+fn stalled(b: &BytesRejection) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(b);
+    while let Some(e) = cause {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// Maps a body-read failure (size limit, stall or I/O) to a code.
 pub fn bytes_rejection(b: &BytesRejection) -> AppError {
     if b.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
         AppError::new(ErrorCode::PayloadTooLarge, "the request body is too large")
+    } else if stalled(b) {
+        AppError::new(
+            ErrorCode::RequestTimeout,
+            "the request body stopped arriving before it was complete",
+        )
     } else {
         AppError::new(ErrorCode::BadRequest, "the body could not be read")
     }
