@@ -82,8 +82,8 @@ pub struct FileConfig {
     pub tunnel_public_url: Option<String>,
     /// Heartbeat interval proposed to runners, in milliseconds (at most 30000).
     pub tunnel_heartbeat_ms: Option<u32>,
-    /// How long a client may take over its TLS handshake or a request's headers, in
-    /// milliseconds (30000).
+    /// How long a client may take over its TLS handshake or a request's headers, and how long
+    /// a request body may stall or a kept-alive connection sit idle, in milliseconds (30000).
     pub header_timeout_ms: Option<u32>,
 }
 
@@ -165,7 +165,8 @@ pub struct Config {
     pub sqlite_fsync_every_commit: bool,
     /// Tunnel settings.
     pub tunnel: TunnelSettings,
-    /// How long a client may take over its TLS handshake or a request's headers.
+    /// How long a client may take over its TLS handshake or a request's headers, and how long
+    /// a request body may stall or a kept-alive connection sit idle.
     pub header_timeout: Duration,
 }
 

@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-
 use std::time::Duration;
 
 use axum::Router;
@@ -104,7 +103,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let peer = ConnectInfo(Peer::new(remote));
             // A request body that stalls for the header timeout fails to read (the handler
-            // answers 408 request_timeout), so a client cannot hold a handler by sending its body slowly.
+            // answers 408 request_timeout): a slow body cannot hold a handler.
             let svc = TowerToHyperService::new(router.map_request(move |r: Request<Incoming>| {
                 let mut r = r.map(|body| TimeoutBody::new(header_timeout, body));
                 r.extensions_mut().insert(peer.clone());

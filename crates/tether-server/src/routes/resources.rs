@@ -200,9 +200,10 @@ pub async fn search(
         },
     };
     let principal = ctx.principal()?;
-    let found =
-        tether_store::resources::find_resource(state.store.reader(), "", "", "Organization", &org)
-            .await?;
+    let found = state
+        .store
+        .find_resource_cached("", "", "Organization", &org)
+        .await?;
     let Some(org_row) = found.filter(|_| principal.scope_allows("can_read")) else {
         return Ok(Json(Vec::new()));
     };
