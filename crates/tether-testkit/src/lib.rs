@@ -368,10 +368,37 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.kill();
-        if !std::thread::panicking() {
+        if std::thread::panicking() {
+            self.print_log_tail();
+        } else {
             self.assert_no_secrets_in_log();
             self.assert_no_secrets_in_audit();
         }
+    }
+}
+
+/// How much of a failed test's server log is printed.
+const LOG_TAIL_LINES: usize = 60;
+
+impl TestServer {
+    /// Prints the end of the server's log to the test's output (which the harness shows for a
+    /// failed test only), with every remembered secret masked, so that a failure in CI can be
+    /// diagnosed from its output alone.
+    fn print_log_tail(&self) {
+        let mut log = self.log();
+        if let Ok(secrets) = self.secrets.lock() {
+            for s in secrets.iter().filter(|s| !s.is_empty()) {
+                log = log.replace(s.as_str(), "***");
+            }
+        }
+        let lines: Vec<&str> = log.lines().collect();
+        let from = lines.len().saturating_sub(LOG_TAIL_LINES);
+        eprintln!(
+            "--- the last {} lines of the server log ({}):\n{}",
+            lines.len() - from,
+            self.log_path().display(),
+            lines[from..].join("\n")
+        );
     }
 }
 

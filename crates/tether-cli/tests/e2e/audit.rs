@@ -90,12 +90,10 @@ async fn versions_diff_and_restore() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(
-        s.admin("GET", "/v1/orgs/default/teams/web", None)
-            .await
-            .body["metadata"]["id"],
-        id
-    );
+    assert_eq!(r.body["metadata"]["id"], id, "{}", r.text);
+    let back = s.admin("GET", "/v1/orgs/default/teams/web", None).await;
+    assert_eq!(back.status, 200, "{}", back.text);
+    assert_eq!(back.body["metadata"]["id"], id, "{}", back.text);
     assert_eq!(
         s.admin("GET", "/v1/audit/default/verify", None).await.body["ok"],
         true
