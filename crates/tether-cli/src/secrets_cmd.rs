@@ -32,6 +32,53 @@ fn secret_path(org: &str, name: &str, suffix: &str, env: Option<&str>) -> String
     )
 }
 
+/// `tether secret move` and `tether var move`.
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("destination").required(true).args(["to_env", "to_org"])))]
+pub struct MoveArgs {
+    /// Current name.
+    name: String,
+    /// The environment it is in now (the organization level when absent).
+    #[arg(long)]
+    env: Option<String>,
+    /// The environment to move it to.
+    #[arg(long)]
+    to_env: Option<String>,
+    /// Move it to the organization level, where every environment finds it.
+    #[arg(long)]
+    to_org: bool,
+    /// A new name on the way.
+    #[arg(long)]
+    new_name: Option<String>,
+}
+
+/// Moves a secret or a variable (`collection`: `secrets` or `variables`).
+async fn move_item(t: Target<'_>, collection: &str, noun: &str, a: MoveArgs) -> Result<()> {
+    let body = match &a.to_env {
+        Some(env) => json!({ "env": env, "name": a.new_name }),
+        None => json!({ "org_level": a.to_org, "name": a.new_name }),
+    };
+    let path = format!(
+        "/v1/orgs/{}/{collection}/{}/move{}",
+        enc(t.org),
+        enc(&a.name),
+        env_q(a.env.as_deref())
+    );
+    t.client.call(Method::POST, &path, Some(&body)).await?;
+    let name = a.new_name.as_deref().unwrap_or(&a.name);
+    match &a.to_env {
+        Some(env) => println!(
+            "{noun} '{}' moved to environment '{env}' as '{name}'",
+            a.name
+        ),
+        None => println!(
+            "{noun} '{}' moved to the organization level as '{name}'",
+            a.name
+        ),
+    }
+    Ok(())
+}
+
 /// `tether secret ...`
 #[derive(Subcommand, Debug)]
 pub enum SecretCmd {
@@ -112,6 +159,9 @@ pub enum SecretCmd {
         #[arg(long)]
         env: Option<String>,
     },
+    /// Move a secret to another environment or to the organization level (or from it); it
+    /// keeps its versions and history, and its values never leave the server.
+    Move(MoveArgs),
     /// Undelete a secret.
     Undelete {
         /// Secret name.
@@ -302,6 +352,7 @@ pub async fn secret(t: Target<'_>, cmd: SecretCmd) -> Result<()> {
             println!("secret '{name}' deleted (undo with `tether secret undelete {name}`)");
             Ok(())
         }
+        SecretCmd::Move(a) => move_item(t, "secrets", "secret", a).await,
         SecretCmd::Rename {
             name,
             new_name,
@@ -501,6 +552,8 @@ pub enum VarCmd {
         #[arg(long)]
         env: Option<String>,
     },
+    /// Move a variable to another environment or to the organization level (or from it).
+    Move(MoveArgs),
     /// Rename a variable in its scope; it keeps its history.
     Rename {
         /// Current name.
@@ -570,6 +623,7 @@ pub async fn var(t: Target<'_>, cmd: VarCmd) -> Result<()> {
             println!("variable '{name}' deleted");
             Ok(())
         }
+        VarCmd::Move(a) => move_item(t, "variables", "variable", a).await,
         VarCmd::Rename {
             name,
             new_name,

@@ -17,6 +17,7 @@ pub mod kek_ops;
 pub mod keys;
 pub mod kinds;
 pub mod model;
+pub mod moves;
 pub mod reqlog;
 pub mod resources;
 pub mod routes;

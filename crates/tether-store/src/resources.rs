@@ -192,14 +192,15 @@ fn touch_row(r: &ResourceRow) -> Touch {
     }
 }
 
-/// Replaces the mutable columns of a resource, if it is still at `read_version`: the
-/// `version_id` it had when the writer read it. [`StoreError::Stale`] if another writer changed
-/// it since (each change records a new version id), so that a write based on an old read never
-/// overwrites a newer one; [`StoreError::NotFound`] if it is gone.
+/// Replaces the mutable columns of a resource (all but its id, organization, kind and
+/// creation), if it is still at `read_version`: the `version_id` it had when the writer read
+/// it. [`StoreError::Stale`] if another writer changed it since (each change records a new
+/// version id), so that a write based on an old read never overwrites a newer one;
+/// [`StoreError::NotFound`] if it is gone.
 pub async fn update_resource(tx: &mut Tx, r: &ResourceRow, read_version: &str) -> Result<()> {
     let done = sqlx::query(
         "UPDATE resources SET spec = $2, labels = $3, updated_at = $4, updated_by = $5, \
-         version_id = $6, name = $7 WHERE id = $1 AND version_id = $8",
+         version_id = $6, name = $7, env_id = $9 WHERE id = $1 AND version_id = $8",
     )
     .bind(&r.id)
     .bind(&r.spec)
@@ -209,6 +210,7 @@ pub async fn update_resource(tx: &mut Tx, r: &ResourceRow, read_version: &str) -
     .bind(&r.version_id)
     .bind(&r.name)
     .bind(read_version)
+    .bind(&r.env_id)
     .execute(&mut **tx)
     .await?;
     if done.rows_affected() == 0 {

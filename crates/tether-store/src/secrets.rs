@@ -193,6 +193,48 @@ pub async fn destroy_versions_before(
     Ok(external)
 }
 
+/// Moves a version of a secret to another environment, with its blob sealed again for its new
+/// place (`Some`; empty when an external backend holds it) or, for a destroyed version (`None`),
+/// only its environment column. It applies only if the row is still as the mover read it: the
+/// same KEK version, and live or destroyed as it was. Returns whether it applied.
+pub async fn move_secret_version(
+    tx: &mut Tx,
+    secret_id: &str,
+    version: i64,
+    read_kek_version: i64,
+    env_id: &str,
+    blob: Option<&[u8]>,
+) -> Result<bool> {
+    let done = match blob {
+        Some(blob) => {
+            sqlx::query(
+                "UPDATE secret_versions SET env_id = $3, blob = $4 WHERE secret_id = $1 \
+                 AND version = $2 AND kek_version = $5 AND blob IS NOT NULL",
+            )
+            .bind(secret_id)
+            .bind(version)
+            .bind(env_id)
+            .bind(blob)
+            .bind(read_kek_version)
+            .execute(&mut **tx)
+            .await?
+        }
+        None => {
+            sqlx::query(
+                "UPDATE secret_versions SET env_id = $3 WHERE secret_id = $1 AND version = $2 \
+                 AND blob IS NULL",
+            )
+            .bind(secret_id)
+            .bind(version)
+            .bind(env_id)
+            .execute(&mut **tx)
+            .await?
+        }
+    };
+    tx.touch(Touch::Secret(secret_id.to_owned()));
+    Ok(done.rows_affected() == 1)
+}
+
 /// Replaces a version's blob (KEK rotation rewraps the DEK; the data is not re-encrypted).
 pub async fn rewrap_secret_version(
     tx: &mut Tx,

@@ -281,4 +281,58 @@ async fn openbao_kv_v2_backend_stores_only_ciphertext_and_tether_keeps_history()
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(read(&s, "default", "db", 5).await.unwrap(), "kv-bao-v5");
+
+    // A move seals the versions again for their new place and writes them beside the old
+    // entries in OpenBao; the old entries go once the move has committed.
+    let before = refs(&s).await;
+    let old_paths: Vec<String> = before[3..]
+        .iter()
+        .map(|r| {
+            r.split('|')
+                .nth(1)
+                .unwrap()
+                .split_once(':')
+                .unwrap()
+                .1
+                .to_owned()
+        })
+        .collect();
+    ok(&s.cli(Some(&root), &["secret", "move", "db", "--to-env", "dev"]));
+    for (v, want) in [(4, "kv-bao-v4"), (5, "kv-bao-v5")] {
+        let r = s
+            .admin(
+                "GET",
+                &format!("/v1/orgs/default/secrets/db/data?env=dev&version={v}"),
+                None,
+            )
+            .await;
+        assert_eq!(r.body["data"]["V"], want, "{}", r.text);
+    }
+    let after = refs(&s).await;
+    for (old, new) in before[3..].iter().zip(&after[3..]) {
+        assert_ne!(old, new, "{after:?}");
+        assert!(
+            new.starts_with("openbao-kv|") && new.ends_with("|0"),
+            "{new}"
+        );
+    }
+    for old_path in old_paths {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let res = reqwest::Client::new()
+                .get(format!("{}/v1/{mount}/metadata/{old_path}", bao.addr))
+                .header("X-Vault-Token", &bao.token)
+                .send()
+                .await
+                .unwrap();
+            if res.status().as_u16() == 404 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the moved-from entry {old_path} is still in OpenBao"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
 }

@@ -743,6 +743,197 @@ async fn rename_keeps_versions_data_and_history() {
     assert!(matches!(r.status, 403 | 404), "{}", r.text);
 }
 
+/// A secret moved to another environment keeps its id, versions and history; its versions are
+/// sealed again for their new place (the ciphertext is bound to the new environment, and a
+/// version row put back in the old one does not open); access follows the place: the old
+/// environment's members lose it, the new one's gain it. Moving needs the write relation at
+/// the destination, a taken name there is refused and changes nothing, and variables move too.
+#[tokio::test]
+async fn move_reseals_a_secret_for_its_new_environment_and_keeps_its_history() {
+    let s = server().await;
+    s.apply("kind: Environment\nmetadata: {name: staging}\n")
+        .await;
+    for v in ["move-one-7k", "move-two-7k", "move-three-7k"] {
+        let r = set(&s, "db", Some("dev"), json!({ "PASSWORD": v })).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    let root = s.root_key.clone();
+    ok(&s.cli(
+        Some(&root),
+        &["secret", "destroy", "db", "--version", "1", "--env", "dev"],
+    ));
+    let id = s
+        .admin("GET", "/v1/orgs/default/secrets/db?env=dev", None)
+        .await
+        .body["metadata"]["id"]
+        .clone();
+    let devon = s.user_key("devon").await;
+    let stella = s.user_key("stella").await;
+    s.apply("kind: RoleBinding\nmetadata: {name: devon-dev, env: dev}\nspec: {role: member, subject: 'user:devon'}\n").await;
+    s.apply("kind: RoleBinding\nmetadata: {name: stella-staging, env: staging}\nspec: {role: member, subject: 'user:stella'}\n").await;
+    let read = |key: &str, env: &str| {
+        let (key, path) = (
+            key.to_owned(),
+            format!("/v1/orgs/default/secrets/db/data?env={env}"),
+        );
+        let s = &s;
+        async move { s.req("GET", &path, Some(&key), None).await }
+    };
+    assert_eq!(read(&devon, "dev").await.status, 200);
+    assert_eq!(read(&stella, "staging").await.status, 404);
+
+    let out = s.cli(
+        Some(&root),
+        &[
+            "secret", "move", "db", "--env", "dev", "--to-env", "staging",
+        ],
+    );
+    let said = ok(&out);
+    assert!(said.contains("moved to environment 'staging'"), "{said}");
+    // It is in staging now, whole: the same id, every version, the destroyed one still gone.
+    let meta = s
+        .admin("GET", "/v1/orgs/default/secrets/db?env=staging", None)
+        .await;
+    assert_eq!(meta.body["metadata"]["id"], id, "{}", meta.text);
+    for (v, want) in [(2, "move-two-7k"), (3, "move-three-7k")] {
+        let r = s
+            .admin(
+                "GET",
+                &format!("/v1/orgs/default/secrets/db/data?env=staging&version={v}"),
+                None,
+            )
+            .await;
+        assert_eq!(r.body["data"]["PASSWORD"], want, "{}", r.text);
+    }
+    s.admin(
+        "GET",
+        "/v1/orgs/default/secrets/db/data?env=staging&version=1",
+        None,
+    )
+    .await
+    .assert_error(410, "version_destroyed");
+    let gone = s
+        .admin("GET", "/v1/orgs/default/secrets/db/data?env=dev", None)
+        .await;
+    assert_eq!(gone.status, 404, "{}", gone.text);
+    // Access follows the place.
+    assert_eq!(read(&devon, "dev").await.status, 404);
+    assert_eq!(read(&devon, "staging").await.status, 404);
+    let r = read(&stella, "staging").await;
+    assert_eq!(r.body["data"]["PASSWORD"], "move-three-7k", "{}", r.text);
+    // New versions and rollback work in the new place.
+    let r = set(
+        &s,
+        "db",
+        Some("staging"),
+        json!({"PASSWORD": "move-four-7k"}),
+    )
+    .await;
+    assert_eq!(r.body["version"], 4, "{}", r.text);
+    // The history follows, and names where it came from.
+    let history = s
+        .admin(
+            "GET",
+            "/v1/audit/default/versions?kind=secrets&name=db",
+            None,
+        )
+        .await;
+    let moved = history
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["event"] == "move")
+        .cloned()
+        .unwrap_or_else(|| panic!("no move in {}", history.text));
+    assert!(
+        moved["message"].as_str().unwrap().contains("'dev'"),
+        "{moved}"
+    );
+    // The ciphertext is bound to staging: put back in dev, a version does not open.
+    let dev_id = s.admin("GET", "/v1/orgs/default/envs/dev", None).await.body["metadata"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tamper(
+        &s.database_url,
+        &format!("UPDATE secret_versions SET env_id = '{dev_id}' WHERE version = 2"),
+    )
+    .await;
+    let r = s
+        .admin(
+            "GET",
+            "/v1/orgs/default/secrets/db/data?env=staging&version=2",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 500, "{}", r.text);
+    assert!(!r.text.contains("move-two-7k"));
+
+    // Only with the write relation at the destination: devon may write in dev, not staging.
+    set(&s, "local", Some("dev"), json!({"K": "move-local-7k"})).await;
+    let r = s
+        .req(
+            "POST",
+            "/v1/orgs/default/secrets/local/move?env=dev",
+            Some(&devon),
+            Some(&json!({"env": "staging"})),
+        )
+        .await;
+    r.assert_error(404, "not_found");
+    let mover = |body: serde_json::Value| {
+        let s = &s;
+        async move {
+            s.admin(
+                "POST",
+                "/v1/orgs/default/secrets/local/move?env=dev",
+                Some(&body),
+            )
+            .await
+        }
+    };
+    mover(json!({})).await.assert_error(400, "invalid_argument");
+    mover(json!({"env": "staging", "org_level": true}))
+        .await
+        .assert_error(400, "invalid_argument");
+    mover(json!({"env": "nowhere"}))
+        .await
+        .assert_error(404, "not_found");
+    set(&s, "local", Some("staging"), json!({"K": "move-taken-7k"})).await;
+    mover(json!({"env": "staging"}))
+        .await
+        .assert_error(409, "already_exists");
+    mover(json!({"env": "staging", "name": "Bad Name"}))
+        .await
+        .assert_error(400, "invalid_name");
+    let still = s
+        .admin("GET", "/v1/orgs/default/secrets/local/data?env=dev", None)
+        .await;
+    assert_eq!(still.body["data"]["K"], "move-local-7k", "{}", still.text);
+    // To the organization level under a new name: every environment now resolves it.
+    let r = mover(json!({"org_level": true, "name": "shared-local"})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = s
+        .admin("GET", "/v1/orgs/default/secrets/shared-local/data", None)
+        .await;
+    assert_eq!(r.body["data"]["K"], "move-local-7k", "{}", r.text);
+    // Variables move too, through the CLI.
+    s.apply("kind: Variable\nmetadata: {name: REGION, env: dev}\nspec: {value: eu-west-1}\n")
+        .await;
+    ok(&s.cli(
+        Some(&root),
+        &["var", "move", "REGION", "--env", "dev", "--to-org"],
+    ));
+    let v = s
+        .admin("GET", "/v1/orgs/default/variables/REGION", None)
+        .await;
+    assert_eq!(v.body["spec"]["value"], "eu-west-1", "{}", v.text);
+    let old = s
+        .admin("GET", "/v1/orgs/default/variables/REGION?env=dev", None)
+        .await;
+    assert_eq!(old.status, 404, "{}", old.text);
+}
+
 /// Search finds secrets and variables by part of their name across the organization and all
 /// its environments, and shows each caller only what it may read: a role on one environment
 /// shows that environment's, a role on one secret shows that secret, no role shows nothing.
@@ -892,6 +1083,79 @@ async fn metadata_updates_racing_new_versions_lose_nothing() {
     );
     let r = set(&s, "racy", None, json!({"K": "racy-after-7f3"})).await;
     assert_eq!(r.status, 201, "{}", r.text);
+}
+
+/// A move that races new versions of the same secret loses none and leaves none unreadable:
+/// the versions that land while it seals are sealed again under the chain lock, and a write
+/// that comes after it creates a new secret of that name where the old one was.
+#[tokio::test]
+async fn a_move_racing_new_versions_leaves_every_version_readable() {
+    let s = server().await;
+    s.apply("kind: Environment\nmetadata: {name: staging}\n")
+        .await;
+    set(&s, "mover", Some("dev"), json!({"K": "mover-first-3h"})).await;
+    let http = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let (http, url, key) = (http.clone(), s.url.clone(), s.root_key.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..12 {
+                let r = http
+                    .post(format!(
+                        "{url}/v1/orgs/default/secrets/mover/versions?env=dev"
+                    ))
+                    .bearer_auth(&key)
+                    .json(&json!({"data": {"K": format!("w{w}i{i}")}}))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status().as_u16();
+                let text = r.text().await.unwrap();
+                assert_eq!(status, 201, "{text}");
+            }
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    let r = s
+        .admin(
+            "POST",
+            "/v1/orgs/default/secrets/mover/move?env=dev",
+            Some(&json!({"env": "staging"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Every version of both secrets opens: the moved one in staging, the new one in dev.
+    let mut total = 0;
+    for env in ["staging", "dev"] {
+        let item = s
+            .admin(
+                "GET",
+                &format!("/v1/orgs/default/secrets/mover?env={env}"),
+                None,
+            )
+            .await;
+        let newest = item.body["spec"]["current_version"].as_i64().unwrap_or(0);
+        for v in 1..=newest {
+            let r = s
+                .admin(
+                    "GET",
+                    &format!("/v1/orgs/default/secrets/mover/data?env={env}&version={v}"),
+                    None,
+                )
+                .await;
+            // Pruning (20 versions kept by default) destroys the oldest; nothing else fails.
+            let kept = v > newest - 20;
+            match kept {
+                true => assert_eq!(r.status, 200, "{env} v{v}: {}", r.text),
+                false => r.assert_error(410, "version_destroyed"),
+            }
+        }
+        total += newest;
+    }
+    assert_eq!(total, 1 + 4 * 12);
 }
 
 /// Waits until the file at `path` holds exactly `want`.

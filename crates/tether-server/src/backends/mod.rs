@@ -154,12 +154,70 @@ pub async fn replace_blob(
     blob: &[u8],
 ) -> AppResult<()> {
     let (kind_id, reference) = external_ref(state, secret_id, version).await?;
-    match kind_id.as_str() {
-        kind::OPENBAO_KV => openbao_kv::put(state, &reference, blob).await,
+    put_at(state, &kind_id, &reference, blob).await
+}
+
+/// Writes a blob at a reference of an external backend.
+async fn put_at(state: &AppState, kind_id: &str, reference: &str, blob: &[u8]) -> AppResult<()> {
+    match kind_id {
+        kind::OPENBAO_KV => openbao_kv::put(state, reference, blob).await,
         #[cfg(feature = "kms-aws")]
-        kind::AWS_SECRETS_MANAGER => aws_sm::put(state, &reference, blob).await,
+        kind::AWS_SECRETS_MANAGER => aws_sm::put(state, reference, blob).await,
         other => Err(backend_unavailable(other, "not supported by this build")),
     }
+}
+
+/// Where a version's blob lives when it is not in the database: (backend, reference).
+pub async fn external_location(
+    state: &AppState,
+    secret_id: &str,
+    version: i64,
+) -> AppResult<(String, String)> {
+    external_ref(state, secret_id, version).await
+}
+
+/// Stores a version's blob, sealed again for a move, beside its current copy (which readers
+/// keep using until the move commits): at the reference of the version's name with `tag`
+/// appended. Returns the new reference.
+pub async fn store_beside(
+    state: &AppState,
+    kind_id: &str,
+    reference: &str,
+    version: i64,
+    tag: &str,
+    blob: &[u8],
+) -> AppResult<String> {
+    let new = beside(reference, version, tag);
+    put_at(state, kind_id, &new, blob).await?;
+    Ok(new)
+}
+
+/// `…/v{version}` (with any earlier tag dropped) followed by `-{tag}`.
+fn beside(reference: &str, version: i64, tag: &str) -> String {
+    let stem = format!("/v{version}");
+    let base = match reference.rfind(&stem) {
+        Some(at) => &reference[..at + stem.len()],
+        None => reference,
+    };
+    format!("{base}-{tag}")
+}
+
+/// Deletes external copies that nothing refers to any more (the old copies of moved versions,
+/// or the new copies of a move that failed), in the background; a failure is logged with the
+/// reference for an operator to remove.
+pub fn forget_unreferenced(state: &AppState, copies: Vec<(String, String)>) {
+    if copies.is_empty() {
+        return;
+    }
+    let state = state.clone();
+    tokio::spawn(async move {
+        for (kind_id, reference) in copies {
+            if let Err(e) = forget_external(&state, &kind_id, &reference).await {
+                tracing::warn!(backend = %kind_id, %reference, cause = ?e.cause,
+                    code = ?e.api.code, "could not delete an unreferenced copy from its backend");
+            }
+        }
+    });
 }
 
 async fn external_ref(
@@ -200,19 +258,11 @@ pub async fn forget_blob(state: &AppState, secret_id: &str, version: i64) -> App
 /// rows already hold no data, so a failure leaves only ciphertext behind, which is logged
 /// with its reference for an operator to remove.
 pub fn forget_pruned(state: &AppState, pruned: Vec<(String, i64, String, String)>) {
-    if pruned.is_empty() {
-        return;
-    }
-    let state = state.clone();
-    tokio::spawn(async move {
-        for (secret_id, version, kind_id, reference) in pruned {
-            if let Err(e) = forget_external(&state, &kind_id, &reference).await {
-                tracing::warn!(%secret_id, version, backend = %kind_id, %reference,
-                    cause = ?e.cause, code = ?e.api.code,
-                    "could not delete a pruned version from its backend");
-            }
-        }
-    });
+    let copies = pruned
+        .into_iter()
+        .map(|(_, _, kind_id, reference)| (kind_id, reference))
+        .collect();
+    forget_unreferenced(state, copies);
 }
 
 async fn forget_external(state: &AppState, kind_id: &str, reference: &str) -> AppResult<()> {
@@ -250,5 +300,13 @@ mod tests {
         }
         assert_eq!(cfg(None, Some("/p/")).prefix(), "p");
         assert_eq!(cfg(None, None).prefix(), "tether");
+    }
+
+    #[test]
+    fn a_moved_copy_sits_beside_the_version_with_one_tag() {
+        assert_eq!(beside("secret:t/o/s/v3", 3, "a"), "secret:t/o/s/v3-a");
+        assert_eq!(beside("secret:t/o/s/v3-a", 3, "b"), "secret:t/o/s/v3-b");
+        assert_eq!(beside("t/v1/o/s/v12-a", 12, "b"), "t/v1/o/s/v12-b");
+        assert_eq!(beside("odd", 1, "b"), "odd-b");
     }
 }

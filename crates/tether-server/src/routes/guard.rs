@@ -140,6 +140,12 @@ pub const GUARDS: &[Guard] = &[
     ),
     g(
         "POST",
+        "/v1/orgs/{org}/{kind}/{name}/move",
+        Rel::KindWrite,
+        Target::Kind,
+    ),
+    g(
+        "POST",
         "/v1/orgs/{org}/{kind}/{name}/password",
         Rel::Fixed("can_manage_iam"),
         Target::Kind,

@@ -68,6 +68,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             resources::delete_item
         ))
         .routes(routes!(resources::rename_item))
+        .routes(routes!(resources::move_item))
         .routes(routes!(resources::search))
         .routes(routes!(auth::set_password))
         .routes(routes!(auth::list_keys, auth::create_key))

@@ -364,6 +364,99 @@ pub async fn rename_item(
     Ok(Json(render(&renamed, &scope)))
 }
 
+/// Where to move an item: exactly one of `env` and `org_level`.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MoveRequest {
+    /// The environment to move it to.
+    #[serde(default)]
+    pub env: Option<String>,
+    /// Move it to the organization level (where every environment's resolution finds it).
+    #[serde(default)]
+    pub org_level: bool,
+    /// A new name on the way (the current one by default).
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// Moves a secret or a variable to another environment or to the organization level (or from
+/// it). It keeps its versions, grants and history; a secret's versions are sealed again for
+/// their new place and its values never leave the server. Needs the write relation on the item
+/// and on the destination.
+#[utoipa::path(post, path = "/v1/orgs/{org}/{kind}/{name}/move", tag = "resources",
+    params(("org" = String, Path), ("kind" = String, Path, description = "secrets or variables"), ("name" = String, Path), ("env" = Option<String>, Query)),
+    request_body = MoveRequest,
+    responses((status = 200, description = "moved"), (status = 409, description = "the name is taken at the destination")))]
+pub async fn move_item(
+    State(state): State<AppState>,
+    ctx: CtxExt,
+    ApiPath(path_params): ApiPath<(String, String, String)>,
+    ApiJson(req): ApiJson<MoveRequest>,
+) -> AppResult<Json<Resource>> {
+    let (_, _, name) = path_params;
+    let kind = ctx_kind(&ctx)?;
+    let row = ctx_item(&ctx, &name)?;
+    let from = item_scope(&state, &ctx, row).await?;
+    let (to, object, what) = match (req.env.as_deref(), req.org_level) {
+        (Some(env_name), false) => {
+            let env = state
+                .store
+                .find_resource_cached(&from.org_id, "", "Environment", env_name)
+                .await?;
+            // An environment the caller cannot see answers as one that does not exist.
+            let env_id = env.as_ref().map_or("-", |e| e.id.as_str());
+            let to = ScopeNames {
+                env_id: env_id.to_owned(),
+                env: Some(env_name.to_owned()),
+                ..from.clone()
+            };
+            (
+                to,
+                crate::model::env_object(env_id),
+                ("environment", env_name),
+            )
+        }
+        (None, true) => {
+            let to = ScopeNames {
+                env_id: String::new(),
+                env: None,
+                ..from.clone()
+            };
+            let what = ("organization", from.org.as_str());
+            (to, crate::model::org_object(&from.org_id), what)
+        }
+        _ => {
+            return Err(AppError::new(
+                ErrorCode::InvalidArgument,
+                "give the destination: either `env` or `org_level: true`",
+            ));
+        }
+    };
+    crate::routes::guard::require(
+        &state,
+        &ctx,
+        crate::routes::guard::write_relation(kind),
+        &object,
+        Some(what),
+    )
+    .await?;
+    let message = match &from.env {
+        Some(env) => format!("moved from environment '{env}' as '{name}'"),
+        None => format!("moved from the organization level as '{name}'"),
+    };
+    let change = Change {
+        actor: ctx.principal()?,
+        message: Some(message),
+        event: None,
+    };
+    let dest = crate::moves::Destination {
+        scope: &to,
+        name: req.name.as_deref().unwrap_or(&name),
+    };
+    let moved = crate::moves::move_item(&state, &from, row, &dest, &change).await?;
+    Ok(Json(render(&moved, &to)))
+}
+
 /// Reads an item.
 #[utoipa::path(get, path = "/v1/orgs/{org}/{kind}/{name}", tag = "resources",
     params(("org" = String, Path), ("kind" = String, Path), ("name" = String, Path), ("env" = Option<String>, Query)),

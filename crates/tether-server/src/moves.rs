@@ -1,0 +1,325 @@
+//! Moving a secret or a variable to another environment, to the organization level, or from
+//! it: what Vault users asked for for years (vault#2414), without the values ever leaving the
+//! server.
+//!
+//! The item keeps its id, its versions, its grants on itself and its history. Each version of a
+//! secret is sealed again for its new place, because the AAD binds the ciphertext to its
+//! environment (`tether:v1:{org}:{env}:{secret}:{version}`): a moved blob that kept the old
+//! AAD would no longer open, and one that did not bind the environment could be read through
+//! another. The version's DEK stays (it is the version's own, and the KEK that wraps it is not
+//! called again); the data is decrypted in memory, in zeroizing buffers, and sealed under the
+//! new AAD with a fresh nonce.
+//!
+//! The bulk of the sealing runs before the transaction, so a slow KMS or backend does not hold
+//! the writer while every version is handled. The transaction takes the organization's chain
+//! lock, which every version write takes too, and seals in place only the versions that changed
+//! in between (new ones, or ones destroyed or rewrapped meanwhile): a move never starves behind
+//! a stream of writes, and none of them is left sealed for the old place. External backends get
+//! the new blobs beside the old ones; the old copies are deleted only after the commit, and the
+//! new ones if the move fails, so a reader always finds the copy its row names.
+//!
+//! Authorization changes in the safe order: the grants that the old place gave are withdrawn
+//! from the index before the commit, and the new place's are added after it, so that nobody
+//! reads the item through either place while it moves.
+
+use tether_core::id::VersionId;
+use tether_core::{ErrorCode, Kind};
+use tether_crypto::envelope::{Envelope, seal_with_dek};
+use tether_store::kms::set_version_backend;
+use tether_store::resources::{get_resource, update_resource};
+use tether_store::secrets::{SecretVersionRow, move_secret_version, tx_secret_versions};
+use tether_store::tuples::delete_tuples_of_source;
+use tether_store::{ResourceRow, StoreError, TupleRow};
+
+use crate::error::{AppError, AppResult};
+use crate::resources::{
+    Change, ScopeNames, TupleDelta, VersionInput, begin_on_row, on_fresh_row, record_version,
+    snapshot, write_grants,
+};
+use crate::secrets::aad_for;
+use crate::state::AppState;
+
+/// Where an item goes: its new scope and name.
+pub struct Destination<'a> {
+    /// The new scope (`env_id` empty for the organization level).
+    pub scope: &'a ScopeNames,
+    /// The new name (the old one unless it is renamed on the way).
+    pub name: &'a str,
+}
+
+/// Moves a secret or a variable (see the module documentation). A name taken at the
+/// destination is refused with `already_exists`, and nothing changes.
+pub async fn move_item(
+    state: &AppState,
+    from: &ScopeNames,
+    existing: &ResourceRow,
+    to: &Destination<'_>,
+    change: &Change<'_>,
+) -> AppResult<ResourceRow> {
+    let kind = Kind::parse(&existing.kind).ok_or_else(|| AppError::internal("stored kind"))?;
+    if !matches!(kind, Kind::Secret | Kind::Variable) {
+        return Err(AppError::new(
+            ErrorCode::InvalidArgument,
+            "only secrets and variables can be moved",
+        ));
+    }
+    let name = tether_core::Name::parse_for(kind, to.name)
+        .map_err(|e| AppError::new(ErrorCode::InvalidName, e.to_string()))?;
+    let to = Destination {
+        scope: to.scope,
+        name: name.as_str(),
+    };
+    on_fresh_row(|| move_once(state, kind, from, existing, &to, change)).await
+}
+
+/// A version as the move found it, and what it becomes.
+struct Resealed {
+    version: i64,
+    kek_version: i64,
+    /// The new blob (empty when an external backend holds it); `None` for a destroyed version.
+    blob: Option<Vec<u8>>,
+    /// For an external copy: (backend, old reference, new reference).
+    external: Option<(String, String, String)>,
+}
+
+async fn move_once(
+    state: &AppState,
+    kind: Kind,
+    from: &ScopeNames,
+    stale: &ResourceRow,
+    to: &Destination<'_>,
+    change: &Change<'_>,
+) -> AppResult<ResourceRow> {
+    let read = get_resource(state.store.reader(), &stale.id)
+        .await?
+        .ok_or_else(|| AppError::not_found(kind.singular(), &stale.name))?;
+    if read.env_id == to.scope.env_id && read.name == to.name {
+        return Ok(read);
+    }
+    let mut sealer = Sealer {
+        state,
+        env_id: &to.scope.env_id,
+        tag: VersionId::generate().to_string(),
+        written: Vec::new(),
+    };
+    let outcome = async {
+        let early = match kind {
+            Kind::Secret => sealer.reseal_all(&read.id).await?,
+            _ => Vec::new(),
+        };
+        commit_move(&mut sealer, kind, from, &read, early, to, change).await
+    }
+    .await;
+    // The external copies nothing refers to any more: after a commit, the old copies of the
+    // moved versions and any new copy the move did not use; after a failure, every new copy.
+    let unreferenced = match &outcome {
+        Ok((_, plan)) => {
+            let used: Vec<&(String, String, String)> =
+                plan.iter().filter_map(|r| r.external.as_ref()).collect();
+            let mut out: Vec<(String, String)> =
+                used.iter().map(|e| (e.0.clone(), e.1.clone())).collect();
+            out.extend(
+                sealer
+                    .written
+                    .iter()
+                    .filter(|w| !used.iter().any(|e| e.0 == w.0 && e.2 == w.1))
+                    .cloned(),
+            );
+            out
+        }
+        Err(_) => std::mem::take(&mut sealer.written),
+    };
+    crate::backends::forget_unreferenced(state, unreferenced);
+    outcome.map(|(row, _)| row)
+}
+
+/// Seals a secret's versions again for their new environment, and remembers the copies it
+/// wrote to external backends.
+struct Sealer<'a> {
+    state: &'a AppState,
+    env_id: &'a str,
+    /// Names this move's external copies apart from the versions' current ones.
+    tag: String,
+    /// The new external copies written: (backend, reference).
+    written: Vec<(String, String)>,
+}
+
+impl Sealer<'_> {
+    /// Every version of a secret as it is now (read outside the move's transaction).
+    async fn reseal_all(&mut self, secret_id: &str) -> AppResult<Vec<Resealed>> {
+        let mut out = Vec::new();
+        for v in self.state.store.secret_versions(secret_id).await? {
+            out.push(self.reseal_one(&v).await?);
+        }
+        Ok(out)
+    }
+
+    /// Opens one version with the AAD of its current place and seals it for the new one,
+    /// under its own DEK.
+    async fn reseal_one(&mut self, v: &SecretVersionRow) -> AppResult<Resealed> {
+        let state = self.state;
+        let mut resealed = Resealed {
+            version: v.version,
+            kek_version: v.kek_version,
+            blob: None,
+            external: None,
+        };
+        let Some(stored) = v.blob.as_deref() else {
+            return Ok(resealed);
+        };
+        let location = match stored.is_empty() {
+            true => Some(crate::backends::external_location(state, &v.secret_id, v.version).await?),
+            false => None,
+        };
+        let fetched;
+        let blob = match &location {
+            Some(_) => {
+                fetched = crate::backends::fetch_blob(state, &v.secret_id, v.version).await?;
+                fetched.as_slice()
+            }
+            None => stored,
+        };
+        let envelope = Envelope::parse(blob).map_err(AppError::internal)?;
+        let dek = state
+            .secrets
+            .dek(
+                &state.store,
+                &v.org_id,
+                v.kek_version,
+                (v.secret_id.clone(), v.version),
+                &envelope,
+            )
+            .await?;
+        let old_aad = aad_for(&v.org_id, &v.env_id, &v.secret_id, v.version)?;
+        let plain = envelope
+            .open_with_dek(&dek, &old_aad)
+            .map_err(|e| AppError {
+                api: tether_core::ApiError::internal(),
+                cause: Some(format!("secret does not open: {e}")),
+            })?;
+        let new_aad = aad_for(&v.org_id, self.env_id, &v.secret_id, v.version)?;
+        let sealed = seal_with_dek(&dek, envelope.wrapped_dek(), &new_aad, &plain)
+            .map_err(AppError::internal)?;
+        match location {
+            Some((backend, old_ref)) => {
+                let new_ref = crate::backends::store_beside(
+                    state, &backend, &old_ref, v.version, &self.tag, &sealed,
+                )
+                .await?;
+                self.written.push((backend.clone(), new_ref.clone()));
+                resealed.blob = Some(Vec::new());
+                resealed.external = Some((backend, old_ref, new_ref));
+            }
+            None => resealed.blob = Some(sealed),
+        }
+        Ok(resealed)
+    }
+}
+
+fn stale() -> AppError {
+    StoreError::Stale.into()
+}
+
+/// Commits the move. Under the organization's chain lock no version can land, so the versions
+/// that changed since `early` was sealed (new ones, and any destroyed or rewrapped meanwhile)
+/// are sealed here, in the transaction: few, and their DEKs usually cached. Returns the row and
+/// the versions as moved.
+async fn commit_move(
+    sealer: &mut Sealer<'_>,
+    kind: Kind,
+    from: &ScopeNames,
+    read: &ResourceRow,
+    mut early: Vec<Resealed>,
+    to: &Destination<'_>,
+    change: &Change<'_>,
+) -> AppResult<(ResourceRow, Vec<Resealed>)> {
+    let state = sealer.state;
+    let (mut tx, existing) = begin_on_row(state, read).await?;
+    let mut plan = Vec::new();
+    if kind == Kind::Secret {
+        for v in tx_secret_versions(&mut tx, &existing.id).await? {
+            let same = early.iter().position(|r| {
+                (r.version, r.kek_version, r.blob.is_some())
+                    == (v.version, v.kek_version, v.blob.is_some())
+            });
+            plan.push(match same {
+                Some(i) => early.swap_remove(i),
+                None => sealer.reseal_one(&v).await?,
+            });
+        }
+        for r in &plan {
+            let moved = move_secret_version(
+                &mut tx,
+                &existing.id,
+                r.version,
+                r.kek_version,
+                &to.scope.env_id,
+                r.blob.as_deref(),
+            )
+            .await?;
+            if !moved {
+                return Err(stale());
+            }
+            if let Some((backend, _, new_ref)) = &r.external {
+                set_version_backend(&mut tx, &existing.id, r.version, backend, new_ref).await?;
+            }
+        }
+    }
+    let mut row = existing.clone();
+    row.env_id.clone_from(&to.scope.env_id);
+    row.name = to.name.to_owned();
+    row.updated_at = state.clock.now_millis();
+    row.updated_by = change.actor.display();
+    // The grants the item gives itself (its parents), rewritten for its new place.
+    let mut delta = TupleDelta {
+        deletes: delete_tuples_of_source(&mut tx, &existing.id).await?,
+        ..TupleDelta::default()
+    };
+    let spec: serde_json::Value = serde_json::from_str(&row.spec).map_err(AppError::internal)?;
+    write_grants(&mut tx, kind, &row, &spec, &mut delta).await?;
+    let input = VersionInput {
+        event: "move",
+        before: Some(snapshot(&existing, from)?),
+        after: Some(snapshot(&row, to.scope)?),
+        previous: Some(existing.version_id.clone()),
+    };
+    row.version_id = record_version(&mut tx, state, &row, change, input).await?;
+    update_resource(&mut tx, &row, &existing.version_id)
+        .await
+        .map_err(|e| match e {
+            StoreError::AlreadyExists => AppError::new(
+                ErrorCode::AlreadyExists,
+                format!(
+                    "{} '{}' already exists where it would go",
+                    kind.singular(),
+                    to.name
+                ),
+            ),
+            other => other.into(),
+        })?;
+    let (withdrawn, granted) = changed_tuples(delta);
+    // Withdraw first: while the move commits, neither place grants access to the item.
+    state.authz.apply(&[], &withdrawn);
+    if let Err(e) = tx.commit().await {
+        state.authz.apply(&withdrawn, &[]);
+        return Err(AppError::internal(e));
+    }
+    state.authz.apply(&granted, &[]);
+    metrics::counter!("tether_resource_writes_total", "event" => "move").increment(1);
+    Ok((row, plan))
+}
+
+/// The tuples a move takes away and the ones it adds (the ones it keeps are in neither).
+fn changed_tuples(delta: TupleDelta) -> (Vec<TupleRow>, Vec<TupleRow>) {
+    let TupleDelta { writes, deletes } = delta;
+    let withdrawn = deletes
+        .iter()
+        .filter(|d| !writes.contains(d))
+        .cloned()
+        .collect();
+    let granted = writes
+        .into_iter()
+        .filter(|w| !deletes.contains(w))
+        .collect();
+    (withdrawn, granted)
+}
