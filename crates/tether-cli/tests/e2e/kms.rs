@@ -181,6 +181,15 @@ async fn cmek_on_moto_revoking_decrypt_fails_reads_and_restoring_brings_them_bac
         read(&s, "default", "db", 4).await.unwrap_err(),
         "503 kek_unavailable"
     );
+    // A move needs to open the versions: refused while revoked, and nothing moves.
+    let r = s
+        .admin(
+            "POST",
+            "/v1/orgs/default/secrets/db/move",
+            Some(&json!({"env": "dev"})),
+        )
+        .await;
+    r.assert_error(503, "kek_unavailable");
 
     // Restore: every version reads again, nothing was lost.
     aws_helper(&["attach", &user.tag, &user.s("decrypt_policy")]);
