@@ -24,6 +24,7 @@ use tether_store::settings::put_setting;
 
 use crate::error::{AppError, AppResult};
 use crate::kek::{AsyncKek, provider};
+use crate::secret_ops::{stored_envelope, version_dek};
 use crate::secrets::kek_error;
 use crate::state::AppState;
 
@@ -225,24 +226,9 @@ async fn rewrap_one(
         return Ok(false);
     };
     let external = blob.is_empty();
-    let fetched;
-    let blob = if external {
-        fetched = crate::backends::fetch_blob(state, &v.secret_id, v.version).await?;
-        fetched.as_slice()
-    } else {
-        blob
-    };
-    let envelope = Envelope::parse(blob).map_err(AppError::internal)?;
-    let dek = state
-        .secrets
-        .dek(
-            &state.store,
-            &v.org_id,
-            v.kek_version,
-            (v.secret_id.clone(), v.version),
-            &envelope,
-        )
-        .await?;
+    let blob = stored_envelope(state, &v.secret_id, v.version, blob).await?;
+    let envelope = Envelope::parse(&blob).map_err(AppError::internal)?;
+    let dek = version_dek(state, v, &envelope).await?;
     let wrapped = new_kek.wrap(&dek).await.map_err(kek_error)?;
     let mut new_blob = envelope.rewrapped(&wrapped).map_err(AppError::internal)?;
     if external {

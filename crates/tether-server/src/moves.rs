@@ -36,6 +36,7 @@ use crate::resources::{
     Change, ScopeNames, TupleDelta, VersionInput, begin_on_row, on_fresh_row, record_version,
     snapshot, write_grants,
 };
+use crate::secret_ops::{stored_envelope, version_dek};
 use crate::secrets::aad_for;
 use crate::state::AppState;
 
@@ -56,15 +57,11 @@ pub async fn move_item(
     to: &Destination<'_>,
     change: &Change<'_>,
 ) -> AppResult<ResourceRow> {
-    let kind = Kind::parse(&existing.kind).ok_or_else(|| AppError::internal("stored kind"))?;
-    if !matches!(kind, Kind::Secret | Kind::Variable) {
-        return Err(AppError::new(
-            ErrorCode::InvalidArgument,
-            "only secrets and variables can be moved",
-        ));
+    if existing.env_id == to.scope.env_id {
+        // Nothing to seal again: the AAD does not bind the name.
+        return crate::resources::rename(state, from, existing, to.name, change).await;
     }
-    let name = tether_core::Name::parse_for(kind, to.name)
-        .map_err(|e| AppError::new(ErrorCode::InvalidName, e.to_string()))?;
+    let (kind, name) = crate::resources::secret_or_variable(existing, to.name, "moved")?;
     let to = Destination {
         scope: to.scope,
         name: name.as_str(),
@@ -171,25 +168,9 @@ impl Sealer<'_> {
             true => Some(crate::backends::external_location(state, &v.secret_id, v.version).await?),
             false => None,
         };
-        let fetched;
-        let blob = match &location {
-            Some(_) => {
-                fetched = crate::backends::fetch_blob(state, &v.secret_id, v.version).await?;
-                fetched.as_slice()
-            }
-            None => stored,
-        };
-        let envelope = Envelope::parse(blob).map_err(AppError::internal)?;
-        let dek = state
-            .secrets
-            .dek(
-                &state.store,
-                &v.org_id,
-                v.kek_version,
-                (v.secret_id.clone(), v.version),
-                &envelope,
-            )
-            .await?;
+        let blob = stored_envelope(state, &v.secret_id, v.version, stored).await?;
+        let envelope = Envelope::parse(&blob).map_err(AppError::internal)?;
+        let dek = version_dek(state, v, &envelope).await?;
         let old_aad = aad_for(&v.org_id, &v.env_id, &v.secret_id, v.version)?;
         let plain = envelope
             .open_with_dek(&dek, &old_aad)

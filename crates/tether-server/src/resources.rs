@@ -512,16 +512,27 @@ pub async fn rename(
     new_name: &str,
     change: &Change<'_>,
 ) -> AppResult<ResourceRow> {
+    let (kind, name) = secret_or_variable(existing, new_name, "renamed")?;
+    on_fresh_row(|| rename_once(state, scope, existing, name.as_str(), kind, change)).await
+}
+
+/// The kind of a secret or a variable that is to be `done` ("renamed", "moved") under the
+/// name `new_name`, with that name checked; any other kind is refused.
+pub(crate) fn secret_or_variable(
+    existing: &ResourceRow,
+    new_name: &str,
+    done: &str,
+) -> AppResult<(Kind, tether_core::Name)> {
     let kind = Kind::parse(&existing.kind).ok_or_else(|| AppError::internal("stored kind"))?;
     if !matches!(kind, Kind::Secret | Kind::Variable) {
         return Err(AppError::new(
             ErrorCode::InvalidArgument,
-            "only secrets and variables can be renamed",
+            format!("only secrets and variables can be {done}"),
         ));
     }
     let name = tether_core::Name::parse_for(kind, new_name)
         .map_err(|e| AppError::new(ErrorCode::InvalidName, e.to_string()))?;
-    on_fresh_row(|| rename_once(state, scope, existing, name.as_str(), kind, change)).await
+    Ok((kind, name))
 }
 
 async fn rename_once(

@@ -2,14 +2,18 @@
 //! rollback, soft delete and undelete. Each write commits the secret's row, its encrypted
 //! version, its audit record (metadata only, never values) and its tuples together.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 use tether_core::id::ResourceId;
 use tether_core::{ErrorCode, Kind};
+use tether_crypto::DataKey;
+use tether_crypto::envelope::Envelope;
 use tether_store::ResourceRow;
 use tether_store::resources::update_resource;
-use tether_store::secrets::destroy_secret_version;
+use tether_store::secrets::{SecretVersionRow, destroy_secret_version};
 use zeroize::Zeroizing;
 
 use crate::auth::Principal;
@@ -20,6 +24,35 @@ use crate::resources::{
 };
 use crate::secrets::{aad_for, validate_data};
 use crate::state::AppState;
+
+/// A live version's envelope: the blob in its row, or, when the row's blob is empty, the copy
+/// that the external backend holding it keeps.
+pub(crate) async fn stored_envelope<'a>(
+    state: &AppState,
+    secret_id: &str,
+    version: i64,
+    blob: &'a [u8],
+) -> AppResult<Cow<'a, [u8]>> {
+    if !blob.is_empty() {
+        return Ok(Cow::Borrowed(blob));
+    }
+    // Boxed: an external store's request future is large and only these reads need it.
+    let fetched = Box::pin(crate::backends::fetch_blob(state, secret_id, version)).await?;
+    Ok(Cow::Owned(fetched))
+}
+
+/// The DEK of a version's envelope: cached, or unwrapped by the KEK version the row names.
+pub(crate) async fn version_dek(
+    state: &AppState,
+    v: &SecretVersionRow,
+    envelope: &Envelope<'_>,
+) -> AppResult<Arc<DataKey>> {
+    let cache_key = (v.secret_id.clone(), v.version);
+    state
+        .secrets
+        .dek(&state.store, &v.org_id, v.kek_version, cache_key, envelope)
+        .await
+}
 
 /// A new version to write.
 pub struct NewVersion {
@@ -157,14 +190,7 @@ pub async fn read_version_json(
             format!("version {v} of secret '{}' was destroyed", row.name),
         )
     })?;
-    let external;
-    let blob = if blob.is_empty() {
-        // Boxed: an external store's request future is large and only these reads need it.
-        external = Box::pin(crate::backends::fetch_blob(state, &rec.secret_id, v)).await?;
-        external.as_slice()
-    } else {
-        blob
-    };
+    let blob = stored_envelope(state, &rec.secret_id, v, blob).await?;
     let aad = aad_for(&rec.org_id, &rec.env_id, &rec.secret_id, v)?;
     let plain = state
         .secrets
@@ -174,7 +200,7 @@ pub async fn read_version_json(
             rec.kek_version,
             &aad,
             (rec.secret_id.clone(), v),
-            blob,
+            &blob,
         )
         .await?;
     Ok((v, plain))

@@ -263,23 +263,7 @@ async fn openbao_kv_v2_backend_stores_only_ciphertext_and_tether_keeps_history()
         read(&s, "default", "db", 3).await.unwrap_err(),
         "410 version_destroyed"
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let res = reqwest::Client::new()
-            .get(format!("{}/v1/{mount}/metadata/{v3_path}", bao.addr))
-            .header("X-Vault-Token", &bao.token)
-            .send()
-            .await
-            .unwrap();
-        if res.status().as_u16() == 404 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "pruned version 3 is still in OpenBao at {v3_ref}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    wait_gone(&bao, mount, v3_path).await;
     assert_eq!(read(&s, "default", "db", 5).await.unwrap(), "kv-bao-v5");
 
     // A move seals the versions again for their new place and writes them beside the old
@@ -317,22 +301,28 @@ async fn openbao_kv_v2_backend_stores_only_ciphertext_and_tether_keeps_history()
         );
     }
     for old_path in old_paths {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        loop {
-            let res = reqwest::Client::new()
-                .get(format!("{}/v1/{mount}/metadata/{old_path}", bao.addr))
-                .header("X-Vault-Token", &bao.token)
-                .send()
-                .await
-                .unwrap();
-            if res.status().as_u16() == 404 {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the moved-from entry {old_path} is still in OpenBao"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        wait_gone(&bao, mount, &old_path).await;
+    }
+}
+
+/// Waits (5 s at most) until OpenBao no longer has an entry at `path`: Tether deletes external
+/// copies in the background after the commit that made them unreferenced.
+async fn wait_gone(bao: &Bao, mount: &str, path: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let res = reqwest::Client::new()
+            .get(format!("{}/v1/{mount}/metadata/{path}", bao.addr))
+            .header("X-Vault-Token", &bao.token)
+            .send()
+            .await
+            .unwrap();
+        if res.status().as_u16() == 404 {
+            return;
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{mount}:{path} is still in OpenBao"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }

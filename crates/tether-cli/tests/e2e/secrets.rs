@@ -892,6 +892,26 @@ async fn move_reseals_a_secret_for_its_new_environment_and_keeps_its_history() {
             .await
         }
     };
+    // A key that may write but not read values cannot carry them elsewhere.
+    let r = s
+        .admin(
+            "POST",
+            "/v1/auth/keys",
+            Some(&json!({"name": "write-only", "scopes": ["can_read", "can_write"]})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let write_only = r.body["key"].as_str().unwrap().to_owned();
+    s.remember(&write_only);
+    let r = s
+        .req(
+            "POST",
+            "/v1/orgs/default/secrets/local/move?env=dev",
+            Some(&write_only),
+            Some(&json!({"env": "staging"})),
+        )
+        .await;
+    r.assert_error(403, "forbidden");
     mover(json!({})).await.assert_error(400, "invalid_argument");
     mover(json!({"env": "staging", "org_level": true}))
         .await
@@ -917,6 +937,29 @@ async fn move_reseals_a_secret_for_its_new_environment_and_keeps_its_history() {
         .admin("GET", "/v1/orgs/default/secrets/shared-local/data", None)
         .await;
     assert_eq!(r.body["data"]["K"], "move-local-7k", "{}", r.text);
+    // A "move" within its scope is a rename: nothing is sealed again.
+    let r = s
+        .admin(
+            "POST",
+            "/v1/orgs/default/secrets/shared-local/move",
+            Some(&json!({"org_level": true, "name": "shared-renamed"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let h = s
+        .admin(
+            "GET",
+            "/v1/audit/default/versions?kind=secrets&name=shared-renamed",
+            None,
+        )
+        .await;
+    let last = h.body.as_array().and_then(|a| a.last()).cloned();
+    assert_eq!(
+        last.map(|v| v["event"].clone()),
+        Some(json!("rename")),
+        "{}",
+        h.text
+    );
     // Variables move too, through the CLI.
     s.apply("kind: Variable\nmetadata: {name: REGION, env: dev}\nspec: {value: eu-west-1}\n")
         .await;

@@ -440,6 +440,13 @@ pub async fn move_item(
         Some(what),
     )
     .await?;
+    // Moving a secret takes its values out of their place: it needs their reader's right too
+    // (a write-only key may write new versions, never carry the old ones elsewhere).
+    if kind == Kind::Secret {
+        let item = crate::model::item_object(kind, &row.id);
+        let rel = "can_read_value";
+        crate::routes::guard::require(&state, &ctx, rel, &item, Some(("secret", &name))).await?;
+    }
     let message = match &from.env {
         Some(env) => format!("moved from environment '{env}' as '{name}'"),
         None => format!("moved from the organization level as '{name}'"),
