@@ -17,7 +17,7 @@ use tether_crypto::envelope::Envelope;
 use tether_crypto::{KekRef, RootKey};
 use tether_store::kms::{
     max_kek_version, org_keks, rewrap_version_if, root_wrapped_keks, set_kek_wrapped,
-    versions_per_kek,
+    set_version_backend, versions_per_kek,
 };
 use tether_store::secrets::{OrgKekRow, active_kek, insert_kek};
 use tether_store::settings::put_setting;
@@ -231,23 +231,46 @@ async fn rewrap_one(
     let dek = version_dek(state, v, &envelope).await?;
     let wrapped = new_kek.wrap(&dek).await.map_err(kek_error)?;
     let mut new_blob = envelope.rewrapped(&wrapped).map_err(AppError::internal)?;
+    // An external copy is written beside the old one and swapped in by the row's update: a
+    // copy rewritten in place would be wrapped by the new KEK while the row, if its update then
+    // failed or lost a race, still named the old one, and the version would not open.
+    let mut copy = None;
     if external {
-        // The backend keeps the blob; the row only records the new KEK version.
-        crate::backends::replace_blob(state, &v.secret_id, v.version, &new_blob).await?;
+        let (backend, old_ref) =
+            crate::backends::external_location(state, &v.secret_id, v.version).await?;
+        let tag = tether_core::id::VersionId::generate().to_string();
+        let new_ref =
+            crate::backends::store_beside(state, &backend, &old_ref, v.version, &tag, &new_blob)
+                .await?;
+        copy = Some((backend, old_ref, new_ref));
         new_blob = Vec::new();
     }
-    let mut tx = state.store.begin().await?;
-    let done = rewrap_version_if(
-        &mut tx,
-        &v.secret_id,
-        v.version,
-        v.kek_version,
-        &new_blob,
-        new_version,
-    )
-    .await?;
-    tx.commit().await.map_err(AppError::internal)?;
-    Ok(done)
+    let outcome = async {
+        let mut tx = state.store.begin().await?;
+        let done = rewrap_version_if(
+            &mut tx,
+            &v.secret_id,
+            v.version,
+            v.kek_version,
+            &new_blob,
+            new_version,
+        )
+        .await?;
+        if let (true, Some((backend, _, new_ref))) = (done, &copy) {
+            set_version_backend(&mut tx, &v.secret_id, v.version, backend, new_ref).await?;
+        }
+        tx.commit().await.map_err(AppError::internal)?;
+        Ok(done)
+    }
+    .await;
+    if let Some((backend, old_ref, new_ref)) = copy {
+        let unreferenced = match outcome {
+            Ok(true) => old_ref,
+            _ => new_ref,
+        };
+        crate::backends::forget_unreferenced(state, vec![(backend, unreferenced)]);
+    }
+    outcome
 }
 
 /// The outcome of a root-key rotation.

@@ -221,14 +221,20 @@ async fn openbao_kv_v2_backend_stores_only_ciphertext_and_tether_keeps_history()
         .await;
     assert_eq!(versions.body.as_array().unwrap().len(), 3);
 
-    // A KEK rotation rewraps the blobs in OpenBao too (a new KV version of each path).
+    // A KEK rotation rewraps the blobs in OpenBao too: each new copy is written beside the
+    // old entry, the row then names it, and the old entry goes.
     let out = ok(&s.cli(Some(&root), &["kek", "rotate", "-o", "json"]));
     let r: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(r["rewrapped"], 3);
+    let rotated = refs(&s).await;
+    let new_ref = rotated[1].split('|').nth(1).unwrap().to_owned();
+    assert_ne!(new_ref, reference, "{rotated:?}");
+    wait_gone(&bao, mount, path).await;
+    let (_, path) = new_ref.split_once(':').unwrap();
     let meta = bao
         .call("GET", &format!("{mount}/metadata/{path}"), None)
         .await;
-    assert_eq!(meta["data"]["current_version"], 2);
+    assert_eq!(meta["data"]["current_version"], 1, "{meta}");
     let mut s = s;
     s.restart().await;
     for (v, want) in [(1, "kv-builtin-v1"), (2, "kv-bao-v2"), (3, "kv-bao-v3")] {
@@ -302,6 +308,47 @@ async fn openbao_kv_v2_backend_stores_only_ciphertext_and_tether_keeps_history()
     }
     for old_path in old_paths {
         wait_gone(&bao, mount, &old_path).await;
+    }
+}
+
+/// Two KEK rotations at once over versions kept in OpenBao leave every version readable: the
+/// rotation that loses the race for a row never leaves that row's copy wrapped by a KEK the row
+/// does not name (it writes beside the old copy, and only the winner's copy stays). No DEK is
+/// cached, so every rewrap and read unwraps with the KEK version the row names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_kek_rotations_over_an_external_backend_keep_every_version_readable() {
+    let Some(bao) = Bao::from_env() else {
+        return;
+    };
+    let s = start(&[
+        ("TETHER_OPENBAO_ADDR", &bao.addr),
+        ("TETHER_OPENBAO_TOKEN", &bao.token),
+        ("TETHER_DEK_CACHE_TTL_MS", "0"),
+    ])
+    .await;
+    let root = s.root_key.clone();
+    let prefix = format!("tether-{}", tag());
+    ok(&s.cli(
+        Some(&root),
+        &["backend", "set", "openbao-kv", "--prefix", &prefix],
+    ));
+    let values: Vec<String> = (1..=12).map(|i| format!("race-rotate-{i}-x")).collect();
+    for (i, v) in values.iter().enumerate() {
+        put(&s, "default", &format!("s{}", i % 3), v).await;
+    }
+    for _ in 0..3 {
+        std::thread::scope(|scope| {
+            let a = scope.spawn(|| s.cli(Some(&root), &["kek", "rotate", "-o", "json"]));
+            let b = scope.spawn(|| s.cli(Some(&root), &["kek", "rotate", "-o", "json"]));
+            for out in [a.join().unwrap(), b.join().unwrap()] {
+                ok(&out);
+            }
+        });
+    }
+    for (i, v) in values.iter().enumerate() {
+        let version = i64::try_from(i / 3 + 1).unwrap();
+        let got = read(&s, "default", &format!("s{}", i % 3), version).await;
+        assert_eq!(got.as_deref(), Ok(v.as_str()), "s{} v{version}", i % 3);
     }
 }
 

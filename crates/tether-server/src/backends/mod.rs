@@ -146,17 +146,6 @@ pub async fn store_blob(
     Ok((Vec::new(), Some((row.kind, reference))))
 }
 
-/// Rewrites an externally stored blob (after a KEK rotation rewrapped its DEK).
-pub async fn replace_blob(
-    state: &AppState,
-    secret_id: &str,
-    version: i64,
-    blob: &[u8],
-) -> AppResult<()> {
-    let (kind_id, reference) = external_ref(state, secret_id, version).await?;
-    put_at(state, &kind_id, &reference, blob).await
-}
-
 /// Writes a blob at a reference of an external backend.
 async fn put_at(state: &AppState, kind_id: &str, reference: &str, blob: &[u8]) -> AppResult<()> {
     match kind_id {
