@@ -248,8 +248,17 @@ pub async fn destroy(
     version: i64,
     actor: &Principal,
 ) -> AppResult<()> {
-    crate::backends::forget_blob(state, &row.id, version).await?;
-    on_fresh_row(|| destroy_once(state, scope, row, version, actor)).await
+    // The external copy goes first: a destroy that fails half-way leaves no data behind, and
+    // trying again finishes it.
+    let deleted = crate::backends::forget_blob(state, &row.id, version).await?;
+    let kept = on_fresh_row(|| destroy_once(state, scope, row, version, actor)).await?;
+    // A move or a KEK rotation may have swapped in a new copy meanwhile: it goes too.
+    if let (backend, Some(reference)) = kept
+        && deleted.as_ref() != Some(&reference)
+    {
+        crate::backends::forget_unreferenced(state, vec![(backend, reference)]);
+    }
+    Ok(())
 }
 
 async fn destroy_once(
@@ -258,15 +267,17 @@ async fn destroy_once(
     stale: &ResourceRow,
     version: i64,
     actor: &Principal,
-) -> AppResult<()> {
+) -> AppResult<(String, Option<String>)> {
     let (mut tx, read) = begin_on_row(state, stale).await?;
     let row = &read;
-    if !destroy_secret_version(&mut tx, &row.id, version, state.clock.now_millis()).await? {
-        return Err(AppError::new(
-            ErrorCode::NotFound,
-            format!("secret '{}' has no version {version}", row.name),
-        ));
-    }
+    let kept = destroy_secret_version(&mut tx, &row.id, version, state.clock.now_millis())
+        .await?
+        .ok_or_else(|| {
+            AppError::new(
+                ErrorCode::NotFound,
+                format!("secret '{}' has no version {version}", row.name),
+            )
+        })?;
     let change = Change {
         actor,
         message: Some(format!("destroyed version {version}")),
@@ -283,7 +294,7 @@ async fn destroy_once(
     updated.version_id = record_version(&mut tx, state, row, &change, input).await?;
     update_resource(&mut tx, &updated, &row.version_id).await?;
     tx.commit().await.map_err(AppError::internal)?;
-    Ok(())
+    Ok(kept)
 }
 
 /// Sets or clears the soft-delete flag.

@@ -143,24 +143,26 @@ pub async fn insert_secret_versions(tx: &mut Tx, rows: &[SecretVersionRow]) -> R
     Ok(())
 }
 
-/// Destroys a version's ciphertext (irreversible). Returns false if it did not exist.
+/// Destroys a version's ciphertext (irreversible). Returns where its blob was kept,
+/// (backend, reference if external), or `None` if the version does not exist.
 pub async fn destroy_secret_version(
     tx: &mut Tx,
     secret_id: &str,
     version: i64,
     at: i64,
-) -> Result<bool> {
-    let done = sqlx::query(
+) -> Result<Option<(String, Option<String>)>> {
+    let row = sqlx::query(
         "UPDATE secret_versions SET blob = NULL, destroyed_at = COALESCE(destroyed_at, $3) \
-         WHERE secret_id = $1 AND version = $2",
+         WHERE secret_id = $1 AND version = $2 RETURNING backend, backend_ref",
     )
     .bind(secret_id)
     .bind(version)
     .bind(at)
-    .execute(&mut **tx)
+    .fetch_optional(&mut **tx)
     .await?;
     tx.touch(Touch::Secret(secret_id.to_owned()));
-    Ok(done.rows_affected() == 1)
+    row.map(|r| Ok((r.try_get("backend")?, r.try_get("backend_ref")?)))
+        .transpose()
 }
 
 /// Destroys the data of every version older than `keep_from` (max-versions pruning).

@@ -940,11 +940,14 @@ async fn cached_reads_see_every_committed_write() {
     let v = s.secret_version_cached("res_s", 1).await.unwrap().unwrap();
     assert_eq!((v.blob.as_deref(), v.kek_version), (Some(&b"two"[..]), 2));
     let mut tx = s.begin().await.unwrap();
-    assert!(
-        destroy_secret_version(&mut tx, "res_s", 1, 7)
-            .await
-            .unwrap()
-    );
+    let kept = destroy_secret_version(&mut tx, "res_s", 1, 7)
+        .await
+        .unwrap();
+    assert_eq!(kept, Some(("builtin".to_owned(), None)));
+    let missing = destroy_secret_version(&mut tx, "res_s", 9, 7)
+        .await
+        .unwrap();
+    assert_eq!(missing, None);
     tx.commit().await.unwrap();
     let v = s.secret_version_cached("res_s", 1).await.unwrap().unwrap();
     assert_eq!((v.blob.as_deref(), v.destroyed_at), (None, Some(7)));

@@ -233,14 +233,20 @@ pub async fn fetch_blob(state: &AppState, secret_id: &str, version: i64) -> AppR
     }
 }
 
-/// Deletes a version's blob from its backend, if it has one (destroy).
-pub async fn forget_blob(state: &AppState, secret_id: &str, version: i64) -> AppResult<()> {
+/// Deletes a version's blob from its backend, if it has one (destroy). Returns the reference it
+/// deleted.
+pub async fn forget_blob(
+    state: &AppState,
+    secret_id: &str,
+    version: i64,
+) -> AppResult<Option<String>> {
     let Some((kind_id, Some(reference))) =
         version_backend(state.store.reader(), secret_id, version).await?
     else {
-        return Ok(());
+        return Ok(None);
     };
-    forget_external(state, &kind_id, &reference).await
+    forget_external(state, &kind_id, &reference).await?;
+    Ok(Some(reference))
 }
 
 /// Deletes pruned versions' external copies after their commit, in the background: their
