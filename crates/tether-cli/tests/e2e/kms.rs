@@ -533,19 +533,40 @@ async fn aws_secrets_manager_backend_on_moto() {
         ],
     ));
     assert_eq!(report(&out)["rewrapped"], 2);
-    let after = STANDARD.decode(aws_helper(&["get-secret", &name])).unwrap();
+    // Each rewrapped envelope is a new secret beside the old one, which then goes.
+    let rows = query_strings(
+        &s.database_url,
+        "SELECT backend || '|' || backend_ref FROM secret_versions ORDER BY version",
+    )
+    .await;
+    let new_name = rows[0]
+        .strip_prefix("aws-secretsmanager|")
+        .unwrap()
+        .to_owned();
+    assert!(new_name.starts_with(&format!("{name}-")), "{new_name}");
+    let after = STANDARD
+        .decode(aws_helper(&["get-secret", &new_name]))
+        .unwrap();
     assert_ne!(after, blob, "the stored envelope now names the KMS key");
     assert_eq!(
         &after[after.len() - 40..],
         &blob[blob.len() - 40..],
         "data not re-encrypted"
     );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while aws_helper(&["get-secret", &name]) != "missing" {
+        assert!(
+            Instant::now() < deadline,
+            "{name} is still in Secrets Manager"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let mut s = s;
     s.restart().await;
     assert_eq!(read(&s, "default", "db", 1).await.unwrap(), "asm-v1");
 
     ok(&s.cli(Some(&root), &["secret", "destroy", "db", "--version", "1"]));
-    assert_eq!(aws_helper(&["get-secret", &name]), "missing");
+    assert_eq!(aws_helper(&["get-secret", &new_name]), "missing");
     assert_eq!(read(&s, "default", "db", 2).await.unwrap(), "asm-v2");
 }
 
