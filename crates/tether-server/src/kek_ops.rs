@@ -110,6 +110,7 @@ fn supported(provider_id: &str) -> bool {
 
 /// Creates the new KEK version and rewraps every live secret version of the organization.
 pub async fn rotate(state: &AppState, org_id: &str, target: KekTarget) -> AppResult<RotateReport> {
+    let _rotating = state.secrets.org_rotation(org_id).await;
     let now = state.clock.now_millis();
     // Make sure the org has a KEK at all (version 1) before rotating it.
     state.secrets.active(&state.store, org_id, now).await?;
@@ -164,7 +165,14 @@ pub async fn rotate(state: &AppState, org_id: &str, target: KekTarget) -> AppRes
             state.secrets.new_kek_row(org_id, version, now)?
         }
     };
-    insert_kek(&mut tx, &row).await?;
+    insert_kek(&mut tx, &row).await.map_err(|e| match e {
+        // Another server took this version number for a rotation of its own.
+        tether_store::StoreError::AlreadyExists => AppError::new(
+            ErrorCode::Conflict,
+            "another KEK rotation of this organization is in progress; retry when it ends",
+        ),
+        other => other.into(),
+    })?;
     tx.commit().await.map_err(AppError::internal)?;
     drop(creating);
     state.secrets.forget_org(org_id);

@@ -105,6 +105,9 @@ pub struct SecretKeys {
     /// Held (shared) while a new root-wrapped KEK is created and committed, and exclusively
     /// by a root-key rotation, so no KEK can be committed under a root key being replaced.
     root_lock: tokio::sync::RwLock<()>,
+    /// One lock per organization, held by a KEK rotation (or switch) from the new version's
+    /// number to its last rewrap pass.
+    rotations: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The KMS key that seals the root key in the database (auto-unseal), if any.
     pub seal: Option<crate::unseal::RootSeal>,
 }
@@ -157,6 +160,7 @@ impl SecretKeys {
             limits: SecretLimits::default(),
             providers,
             root_lock: tokio::sync::RwLock::new(()),
+            rotations: Mutex::default(),
             seal,
         }
     }
@@ -218,6 +222,18 @@ impl SecretKeys {
     /// Hold this while creating and committing a root-wrapped KEK row.
     pub async fn kek_creation(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
         self.root_lock.read().await
+    }
+
+    /// Held by a KEK rotation of `org_id` on this server: two rotations of one organization run
+    /// one after the other, the later one on the KEK version after the earlier one's.
+    pub async fn org_rotation(&self, org_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = match self.rotations.lock() {
+            Ok(mut m) => Arc::clone(m.entry(org_id.to_owned()).or_default()),
+            Err(poisoned) => {
+                Arc::clone(poisoned.into_inner().entry(org_id.to_owned()).or_default())
+            }
+        };
+        lock.lock_owned().await
     }
 
     /// Held by a root-key rotation: no root-wrapped KEK is created meanwhile.

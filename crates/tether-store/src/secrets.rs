@@ -320,14 +320,15 @@ impl Store {
         rows.iter().map(version_from_row).collect()
     }
 
-    /// Versions of an organization's secrets wrapped by an older KEK (for rotation).
+    /// Versions of an organization's secrets wrapped by a KEK older than `kek_version` (for
+    /// rotation; those a newer rotation already rewrapped are left alone).
     pub async fn versions_to_rewrap(
         &self,
         org_id: &str,
         kek_version: i64,
     ) -> Result<Vec<SecretVersionRow>> {
         let rows = sqlx::query(
-            "SELECT * FROM secret_versions WHERE org_id = $1 AND kek_version <> $2 AND blob IS NOT NULL",
+            "SELECT * FROM secret_versions WHERE org_id = $1 AND kek_version < $2 AND blob IS NOT NULL",
         )
         .bind(org_id)
         .bind(kek_version)

@@ -311,10 +311,12 @@ async fn openbao_kv_v2_backend_stores_only_ciphertext_and_tether_keeps_history()
     }
 }
 
-/// Two KEK rotations at once over versions kept in OpenBao leave every version readable: the
-/// rotation that loses the race for a row never leaves that row's copy wrapped by a KEK the row
-/// does not name (it writes beside the old copy, and only the winner's copy stays). No DEK is
-/// cached, so every rewrap and read unwraps with the KEK version the row names.
+/// Two KEK rotations of one organization at once, over versions kept in OpenBao: both succeed,
+/// one after the other (they once collided on the new KEK version's number, 409), and every
+/// version reads afterwards. No DEK is cached, so every rewrap and read unwraps with the KEK
+/// version the row names: before rewraps wrote beside the old copy, the rotation that lost a
+/// row to the other left that row's copy wrapped by a KEK the row did not name, and this test
+/// failed on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_kek_rotations_over_an_external_backend_keep_every_version_readable() {
     let Some(bao) = Bao::from_env() else {
