@@ -29,7 +29,7 @@ use tether_store::kms::set_version_backend;
 use tether_store::resources::{get_resource, update_resource};
 use tether_store::secrets::{SecretVersionRow, move_secret_version, tx_secret_versions};
 use tether_store::tuples::delete_tuples_of_source;
-use tether_store::{ResourceRow, StoreError, TupleRow};
+use tether_store::{ResourceRow, StoreError};
 
 use crate::error::{AppError, AppResult};
 use crate::resources::{
@@ -278,29 +278,9 @@ async fn commit_move(
             ),
             other => other.into(),
         })?;
-    let (withdrawn, granted) = changed_tuples(delta);
-    // Withdraw first: while the move commits, neither place grants access to the item.
-    state.authz.apply(&[], &withdrawn);
-    if let Err(e) = tx.commit().await {
-        state.authz.apply(&withdrawn, &[]);
-        return Err(AppError::internal(e));
-    }
-    state.authz.apply(&granted, &[]);
+    // What the old place granted leaves the index before the commit, what the new one grants
+    // enters after it: while the move commits, neither place grants access to the item.
+    delta.commit(tx, state).await?;
     metrics::counter!("tether_resource_writes_total", "event" => "move").increment(1);
     Ok((row, plan))
-}
-
-/// The tuples a move takes away and the ones it adds (the ones it keeps are in neither).
-fn changed_tuples(delta: TupleDelta) -> (Vec<TupleRow>, Vec<TupleRow>) {
-    let TupleDelta { writes, deletes } = delta;
-    let withdrawn = deletes
-        .iter()
-        .filter(|d| !writes.contains(d))
-        .cloned()
-        .collect();
-    let granted = writes
-        .into_iter()
-        .filter(|w| !deletes.contains(w))
-        .collect();
-    (withdrawn, granted)
 }

@@ -120,20 +120,38 @@ pub struct TupleDelta {
 }
 
 impl TupleDelta {
-    /// Applies the delta to the authorizer (after commit).
-    pub fn apply(self, state: &AppState) {
-        state.authz.apply(&self.writes, &self.deletes);
+    /// The tuples the transaction takes away and the ones it adds; those it deletes and writes
+    /// again unchanged (an update rewrites all of a row's grants) are in neither.
+    fn changes(self) -> (Vec<TupleRow>, Vec<TupleRow>) {
+        let TupleDelta { writes, deletes } = self;
+        let withdrawn = deletes
+            .iter()
+            .filter(|d| !writes.contains(d))
+            .cloned()
+            .collect();
+        let granted = writes
+            .into_iter()
+            .filter(|w| !deletes.contains(w))
+            .collect();
+        (withdrawn, granted)
     }
 
-    /// Commits a transaction that created the resources `created` (their ids), with the tuples
-    /// *on* them (whose object is one of them) put into the index before the commit. Mirrored
-    /// after it, a request could find a new row between the commit and the mirroring and be
-    /// refused as if it did not exist (the second of two concurrent first writes of one secret
-    /// got a 404). Early is invisible: no request can name an object whose id the commit has
-    /// not yet made visible, and no such tuple was in the index before (a restored id's tuples
-    /// went with its delete), so taking them back when the commit fails drops nothing live.
-    /// Every other tuple (a binding's grant on an existing object, for one) is mirrored after
-    /// the commit, as for any write.
+    /// Commits a transaction and mirrors its tuples into the index in the order that never
+    /// grants more than the committed state: what it takes away leaves the index before the
+    /// commit (a revocation is in force by the time its write commits), and what it adds
+    /// enters after it. If the commit fails, what was taken away comes back.
+    pub async fn commit(self, tx: tether_store::Tx, state: &AppState) -> AppResult<()> {
+        self.commit_created(tx, state, &[]).await
+    }
+
+    /// [`Self::commit`] for a transaction that created the resources `created` (their ids):
+    /// the tuples *on* them (whose object is one of them) enter the index before the commit
+    /// too. Mirrored after it, a request could find a new row between the commit and the
+    /// mirroring and be refused as if it did not exist (the second of two concurrent first
+    /// writes of one secret got a 404). Early is invisible: no request can name an object
+    /// whose id the commit has not yet made visible, and no such tuple was in the index
+    /// before (a restored id's tuples went with its delete), so taking them back when the
+    /// commit fails drops nothing live.
     pub async fn commit_created(
         self,
         tx: tether_store::Tx,
@@ -145,19 +163,20 @@ impl TupleDelta {
                 .split_once(':')
                 .is_some_and(|(_, id)| created.contains(&id))
         };
+        let (withdrawn, granted) = self.changes();
         let (early, late): (Vec<TupleRow>, Vec<TupleRow>) =
-            self.writes.into_iter().partition(on_created);
-        if !early.is_empty() {
-            state.authz.apply(&early, &[]);
+            granted.into_iter().partition(on_created);
+        if !early.is_empty() || !withdrawn.is_empty() {
+            state.authz.apply(&early, &withdrawn);
         }
         if let Err(e) = tx.commit().await {
-            if !early.is_empty() {
-                state.authz.apply(&[], &early);
+            if !early.is_empty() || !withdrawn.is_empty() {
+                state.authz.apply(&withdrawn, &early);
             }
             return Err(AppError::internal(e));
         }
-        if !late.is_empty() || !self.deletes.is_empty() {
-            state.authz.apply(&late, &self.deletes);
+        if !late.is_empty() {
+            state.authz.apply(&late, &[]);
         }
         Ok(())
     }
@@ -495,8 +514,7 @@ async fn update_once(
     };
     row.version_id = record_version(&mut tx, state, &row, change, input).await?;
     update_resource(&mut tx, &row, &existing.version_id).await?;
-    tx.commit().await.map_err(AppError::internal)?;
-    delta.apply(state);
+    delta.commit(tx, state).await?;
     metrics::counter!("tether_resource_writes_total", "event" => "update").increment(1);
     Ok((row, true))
 }
@@ -627,8 +645,7 @@ pub async fn delete(
             owner_id: existing.id.clone(),
         });
     }
-    tx.commit().await.map_err(AppError::internal)?;
-    delta.apply(state);
+    delta.commit(tx, state).await?;
     if principal {
         state.keys.forget_owner(&existing.id);
     }
@@ -708,4 +725,38 @@ async fn recreate(
         previous: Some(version.id.clone()),
     };
     insert_fresh(state, scope, kind, manifest, &spec, change, fresh).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tuple(object: &str, subject: &str) -> TupleRow {
+        TupleRow {
+            object: object.into(),
+            relation: "viewer".into(),
+            subject: subject.into(),
+            org_id: "o".into(),
+            source_id: "s".into(),
+            condition: None,
+        }
+    }
+
+    /// A rewrite of a row's grants withdraws only what it drops and grants only what it adds:
+    /// a grant it keeps never leaves the index while the write commits.
+    #[test]
+    fn a_delta_withdraws_and_grants_only_what_changes() {
+        let (kept, dropped, added) = (
+            tuple("resource:r", "user:kept"),
+            tuple("resource:r", "user:dropped"),
+            tuple("resource:r", "user:added"),
+        );
+        let delta = TupleDelta {
+            writes: vec![kept.clone(), added.clone()],
+            deletes: vec![dropped.clone(), kept],
+        };
+        let (withdrawn, granted) = delta.changes();
+        assert_eq!(withdrawn, vec![dropped]);
+        assert_eq!(granted, vec![added]);
+    }
 }
