@@ -234,7 +234,7 @@ async fn rewrap_one(
         return Ok(false);
     };
     let external = blob.is_empty();
-    let blob = stored_envelope(state, &v.secret_id, v.version, blob).await?;
+    let blob = stored_envelope(state, v, blob).await?;
     let envelope = Envelope::parse(&blob).map_err(AppError::internal)?;
     let dek = version_dek(state, v, &envelope).await?;
     let wrapped = new_kek.wrap(&dek).await.map_err(kek_error)?;
@@ -244,39 +244,27 @@ async fn rewrap_one(
     // failed or lost a race, still named the old one, and the version would not open.
     let mut copy = None;
     if external {
-        let (backend, old_ref) =
-            crate::backends::external_location(state, &v.secret_id, v.version).await?;
+        let old_ref = v.backend_ref.clone().unwrap_or_default();
         let tag = tether_core::id::VersionId::generate().to_string();
         let new_ref =
-            crate::backends::store_beside(state, &backend, &old_ref, v.version, &tag, &new_blob)
+            crate::backends::store_beside(state, &v.backend, &old_ref, v.version, &tag, &new_blob)
                 .await?;
-        copy = Some((backend, old_ref, new_ref));
+        copy = Some((old_ref, new_ref));
         new_blob = Vec::new();
     }
     let outcome = async {
         let mut tx = state.store.begin().await?;
-        let done = rewrap_version_if(
-            &mut tx,
-            &v.secret_id,
-            v.version,
-            v.kek_version,
-            &new_blob,
-            new_version,
-        )
-        .await?;
-        if let (true, Some((backend, _, new_ref))) = (done, &copy) {
-            set_version_backend(&mut tx, &v.secret_id, v.version, backend, new_ref).await?;
+        // Only if the row is still as read: a move since then sealed it for another place.
+        let done = rewrap_version_if(&mut tx, v, &new_blob, new_version).await?;
+        if let (true, Some((_, new_ref))) = (done, &copy) {
+            set_version_backend(&mut tx, &v.secret_id, v.version, &v.backend, new_ref).await?;
         }
         tx.commit().await.map_err(AppError::internal)?;
         Ok(done)
     }
     .await;
-    if let Some((backend, old_ref, new_ref)) = copy {
-        let unreferenced = match outcome {
-            Ok(true) => old_ref,
-            _ => new_ref,
-        };
-        crate::backends::forget_unreferenced(state, vec![(backend, unreferenced)]);
+    if let Some((old_ref, new_ref)) = copy {
+        crate::backends::settle(state, v, old_ref, new_ref).await;
     }
     outcome
 }

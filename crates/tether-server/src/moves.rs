@@ -71,12 +71,32 @@ pub async fn move_item(
 
 /// A version as the move found it, and what it becomes.
 struct Resealed {
-    version: i64,
-    kek_version: i64,
+    /// The row as read: the move applies only if it is still so.
+    read: SecretVersionRow,
     /// The new blob (empty when an external backend holds it); `None` for a destroyed version.
     blob: Option<Vec<u8>>,
-    /// For an external copy: (backend, old reference, new reference).
-    external: Option<(String, String, String)>,
+    /// The new external copy's reference.
+    new_ref: Option<String>,
+}
+
+impl Resealed {
+    /// Whether `v` is the row this was sealed from.
+    fn sealed_from(&self, v: &SecretVersionRow) -> bool {
+        let r = &self.read;
+        (
+            r.version,
+            r.kek_version,
+            r.blob.is_some(),
+            &r.env_id,
+            &r.backend_ref,
+        ) == (
+            v.version,
+            v.kek_version,
+            v.blob.is_some(),
+            &v.env_id,
+            &v.backend_ref,
+        )
+    }
 }
 
 async fn move_once(
@@ -90,9 +110,6 @@ async fn move_once(
     let read = get_resource(state.store.reader(), &stale.id)
         .await?
         .ok_or_else(|| AppError::not_found(kind.singular(), &stale.name))?;
-    if read.env_id == to.scope.env_id && read.name == to.name {
-        return Ok(read);
-    }
     let mut sealer = Sealer {
         state,
         env_id: &to.scope.env_id,
@@ -107,27 +124,12 @@ async fn move_once(
         commit_move(&mut sealer, kind, from, &read, early, to, change).await
     }
     .await;
-    // The external copies nothing refers to any more: after a commit, the old copies of the
-    // moved versions and any new copy the move did not use; after a failure, every new copy.
-    let unreferenced = match &outcome {
-        Ok((_, plan)) => {
-            let used: Vec<&(String, String, String)> =
-                plan.iter().filter_map(|r| r.external.as_ref()).collect();
-            let mut out: Vec<(String, String)> =
-                used.iter().map(|e| (e.0.clone(), e.1.clone())).collect();
-            out.extend(
-                sealer
-                    .written
-                    .iter()
-                    .filter(|w| !used.iter().any(|e| e.0 == w.0 && e.2 == w.1))
-                    .cloned(),
-            );
-            out
-        }
-        Err(_) => std::mem::take(&mut sealer.written),
-    };
-    crate::backends::forget_unreferenced(state, unreferenced);
-    outcome.map(|(row, _)| row)
+    // Whatever the outcome, each version keeps the copy its row names now; the other goes.
+    for (v, new_ref) in std::mem::take(&mut sealer.written) {
+        let old_ref = v.backend_ref.clone().unwrap_or_default();
+        crate::backends::settle(state, &v, old_ref, new_ref).await;
+    }
+    outcome
 }
 
 /// Seals a secret's versions again for their new environment, and remembers the copies it
@@ -137,8 +139,8 @@ struct Sealer<'a> {
     env_id: &'a str,
     /// Names this move's external copies apart from the versions' current ones.
     tag: String,
-    /// The new external copies written: (backend, reference).
-    written: Vec<(String, String)>,
+    /// The new external copies written, with the row each was sealed from.
+    written: Vec<(SecretVersionRow, String)>,
 }
 
 impl Sealer<'_> {
@@ -146,31 +148,25 @@ impl Sealer<'_> {
     async fn reseal_all(&mut self, secret_id: &str) -> AppResult<Vec<Resealed>> {
         let mut out = Vec::new();
         for v in self.state.store.secret_versions(secret_id).await? {
-            out.push(self.reseal_one(&v).await?);
+            out.push(self.reseal_one(v).await?);
         }
         Ok(out)
     }
 
     /// Opens one version with the AAD of its current place and seals it for the new one,
     /// under its own DEK.
-    async fn reseal_one(&mut self, v: &SecretVersionRow) -> AppResult<Resealed> {
+    async fn reseal_one(&mut self, v: SecretVersionRow) -> AppResult<Resealed> {
         let state = self.state;
-        let mut resealed = Resealed {
-            version: v.version,
-            kek_version: v.kek_version,
-            blob: None,
-            external: None,
-        };
         let Some(stored) = v.blob.as_deref() else {
-            return Ok(resealed);
+            return Ok(Resealed {
+                read: v,
+                blob: None,
+                new_ref: None,
+            });
         };
-        let location = match stored.is_empty() {
-            true => Some(crate::backends::external_location(state, &v.secret_id, v.version).await?),
-            false => None,
-        };
-        let blob = stored_envelope(state, &v.secret_id, v.version, stored).await?;
+        let blob = stored_envelope(state, &v, stored).await?;
         let envelope = Envelope::parse(&blob).map_err(AppError::internal)?;
-        let dek = version_dek(state, v, &envelope).await?;
+        let dek = version_dek(state, &v, &envelope).await?;
         let old_aad = aad_for(&v.org_id, &v.env_id, &v.secret_id, v.version)?;
         let plain = envelope
             .open_with_dek(&dek, &old_aad)
@@ -181,19 +177,22 @@ impl Sealer<'_> {
         let new_aad = aad_for(&v.org_id, self.env_id, &v.secret_id, v.version)?;
         let sealed = seal_with_dek(&dek, envelope.wrapped_dek(), &new_aad, &plain)
             .map_err(AppError::internal)?;
-        match location {
-            Some((backend, old_ref)) => {
+        let (blob, new_ref) = match v.backend_ref.as_deref() {
+            Some(old_ref) if stored.is_empty() => {
                 let new_ref = crate::backends::store_beside(
-                    state, &backend, &old_ref, v.version, &self.tag, &sealed,
+                    state, &v.backend, old_ref, v.version, &self.tag, &sealed,
                 )
                 .await?;
-                self.written.push((backend.clone(), new_ref.clone()));
-                resealed.blob = Some(Vec::new());
-                resealed.external = Some((backend, old_ref, new_ref));
+                self.written.push((v.clone(), new_ref.clone()));
+                (Vec::new(), Some(new_ref))
             }
-            None => resealed.blob = Some(sealed),
-        }
-        Ok(resealed)
+            _ => (sealed, None),
+        };
+        Ok(Resealed {
+            read: v,
+            blob: Some(blob),
+            new_ref,
+        })
     }
 }
 
@@ -202,9 +201,9 @@ fn stale() -> AppError {
 }
 
 /// Commits the move. Under the organization's chain lock no version can land, so the versions
-/// that changed since `early` was sealed (new ones, and any destroyed or rewrapped meanwhile)
-/// are sealed here, in the transaction: few, and their DEKs usually cached. Returns the row and
-/// the versions as moved.
+/// that changed since `early` was sealed (new ones, and any destroyed, rewrapped or moved
+/// meanwhile) are sealed here, in the transaction: few, and their DEKs usually cached. Returns
+/// the row as moved.
 async fn commit_move(
     sealer: &mut Sealer<'_>,
     kind: Kind,
@@ -213,36 +212,49 @@ async fn commit_move(
     mut early: Vec<Resealed>,
     to: &Destination<'_>,
     change: &Change<'_>,
-) -> AppResult<(ResourceRow, Vec<Resealed>)> {
+) -> AppResult<ResourceRow> {
     let state = sealer.state;
     let (mut tx, existing) = begin_on_row(state, read).await?;
-    let mut plan = Vec::new();
+    // Still where the caller was allowed to move it from (another move may have won).
+    if existing.env_id != from.env_id {
+        return Err(AppError::new(
+            ErrorCode::Conflict,
+            format!(
+                "{} '{}' was moved meanwhile; look it up again",
+                kind.singular(),
+                existing.name
+            ),
+        ));
+    }
+    if existing.env_id == to.scope.env_id && existing.name == to.name {
+        return Ok(existing);
+    }
+    // The destination still exists: a concurrent delete of an empty environment takes this
+    // chain lock too, so it either committed before (and this refuses) or waits.
+    if !to.scope.env_id.is_empty() {
+        let env = get_resource(&mut *tx, &to.scope.env_id).await?;
+        if !env.is_some_and(|e| e.kind == "Environment" && e.org_id == existing.org_id) {
+            let name = to.scope.env.as_deref().unwrap_or_default();
+            return Err(AppError::not_found("environment", name));
+        }
+    }
     if kind == Kind::Secret {
+        let mut plan = Vec::new();
         for v in tx_secret_versions(&mut tx, &existing.id).await? {
-            let same = early.iter().position(|r| {
-                (r.version, r.kek_version, r.blob.is_some())
-                    == (v.version, v.kek_version, v.blob.is_some())
-            });
-            plan.push(match same {
+            plan.push(match early.iter().position(|r| r.sealed_from(&v)) {
                 Some(i) => early.swap_remove(i),
-                None => sealer.reseal_one(&v).await?,
+                None => sealer.reseal_one(v).await?,
             });
         }
         for r in &plan {
-            let moved = move_secret_version(
-                &mut tx,
-                &existing.id,
-                r.version,
-                r.kek_version,
-                &to.scope.env_id,
-                r.blob.as_deref(),
-            )
-            .await?;
+            let moved =
+                move_secret_version(&mut tx, &r.read, &to.scope.env_id, r.blob.as_deref()).await?;
             if !moved {
                 return Err(stale());
             }
-            if let Some((backend, _, new_ref)) = &r.external {
-                set_version_backend(&mut tx, &existing.id, r.version, backend, new_ref).await?;
+            if let Some(new_ref) = &r.new_ref {
+                let v = &r.read;
+                set_version_backend(&mut tx, &v.secret_id, v.version, &v.backend, new_ref).await?;
             }
         }
     }
@@ -282,5 +294,5 @@ async fn commit_move(
     // enters after it: while the move commits, neither place grants access to the item.
     delta.commit(tx, state).await?;
     metrics::counter!("tether_resource_writes_total", "event" => "move").increment(1);
-    Ok((row, plan))
+    Ok(row)
 }

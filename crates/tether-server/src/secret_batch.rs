@@ -333,6 +333,10 @@ impl One<'_> {
             crate::backends::store_blob(state, backend, org_id, &slot.row.id, version, blob)
                 .await?;
         let dek = ((slot.row.id.clone(), version), dek);
+        let (backend_kind, backend_ref) = match &external {
+            Some((b, r)) => (b.clone(), Some(r.clone())),
+            None => (crate::backends::kind::BUILTIN.to_owned(), None),
+        };
         let record = SecretVersionRow {
             secret_id: slot.row.id.clone(),
             version,
@@ -343,6 +347,8 @@ impl One<'_> {
             created_at: self.now,
             created_by: self.actor.display(),
             destroyed_at: None,
+            backend: backend_kind,
+            backend_ref,
         };
         let external = external.map(|(b, r)| (slot.row.id.clone(), version, b, r));
         slot.spec.current_version = version;

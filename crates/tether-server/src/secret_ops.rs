@@ -13,7 +13,7 @@ use tether_crypto::DataKey;
 use tether_crypto::envelope::Envelope;
 use tether_store::ResourceRow;
 use tether_store::resources::update_resource;
-use tether_store::secrets::{SecretVersionRow, destroy_secret_version};
+use tether_store::secrets::{SecretVersionRow, destroy_secret_version, secret_version};
 use zeroize::Zeroizing;
 
 use crate::auth::Principal;
@@ -29,15 +29,17 @@ use crate::state::AppState;
 /// that the external backend holding it keeps.
 pub(crate) async fn stored_envelope<'a>(
     state: &AppState,
-    secret_id: &str,
-    version: i64,
+    v: &SecretVersionRow,
     blob: &'a [u8],
 ) -> AppResult<Cow<'a, [u8]>> {
     if !blob.is_empty() {
         return Ok(Cow::Borrowed(blob));
     }
+    let reference = v.backend_ref.as_deref().ok_or_else(|| {
+        AppError::internal("a version with an empty blob has no backend reference")
+    })?;
     // Boxed: an external store's request future is large and only these reads need it.
-    let fetched = Box::pin(crate::backends::fetch_blob(state, secret_id, version)).await?;
+    let fetched = Box::pin(crate::backends::fetch_at(state, &v.backend, reference)).await?;
     Ok(Cow::Owned(fetched))
 }
 
@@ -184,15 +186,39 @@ pub async fn read_version_json(
             format!("secret '{}' has no version {v}", row.name),
         )
     })?;
+    match open_version(state, &rec, &row.name).await {
+        // The row may be older than the external copy it names: a move or a KEK rotation
+        // swaps in a new copy and deletes the old one after its commit. Once more with the row
+        // as it is stored now.
+        Err(e) if rec.backend_ref.is_some() => {
+            let fresh = secret_version(state.store.reader(), &rec.secret_id, v).await?;
+            match fresh {
+                Some(f) if (&f.env_id, &f.backend_ref) != (&rec.env_id, &rec.backend_ref) => {
+                    Ok((v, open_version(state, &f, &row.name).await?))
+                }
+                _ => Err(e),
+            }
+        }
+        other => Ok((v, other?)),
+    }
+}
+
+/// Opens a version as its row names it.
+async fn open_version(
+    state: &AppState,
+    rec: &SecretVersionRow,
+    name: &str,
+) -> AppResult<Zeroizing<Vec<u8>>> {
+    let v = rec.version;
     let blob = rec.blob.as_deref().ok_or_else(|| {
         AppError::new(
             ErrorCode::VersionDestroyed,
-            format!("version {v} of secret '{}' was destroyed", row.name),
+            format!("version {v} of secret '{name}' was destroyed"),
         )
     })?;
-    let blob = stored_envelope(state, &rec.secret_id, v, blob).await?;
+    let blob = stored_envelope(state, rec, blob).await?;
     let aad = aad_for(&rec.org_id, &rec.env_id, &rec.secret_id, v)?;
-    let plain = state
+    state
         .secrets
         .open(
             &state.store,
@@ -202,8 +228,7 @@ pub async fn read_version_json(
             (rec.secret_id.clone(), v),
             &blob,
         )
-        .await?;
-    Ok((v, plain))
+        .await
 }
 
 /// A version as listed: never data.

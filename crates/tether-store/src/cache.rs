@@ -260,6 +260,8 @@ mod tests {
                 kek_version: 1,
                 created_at: 0,
                 created_by: String::new(),
+                backend: "builtin".into(),
+                backend_ref: None,
                 destroyed_at: None,
             });
             c.put_version(c.epoch(), &row);

@@ -5,7 +5,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Executor, Row};
 
 use crate::cache::Touch;
-use crate::secrets::OrgKekRow;
+use crate::secrets::{OrgKekRow, SecretVersionRow};
 use crate::{Result, Tx};
 
 fn kek_from_row(r: &AnyRow) -> Result<OrgKekRow> {
@@ -66,28 +66,31 @@ pub async fn max_kek_version(tx: &mut Tx, org_id: &str) -> Result<i64> {
     Ok(row.try_get("v")?)
 }
 
-/// Replaces a version's blob and KEK version, but only if it is still wrapped by
-/// `old_kek_version` and was not destroyed meanwhile. Returns whether the row changed.
+/// Replaces a version's blob and KEK version, but only if the row is still as `read` shows
+/// it: wrapped by the same KEK version, in the same environment (a move seals the data again
+/// for its new place), kept at the same reference, and not destroyed. Returns whether the row
+/// changed.
 pub async fn rewrap_version_if(
     tx: &mut Tx,
-    secret_id: &str,
-    version: i64,
-    old_kek_version: i64,
+    read: &SecretVersionRow,
     blob: &[u8],
     new_kek_version: i64,
 ) -> Result<bool> {
     let done = sqlx::query(
         "UPDATE secret_versions SET blob = $5, kek_version = $4 \
-         WHERE secret_id = $1 AND version = $2 AND kek_version = $3 AND blob IS NOT NULL",
+         WHERE secret_id = $1 AND version = $2 AND kek_version = $3 AND blob IS NOT NULL \
+         AND env_id = $6 AND COALESCE(backend_ref, '') = $7",
     )
-    .bind(secret_id)
-    .bind(version)
-    .bind(old_kek_version)
+    .bind(&read.secret_id)
+    .bind(read.version)
+    .bind(read.kek_version)
     .bind(new_kek_version)
     .bind(blob)
+    .bind(&read.env_id)
+    .bind(read.backend_ref.as_deref().unwrap_or_default())
     .execute(&mut **tx)
     .await?;
-    tx.touch(Touch::Secret(secret_id.to_owned()));
+    tx.touch(Touch::Secret(read.secret_id.clone()));
     Ok(done.rows_affected() == 1)
 }
 

@@ -60,6 +60,10 @@ pub struct SecretVersionRow {
     pub created_by: String,
     /// Destruction time.
     pub destroyed_at: Option<i64>,
+    /// Where the blob is kept: `builtin` (the `blob` column), or an external backend.
+    pub backend: String,
+    /// The blob's reference in the external backend (then `blob` is empty).
+    pub backend_ref: Option<String>,
 }
 
 fn version_from_row(r: &AnyRow) -> Result<SecretVersionRow> {
@@ -73,6 +77,8 @@ fn version_from_row(r: &AnyRow) -> Result<SecretVersionRow> {
         created_at: r.try_get("created_at")?,
         created_by: r.try_get("created_by")?,
         destroyed_at: r.try_get("destroyed_at")?,
+        backend: r.try_get("backend")?,
+        backend_ref: r.try_get("backend_ref")?,
     })
 }
 
@@ -197,43 +203,43 @@ pub async fn destroy_versions_before(
 
 /// Moves a version of a secret to another environment, with its blob sealed again for its new
 /// place (`Some`; empty when an external backend holds it) or, for a destroyed version (`None`),
-/// only its environment column. It applies only if the row is still as the mover read it: the
-/// same KEK version, and live or destroyed as it was. Returns whether it applied.
+/// only its environment column. It applies only if the row is still as `read` shows it: the
+/// same KEK version, environment and external reference, and live or destroyed as it was.
+/// Returns whether it applied.
 pub async fn move_secret_version(
     tx: &mut Tx,
-    secret_id: &str,
-    version: i64,
-    read_kek_version: i64,
+    read: &SecretVersionRow,
     env_id: &str,
     blob: Option<&[u8]>,
 ) -> Result<bool> {
-    let done = match blob {
-        Some(blob) => {
-            sqlx::query(
-                "UPDATE secret_versions SET env_id = $3, blob = $4 WHERE secret_id = $1 \
-                 AND version = $2 AND kek_version = $5 AND blob IS NOT NULL",
-            )
-            .bind(secret_id)
-            .bind(version)
-            .bind(env_id)
-            .bind(blob)
-            .bind(read_kek_version)
-            .execute(&mut **tx)
-            .await?
-        }
-        None => {
-            sqlx::query(
-                "UPDATE secret_versions SET env_id = $3 WHERE secret_id = $1 AND version = $2 \
-                 AND blob IS NULL",
-            )
-            .bind(secret_id)
-            .bind(version)
-            .bind(env_id)
-            .execute(&mut **tx)
-            .await?
-        }
+    let query = match blob {
+        Some(blob) => sqlx::query(
+            "UPDATE secret_versions SET env_id = $3, blob = $4 WHERE secret_id = $1 \
+             AND version = $2 AND kek_version = $5 AND env_id = $6 \
+             AND COALESCE(backend_ref, '') = $7 AND blob IS NOT NULL",
+        )
+        .bind(&read.secret_id)
+        .bind(read.version)
+        .bind(env_id)
+        .bind(blob),
+        // `$4 = 0` keeps the parameters in step with the other arm.
+        None => sqlx::query(
+            "UPDATE secret_versions SET env_id = $3 WHERE secret_id = $1 AND version = $2 \
+             AND $4 = 0 AND kek_version = $5 AND env_id = $6 \
+             AND COALESCE(backend_ref, '') = $7 AND blob IS NULL",
+        )
+        .bind(&read.secret_id)
+        .bind(read.version)
+        .bind(env_id)
+        .bind(0_i64),
     };
-    tx.touch(Touch::Secret(secret_id.to_owned()));
+    let done = query
+        .bind(read.kek_version)
+        .bind(&read.env_id)
+        .bind(read.backend_ref.as_deref().unwrap_or_default())
+        .execute(&mut **tx)
+        .await?;
+    tx.touch(Touch::Secret(read.secret_id.clone()));
     Ok(done.rows_affected() == 1)
 }
 

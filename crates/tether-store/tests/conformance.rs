@@ -874,6 +874,8 @@ fn secret_version_row(blob: &[u8]) -> tether_store::secrets::SecretVersionRow {
         created_at: 1,
         created_by: "user:a".into(),
         destroyed_at: None,
+        backend: "builtin".into(),
+        backend_ref: None,
     }
 }
 

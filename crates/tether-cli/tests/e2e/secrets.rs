@@ -857,7 +857,10 @@ async fn move_reseals_a_secret_for_its_new_environment_and_keeps_its_history() {
         .to_owned();
     tamper(
         &s.database_url,
-        &format!("UPDATE secret_versions SET env_id = '{dev_id}' WHERE version = 2"),
+        &format!(
+            "UPDATE secret_versions SET env_id = '{dev_id}' WHERE version = 2 AND secret_id = '{}'",
+            id.as_str().unwrap()
+        ),
     )
     .await;
     let r = s
@@ -1133,16 +1136,31 @@ async fn metadata_updates_racing_new_versions_lose_nothing() {
 /// that comes after it creates a new secret of that name where the old one was.
 #[tokio::test]
 async fn a_move_racing_new_versions_leaves_every_version_readable() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
     let s = server().await;
     s.apply("kind: Environment\nmetadata: {name: staging}\n")
         .await;
     set(&s, "mover", Some("dev"), json!({"K": "mover-first-3h"})).await;
     let http = reqwest::Client::new();
+    let (moved, written) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicI64::new(1)),
+    );
     let mut tasks = Vec::new();
     for w in 0..4 {
         let (http, url, key) = (http.clone(), s.url.clone(), s.root_key.clone());
+        let (moved, written) = (Arc::clone(&moved), Arc::clone(&written));
+        // Each writer goes on until the move is done, then writes three more versions.
         tasks.push(tokio::spawn(async move {
-            for i in 0..12 {
+            let mut after = 0;
+            for i in 0.. {
+                if moved.load(Ordering::SeqCst) {
+                    after += 1;
+                    if after > 3 {
+                        break;
+                    }
+                }
                 let r = http
                     .post(format!(
                         "{url}/v1/orgs/default/secrets/mover/versions?env=dev"
@@ -1155,10 +1173,13 @@ async fn a_move_racing_new_versions_leaves_every_version_readable() {
                 let status = r.status().as_u16();
                 let text = r.text().await.unwrap();
                 assert_eq!(status, 201, "{text}");
+                written.fetch_add(1, Ordering::SeqCst);
             }
         }));
     }
-    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    while written.load(Ordering::SeqCst) < 6 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     let r = s
         .admin(
             "POST",
@@ -1166,6 +1187,7 @@ async fn a_move_racing_new_versions_leaves_every_version_readable() {
             Some(&json!({"env": "staging"})),
         )
         .await;
+    moved.store(true, Ordering::SeqCst);
     assert_eq!(r.status, 200, "{}", r.text);
     for t in tasks {
         t.await.unwrap();
@@ -1196,9 +1218,88 @@ async fn a_move_racing_new_versions_leaves_every_version_readable() {
                 false => r.assert_error(410, "version_destroyed"),
             }
         }
+        // The move landed among the writes: versions before it and a new secret after it.
+        assert!(newest > 0, "{env}: {}", item.text);
         total += newest;
     }
-    assert_eq!(total, 1 + 4 * 12);
+    assert_eq!(total, written.load(Ordering::SeqCst));
+}
+
+/// Moves racing a KEK rotation leave every version readable: a rotation that read a version
+/// before a move sealed it again for its new place must not write the old place's ciphertext
+/// back over it. No DEK is cached, so every read unwraps with the KEK the row names.
+#[tokio::test]
+async fn moves_racing_a_kek_rotation_leave_every_version_readable() {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_tether"));
+    let s = TestServer::start_with_env(bin, &[("TETHER_DEK_CACHE_TTL_MS", "0")]).await;
+    s.apply("kind: Environment\nmetadata: {name: staging}\n")
+        .await;
+    let root = s.root_key.clone();
+    for i in 0..40 {
+        let r = set(
+            &s,
+            "roamer",
+            Some("dev"),
+            json!({ "K": format!("roam-{i}-q") }),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        if i == 0 {
+            ok(&s.cli(
+                Some(&root),
+                &[
+                    "secret",
+                    "metadata",
+                    "roamer",
+                    "--env",
+                    "dev",
+                    "--max-versions",
+                    "0",
+                ],
+            ));
+        }
+    }
+    let mover = async {
+        for round in 0..6 {
+            let (from, to) = if round % 2 == 0 {
+                ("dev", "staging")
+            } else {
+                ("staging", "dev")
+            };
+            let r = s
+                .admin(
+                    "POST",
+                    &format!("/v1/orgs/default/secrets/roamer/move?env={from}"),
+                    Some(&json!({ "env": to })),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text);
+        }
+    };
+    let rotator = async {
+        for _ in 0..3 {
+            let r = s
+                .admin("POST", "/v1/orgs/default/kek/rotate", Some(&json!({})))
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text);
+        }
+    };
+    tokio::join!(mover, rotator);
+    for v in 1..=40 {
+        let r = s
+            .admin(
+                "GET",
+                &format!("/v1/orgs/default/secrets/roamer/data?env=dev&version={v}"),
+                None,
+            )
+            .await;
+        assert_eq!(
+            r.body["data"]["K"],
+            format!("roam-{}-q", v - 1),
+            "v{v}: {}",
+            r.text
+        );
+    }
 }
 
 /// Waits until the file at `path` holds exactly `want`.

@@ -16,6 +16,7 @@ pub mod aws_sm;
 use serde::{Deserialize, Serialize};
 use tether_core::ErrorCode;
 use tether_store::kms::{OrgBackendRow, org_backend, version_backend};
+use tether_store::secrets::SecretVersionRow;
 
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
@@ -156,13 +157,14 @@ async fn put_at(state: &AppState, kind_id: &str, reference: &str, blob: &[u8]) -
     }
 }
 
-/// Where a version's blob lives when it is not in the database: (backend, reference).
-pub async fn external_location(
-    state: &AppState,
-    secret_id: &str,
-    version: i64,
-) -> AppResult<(String, String)> {
-    external_ref(state, secret_id, version).await
+/// Reads the blob at a reference of an external backend.
+pub async fn fetch_at(state: &AppState, kind_id: &str, reference: &str) -> AppResult<Vec<u8>> {
+    match kind_id {
+        kind::OPENBAO_KV => openbao_kv::get(state, reference).await,
+        #[cfg(feature = "kms-aws")]
+        kind::AWS_SECRETS_MANAGER => aws_sm::get(state, reference).await,
+        other => Err(backend_unavailable(other, "not supported by this build")),
+    }
 }
 
 /// Stores a version's blob, sealed again for a move, beside its current copy (which readers
@@ -191,6 +193,27 @@ fn beside(reference: &str, version: i64, tag: &str) -> String {
     format!("{base}-{tag}")
 }
 
+/// After a write that put a version's new copy (`new_ref`) beside its old one (`old_ref`) has
+/// ended, whether it committed, failed, or lost the row to another writer: deletes the copies
+/// that the row, as it is now, does not name. If the row cannot be read, nothing is deleted (a
+/// copy left behind is ciphertext; a copy deleted under its row would be data lost).
+pub async fn settle(state: &AppState, v: &SecretVersionRow, old_ref: String, new_ref: String) {
+    let named = match version_backend(state.store.reader(), &v.secret_id, v.version).await {
+        Ok(row) => row.and_then(|(_, r)| r),
+        Err(e) => {
+            tracing::warn!(secret_id = %v.secret_id, version = v.version, error = %e,
+                "could not tell which external copy a version names; both are kept");
+            return;
+        }
+    };
+    let unnamed = [old_ref, new_ref]
+        .into_iter()
+        .filter(|r| named.as_ref() != Some(r))
+        .map(|r| (v.backend.clone(), r))
+        .collect();
+    forget_unreferenced(state, unnamed);
+}
+
 /// Deletes external copies that nothing refers to any more (the old copies of moved versions,
 /// or the new copies of a move that failed), in the background; a failure is logged with the
 /// reference for an operator to remove.
@@ -207,30 +230,6 @@ pub fn forget_unreferenced(state: &AppState, copies: Vec<(String, String)>) {
             }
         }
     });
-}
-
-async fn external_ref(
-    state: &AppState,
-    secret_id: &str,
-    version: i64,
-) -> AppResult<(String, String)> {
-    match version_backend(state.store.reader(), secret_id, version).await? {
-        Some((k, Some(r))) if k != kind::BUILTIN => Ok((k, r)),
-        _ => Err(AppError::internal(
-            "a version with an empty blob has no backend reference",
-        )),
-    }
-}
-
-/// Fetches a version's blob from the backend that holds it.
-pub async fn fetch_blob(state: &AppState, secret_id: &str, version: i64) -> AppResult<Vec<u8>> {
-    let (kind_id, reference) = external_ref(state, secret_id, version).await?;
-    match kind_id.as_str() {
-        kind::OPENBAO_KV => openbao_kv::get(state, &reference).await,
-        #[cfg(feature = "kms-aws")]
-        kind::AWS_SECRETS_MANAGER => aws_sm::get(state, &reference).await,
-        other => Err(backend_unavailable(other, "not supported by this build")),
-    }
 }
 
 /// Deletes a version's blob from its backend, if it has one (destroy). Returns the reference it
