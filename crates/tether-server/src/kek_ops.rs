@@ -254,6 +254,10 @@ async fn rewrap_one(
     }
     let outcome = async {
         let mut tx = state.store.begin().await?;
+        // The organization's chain lock, as every writer of its rows takes it first: a move
+        // reads and rewrites the versions it seals under it, and must not see one change
+        // between the two.
+        tether_store::audit::lock_chain(&mut tx, &v.org_id).await?;
         // Only if the row is still as read: a move since then sealed it for another place.
         let done = rewrap_version_if(&mut tx, v, &new_blob, new_version).await?;
         if let (true, Some((_, new_ref))) = (done, &copy) {
