@@ -76,22 +76,16 @@ pub async fn rewrap_version_if(
     blob: &[u8],
     new_kek_version: i64,
 ) -> Result<bool> {
-    let done = sqlx::query(
-        "UPDATE secret_versions SET blob = $5, kek_version = $4 \
-         WHERE secret_id = $1 AND version = $2 AND kek_version = $3 AND blob IS NOT NULL \
-         AND env_id = $6 AND COALESCE(backend_ref, '') = $7",
+    let query = sqlx::query(
+        "UPDATE secret_versions SET blob = $3, kek_version = $4 \
+         WHERE secret_id = $1 AND version = $2 AND kek_version = $5 AND env_id = $6 \
+         AND COALESCE(backend_ref, '') = $7 AND blob IS NOT NULL",
     )
     .bind(&read.secret_id)
     .bind(read.version)
-    .bind(read.kek_version)
-    .bind(new_kek_version)
     .bind(blob)
-    .bind(&read.env_id)
-    .bind(read.backend_ref.as_deref().unwrap_or_default())
-    .execute(&mut **tx)
-    .await?;
-    tx.touch(Touch::Secret(read.secret_id.clone()));
-    Ok(done.rows_affected() == 1)
+    .bind(new_kek_version);
+    crate::secrets::if_as_read(tx, query, read).await
 }
 
 /// How many live (not destroyed) versions of an organization each KEK version wraps.

@@ -233,6 +233,17 @@ pub async fn move_secret_version(
         .bind(env_id)
         .bind(0_i64),
     };
+    if_as_read(tx, query, read).await
+}
+
+/// Runs an update of a version row whose parameters `$5`, `$6` and `$7` are the KEK version,
+/// environment and external reference that `read` shows (this function binds them), so that it
+/// applies only to the row as it was read. Returns whether it applied.
+pub(crate) async fn if_as_read<'q>(
+    tx: &mut Tx,
+    query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
+    read: &'q SecretVersionRow,
+) -> Result<bool> {
     let done = query
         .bind(read.kek_version)
         .bind(&read.env_id)
