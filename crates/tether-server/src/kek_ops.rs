@@ -244,12 +244,12 @@ async fn rewrap_one(
     // failed or lost a race, still named the old one, and the version would not open.
     let mut copy = None;
     if external {
-        let old_ref = v.backend_ref.clone().unwrap_or_default();
+        let old_ref = v.backend_ref.as_deref().unwrap_or_default();
         let tag = tether_core::id::VersionId::generate().to_string();
         let new_ref =
-            crate::backends::store_beside(state, &v.backend, &old_ref, v.version, &tag, &new_blob)
+            crate::backends::store_beside(state, &v.backend, old_ref, v.version, &tag, &new_blob)
                 .await?;
-        copy = Some((old_ref, new_ref));
+        copy = Some(new_ref);
         new_blob = Vec::new();
     }
     let outcome = async {
@@ -260,15 +260,15 @@ async fn rewrap_one(
         tether_store::audit::lock_chain(&mut tx, &v.org_id).await?;
         // Only if the row is still as read: a move since then sealed it for another place.
         let done = rewrap_version_if(&mut tx, v, &new_blob, new_version).await?;
-        if let (true, Some((_, new_ref))) = (done, &copy) {
+        if let (true, Some(new_ref)) = (done, &copy) {
             set_version_backend(&mut tx, &v.secret_id, v.version, &v.backend, new_ref).await?;
         }
         tx.commit().await.map_err(AppError::internal)?;
         Ok(done)
     }
     .await;
-    if let Some((old_ref, new_ref)) = copy {
-        crate::backends::settle(state, v, old_ref, new_ref).await;
+    if let Some(new_ref) = copy {
+        crate::backends::settle(state, v, new_ref).await;
     }
     outcome
 }

@@ -33,8 +33,8 @@ use tether_store::{ResourceRow, StoreError};
 
 use crate::error::{AppError, AppResult};
 use crate::resources::{
-    Change, ScopeNames, TupleDelta, VersionInput, begin_on_row, on_fresh_row, record_version,
-    snapshot, write_grants,
+    Change, ScopeNames, TupleDelta, VersionInput, begin_on_row, name_taken, on_fresh_row,
+    record_version, snapshot, write_grants,
 };
 use crate::secret_ops::{stored_envelope, version_dek};
 use crate::secrets::aad_for;
@@ -126,8 +126,7 @@ async fn move_once(
     .await;
     // Whatever the outcome, each version keeps the copy its row names now; the other goes.
     for (v, new_ref) in std::mem::take(&mut sealer.written) {
-        let old_ref = v.backend_ref.clone().unwrap_or_default();
-        crate::backends::settle(state, &v, old_ref, new_ref).await;
+        crate::backends::settle(state, &v, new_ref).await;
     }
     outcome
 }
@@ -279,17 +278,7 @@ async fn commit_move(
     row.version_id = record_version(&mut tx, state, &row, change, input).await?;
     update_resource(&mut tx, &row, &existing.version_id)
         .await
-        .map_err(|e| match e {
-            StoreError::AlreadyExists => AppError::new(
-                ErrorCode::AlreadyExists,
-                format!(
-                    "{} '{}' already exists where it would go",
-                    kind.singular(),
-                    to.name
-                ),
-            ),
-            other => other.into(),
-        })?;
+        .map_err(name_taken(kind, to.name))?;
     // What the old place granted leaves the index before the commit, what the new one grants
     // enters after it: while the move commits, neither place grants access to the item.
     delta.commit(tx, state).await?;

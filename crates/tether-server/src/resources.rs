@@ -385,13 +385,9 @@ async fn insert_fresh(
         previous: fresh.previous,
     };
     row.version_id = record_version(&mut tx, state, &row, change, input).await?;
-    insert_resource(&mut tx, &row).await.map_err(|e| match e {
-        tether_store::StoreError::AlreadyExists => AppError::new(
-            ErrorCode::AlreadyExists,
-            format!("{} '{}' already exists", kind.singular(), row.name),
-        ),
-        other => other.into(),
-    })?;
+    insert_resource(&mut tx, &row)
+        .await
+        .map_err(name_taken(kind, &row.name))?;
     delta.commit_created(tx, state, &[&row.id]).await?;
     metrics::counter!("tether_resource_writes_total", "event" => fresh.event).increment(1);
     Ok(row)
@@ -415,6 +411,21 @@ async fn owner_grant(
     write_tuple(tx, &t).await?;
     delta.writes.push(t);
     Ok(())
+}
+
+/// The error of a write that would give a `kind` the `name` another one in its scope has:
+/// `already_exists`, naming it; any other store error as it is.
+pub(crate) fn name_taken(
+    kind: Kind,
+    name: &str,
+) -> impl FnOnce(tether_store::StoreError) -> AppError + '_ {
+    move |e| match e {
+        tether_store::StoreError::AlreadyExists => AppError::new(
+            ErrorCode::AlreadyExists,
+            format!("{} '{name}' already exists", kind.singular()),
+        ),
+        other => other.into(),
+    }
 }
 
 /// How many times a write is tried on a row that other writers keep changing under it.
@@ -578,13 +589,7 @@ async fn rename_once(
     row.version_id = record_version(&mut tx, state, &row, change, input).await?;
     update_resource(&mut tx, &row, &existing.version_id)
         .await
-        .map_err(|e| match e {
-            tether_store::StoreError::AlreadyExists => AppError::new(
-                ErrorCode::AlreadyExists,
-                format!("{} '{new_name}' already exists", kind.singular()),
-            ),
-            other => other.into(),
-        })?;
+        .map_err(name_taken(kind, new_name))?;
     tx.commit().await.map_err(AppError::internal)?;
     metrics::counter!("tether_resource_writes_total", "event" => "rename").increment(1);
     Ok(row)

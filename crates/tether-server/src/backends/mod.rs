@@ -193,11 +193,12 @@ fn beside(reference: &str, version: i64, tag: &str) -> String {
     format!("{base}-{tag}")
 }
 
-/// After a write that put a version's new copy (`new_ref`) beside its old one (`old_ref`) has
-/// ended, whether it committed, failed, or lost the row to another writer: deletes the copies
-/// that the row, as it is now, does not name. If the row cannot be read, nothing is deleted (a
-/// copy left behind is ciphertext; a copy deleted under its row would be data lost).
-pub async fn settle(state: &AppState, v: &SecretVersionRow, old_ref: String, new_ref: String) {
+/// After a write that put a new copy (`new_ref`) beside the one that the version row `v` (as
+/// the writer read it) names has ended, whether it committed, failed, or lost the row to
+/// another writer: deletes the copies that the row, as it is now, does not name. If the row
+/// cannot be read, nothing is deleted (a copy left behind is ciphertext; a copy deleted under
+/// its row would be data lost).
+pub async fn settle(state: &AppState, v: &SecretVersionRow, new_ref: String) {
     let named = match version_backend(state.store.reader(), &v.secret_id, v.version).await {
         Ok(row) => row.and_then(|(_, r)| r),
         Err(e) => {
@@ -206,6 +207,7 @@ pub async fn settle(state: &AppState, v: &SecretVersionRow, old_ref: String, new
             return;
         }
     };
+    let old_ref = v.backend_ref.clone().unwrap_or_default();
     let unnamed = [old_ref, new_ref]
         .into_iter()
         .filter(|r| named.as_ref() != Some(r))
