@@ -79,30 +79,50 @@ async fn move_item(t: Target<'_>, collection: &str, noun: &str, a: MoveArgs) -> 
     Ok(())
 }
 
+/// The values of a new version and how to write it (`secret set` and `secret patch`).
+#[derive(clap::Args, Debug)]
+pub struct NewData {
+    /// KEY=VALUE pairs; `KEY=-` reads the value from standard input (so it stays out of the
+    /// shell's history), exactly as given.
+    pairs: Vec<String>,
+    /// Environment (default: organization level).
+    #[arg(long)]
+    env: Option<String>,
+    /// KEY=PATH: the file's content becomes KEY's value (UTF-8, or see --base64).
+    #[arg(long = "from-file")]
+    from_file: Vec<String>,
+    /// Store file contents base64-encoded (for binary files).
+    #[arg(long)]
+    base64: bool,
+    /// Check-and-set: fail unless the current version is N (with `set`, 0: the secret must
+    /// not exist yet).
+    #[arg(long)]
+    if_version: Option<i64>,
+    /// Change message.
+    #[arg(short, long)]
+    message: Option<String>,
+}
+
 /// `tether secret ...`
 #[derive(Subcommand, Debug)]
 pub enum SecretCmd {
-    /// Write a new version: `tether secret set NAME KEY=VALUE...`.
+    /// Write a new version: `tether secret set NAME KEY=VALUE...` (the whole data).
     Set {
         /// Secret name.
         name: String,
-        /// KEY=VALUE pairs.
-        pairs: Vec<String>,
-        /// Environment (default: organization level).
+        #[command(flatten)]
+        data: NewData,
+    },
+    /// Write a new version that changes some keys and keeps the others (like `vault kv
+    /// patch`): `tether secret patch NAME KEY=VALUE... [--remove KEY]`.
+    Patch {
+        /// Secret name.
+        name: String,
+        #[command(flatten)]
+        data: NewData,
+        /// Keys to remove (repeatable).
         #[arg(long)]
-        env: Option<String>,
-        /// KEY=PATH: the file's content becomes KEY's value (UTF-8, or see --base64).
-        #[arg(long = "from-file")]
-        from_file: Vec<String>,
-        /// Store file contents base64-encoded (for binary files).
-        #[arg(long)]
-        base64: bool,
-        /// Check-and-set: fail unless the current version is N (0: the secret must not exist).
-        #[arg(long)]
-        if_version: Option<i64>,
-        /// Change message.
-        #[arg(short, long)]
-        message: Option<String>,
+        remove: Vec<String>,
     },
     /// Read a secret's data.
     Get {
@@ -114,6 +134,10 @@ pub enum SecretCmd {
         /// Version (default: current).
         #[arg(long)]
         version: Option<i64>,
+        /// Print only this key's value, as it is (no quoting, no newline added), for
+        /// `$(tether secret get db --field PASSWORD)` and pipes.
+        #[arg(long, conflicts_with = "output")]
+        field: Option<String>,
         /// table, json, yaml, or env (KEY="VALUE" lines).
         #[arg(short, long, default_value = "table")]
         output: String,
@@ -218,19 +242,45 @@ pub enum SecretCmd {
 }
 
 fn split_pair(p: &str) -> Result<(String, String)> {
-    let (k, v) = p.split_once('=').ok_or_else(|| {
-        anyhow!(
-            "'{}' is not KEY=VALUE",
-            p.chars().take(40).collect::<String>()
-        )
-    })?;
+    // The argument is not echoed: it may be a value typed without its key.
+    let (k, v) = p
+        .split_once('=')
+        .ok_or_else(|| anyhow!("an argument is not KEY=VALUE (or KEY=PATH)"))?;
     Ok((k.to_owned(), v.to_owned()))
 }
 
 fn collect_data(pairs: &[String], files: &[String], b64: bool) -> Result<BTreeMap<String, String>> {
+    let data = collect_pairs(pairs, files, b64)?;
+    if data.is_empty() {
+        bail!("give at least one KEY=VALUE or --from-file KEY=PATH");
+    }
+    Ok(data)
+}
+
+/// The values given on the command line: `KEY=VALUE`, `KEY=-` (standard input, once) and
+/// `--from-file KEY=PATH`.
+fn collect_pairs(
+    pairs: &[String],
+    files: &[String],
+    b64: bool,
+) -> Result<BTreeMap<String, String>> {
     let mut data = BTreeMap::new();
+    let mut stdin_key: Option<String> = None;
     for p in pairs {
         let (k, v) = split_pair(p)?;
+        let v = if v == "-" {
+            if let Some(first) = stdin_key.replace(k.clone()) {
+                bail!("only one value can come from standard input ('{first}' and '{k}' ask)");
+            }
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+                .context("reading standard input")?;
+            String::from_utf8(buf).map_err(|_| {
+                anyhow!("standard input is not UTF-8 text; use --from-file with --base64")
+            })?
+        } else {
+            v
+        };
         data.insert(k, v);
     }
     for f in files {
@@ -245,9 +295,6 @@ fn collect_data(pairs: &[String], files: &[String], b64: bool) -> Result<BTreeMa
         };
         data.insert(k, value);
     }
-    if data.is_empty() {
-        bail!("give at least one KEY=VALUE or --from-file KEY=PATH");
-    }
     Ok(data)
 }
 
@@ -255,22 +302,35 @@ fn collect_data(pairs: &[String], files: &[String], b64: bool) -> Result<BTreeMa
 pub async fn secret(t: Target<'_>, cmd: SecretCmd) -> Result<()> {
     let org = t.org;
     match cmd {
-        SecretCmd::Set {
-            name,
-            pairs,
-            env,
-            from_file,
-            base64,
-            if_version,
-            message,
-        } => {
-            let data = collect_data(&pairs, &from_file, base64)?;
-            let body = json!({"data": data, "if_version": if_version, "message": message});
+        SecretCmd::Set { name, data: d } => {
+            let data = collect_data(&d.pairs, &d.from_file, d.base64)?;
+            let body = json!({"data": data, "if_version": d.if_version, "message": d.message});
             let v = t
                 .client
                 .call(
                     Method::POST,
-                    &secret_path(org, &name, "/versions", env.as_deref()),
+                    &secret_path(org, &name, "/versions", d.env.as_deref()),
+                    Some(&body),
+                )
+                .await?;
+            println!("secret '{name}' is now at version {}", jp(&v, "/version"));
+            Ok(())
+        }
+        SecretCmd::Patch {
+            name,
+            data: d,
+            remove,
+        } => {
+            let set = collect_pairs(&d.pairs, &d.from_file, d.base64)?;
+            if set.is_empty() && remove.is_empty() {
+                bail!("give at least one KEY=VALUE, --from-file KEY=PATH or --remove KEY");
+            }
+            let body = json!({"set": set, "remove": remove, "if_version": d.if_version, "message": d.message});
+            let v = t
+                .client
+                .call(
+                    Method::PATCH,
+                    &secret_path(org, &name, "/data", d.env.as_deref()),
                     Some(&body),
                 )
                 .await?;
@@ -281,6 +341,7 @@ pub async fn secret(t: Target<'_>, cmd: SecretCmd) -> Result<()> {
             name,
             env,
             version,
+            field,
             output,
         } => {
             let mut path = secret_path(org, &name, "/data", env.as_deref());
@@ -291,7 +352,20 @@ pub async fn secret(t: Target<'_>, cmd: SecretCmd) -> Result<()> {
                 ));
             }
             let v = t.client.call(Method::GET, &path, None).await?;
-            print_data(&v, &output)
+            match field {
+                Some(key) => {
+                    let value = jp(&v, "/data")
+                        .get(&key)
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| anyhow!("secret '{name}' has no key '{key}'"))?;
+                    use std::io::Write;
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(value.as_bytes())?;
+                    out.flush()?;
+                    Ok(())
+                }
+                None => print_data(&v, &output),
+            }
         }
         SecretCmd::List {
             env,
@@ -488,15 +562,23 @@ fn print_data(v: &Value, output: &str) -> Result<()> {
 
 /// Quotes a value for a `.env` file. Values are double-quoted with `\`, `"`, newlines and
 /// carriage returns escaped, so `#`, `=`, spaces and quotes survive every common dotenv
-/// reader. A value holding `${` is single-quoted instead (only `\` and `'` escaped, newlines
-/// kept), because readers interpolate `${...}` inside double quotes but not inside single ones.
+/// reader. A value holding `$` or a backtick is single-quoted instead, with newlines kept,
+/// because readers expand `${VAR}` (python-dotenv, node's dotenv-expand) or `$VAR` (docker
+/// compose, a shell's `source`) inside double quotes but not inside single ones. Inside single
+/// quotes only what the readers that unescape there would misread is escaped: a `'`, and a `\`
+/// that comes before another `\`, a `'` or the closing quote. So a value without those reads
+/// back byte for byte in all of them.
 pub fn dotenv_quote(value: &str) -> String {
-    let single = value.contains("${");
+    let single = value.contains(['$', '`']);
     let mut out = String::with_capacity(value.len() + 2);
     out.push(if single { '\'' } else { '"' });
-    for c in value.chars() {
+    let mut chars = value.chars().peekable();
+    while let Some(c) = chars.next() {
         match (c, single) {
-            ('\\', _) => out.push_str("\\\\"),
+            ('\\', true) if matches!(chars.peek(), None | Some('\\' | '\'')) => {
+                out.push_str("\\\\")
+            }
+            ('\\', false) => out.push_str("\\\\"),
             ('\'', true) => out.push_str("\\'"),
             ('"', false) => out.push_str("\\\""),
             ('\n', false) => out.push_str("\\n"),
@@ -707,22 +789,40 @@ pub async fn env_vars(t: Target<'_>, sel: Selection, reveal: bool, output: Forma
             ("SOURCE", "/source"),
         ],
     )?;
-    if let Some(skipped) = jp(&v, "/skipped").as_array().filter(|s| !s.is_empty()) {
+    warn_unexported(&v);
+    Ok(())
+}
+
+/// Says on standard error what a resolution left out: secrets the caller may not read, and
+/// names that another source's value hid.
+fn warn_unexported(v: &Value) {
+    let list = |p: &str| -> Vec<String> {
+        jp(v, p)
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let skipped = list("/skipped");
+    if !skipped.is_empty() {
         eprintln!(
             "left out (no permission to read values): {}",
-            skipped
-                .iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(", ")
+            skipped.join(", ")
         );
     }
-    Ok(())
+    for s in list("/shadowed") {
+        eprintln!("warning: {s}");
+    }
 }
 
 /// `tether dot-env`: writes a `.env` file (or standard output).
 pub async fn dot_env(t: Target<'_>, sel: Selection, out: Option<String>) -> Result<()> {
     let v = resolve(t.client, t.org, &sel, true).await?;
+    warn_unexported(&v);
     let mut text = String::new();
     for (k, val) in pairs(&v) {
         text.push_str(&format!("{k}={}\n", dotenv_quote(&val)));
@@ -730,14 +830,18 @@ pub async fn dot_env(t: Target<'_>, sel: Selection, out: Option<String>) -> Resu
     match out {
         Some(path) => {
             use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            // An existing file is made 0600 before the values go into it.
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .create(true)
-                .truncate(true)
+                .truncate(false)
                 .mode(0o600)
                 .open(&path)
                 .with_context(|| format!("writing {path}"))?;
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("making {path} 0600"))?;
+            f.set_len(0)?;
             f.write_all(text.as_bytes())?;
             eprintln!("wrote {} values to {path}", pairs(&v).len());
         }

@@ -70,6 +70,10 @@ pub struct FileConfig {
     pub request_log: Option<RequestLogConfig>,
     /// Maximum request body in bytes.
     pub max_body_bytes: Option<usize>,
+    /// Largest value of one key of a secret or of a variable, in bytes (65536).
+    pub max_secret_value_bytes: Option<usize>,
+    /// Most keys in one secret (100).
+    pub max_secret_keys: Option<usize>,
     /// Public URL of this server, as clients reach it.
     pub public_url: Option<String>,
     /// `true`: SQLite fsyncs every commit (`synchronous=FULL`), surviving power loss. The
@@ -155,6 +159,8 @@ pub struct Config {
     pub request_log: RequestLogConfig,
     /// Maximum request body size.
     pub max_body_bytes: usize,
+    /// Limits on a secret's data.
+    pub secret_limits: crate::secrets::SecretLimits,
     /// Dev mode.
     pub dev: bool,
     /// Data directory (dev mode).
@@ -295,6 +301,41 @@ fn header_timeout(file: &FileConfig) -> Result<Duration, ConfigError> {
     Ok(Duration::from_millis(u64::from(ms)))
 }
 
+/// The limits on a secret's data: `TETHER_MAX_SECRET_VALUE_BYTES` and `TETHER_MAX_SECRET_KEYS`,
+/// else the file's `max_secret_value_bytes` and `max_secret_keys`, else 64 KiB and 100.
+fn secret_limits(file: &FileConfig) -> Result<crate::secrets::SecretLimits, ConfigError> {
+    let default = crate::secrets::SecretLimits::default();
+    let setting = |var: &str, from_file: Option<usize>, default: usize, max: usize| {
+        let n = match std::env::var(var) {
+            Ok(v) if !v.is_empty() => v
+                .parse::<usize>()
+                .map_err(|_| ConfigError::Invalid(format!("{var}: '{v}' is not a number")))?,
+            _ => from_file.unwrap_or(default),
+        };
+        if n == 0 || n > max {
+            return Err(ConfigError::Invalid(format!(
+                "{var}: {n} is outside 1..={max}"
+            )));
+        }
+        Ok(n)
+    };
+    Ok(crate::secrets::SecretLimits {
+        // A value is sealed and stored whole: past 16 MiB, use a file store.
+        max_value_bytes: setting(
+            "TETHER_MAX_SECRET_VALUE_BYTES",
+            file.max_secret_value_bytes,
+            default.max_value_bytes,
+            16 << 20,
+        )?,
+        max_keys: setting(
+            "TETHER_MAX_SECRET_KEYS",
+            file.max_secret_keys,
+            default.max_keys,
+            10_000,
+        )?,
+    })
+}
+
 fn env_listen() -> Result<Option<SocketAddr>, ConfigError> {
     match std::env::var("TETHER_LISTEN") {
         Ok(v) if !v.is_empty() => v
@@ -346,6 +387,7 @@ impl Config {
         };
         let tunnel = TunnelSettings::resolve(&file, true, listen)?;
         let header_timeout = header_timeout(&file)?;
+        let secret_limits = secret_limits(&file)?;
         // An explicit root key source wins over the dev data directory's generated key.
         let root_key = RootKeySource::explicit(&file)?
             .unwrap_or_else(|| RootKeySource::DevFile(data_dir.join("root.key")));
@@ -357,6 +399,7 @@ impl Config {
             root_key,
             request_log: file.request_log.unwrap_or_default(),
             max_body_bytes: file.max_body_bytes.unwrap_or(1 << 20),
+            secret_limits,
             dev: true,
             sqlite_fsync_every_commit: file.sqlite_fsync_every_commit.unwrap_or(false),
             tunnel,
@@ -405,6 +448,7 @@ impl Config {
         };
         let tunnel = TunnelSettings::resolve(&file, false, listen)?;
         let header_timeout = header_timeout(&file)?;
+        let secret_limits = secret_limits(&file)?;
         Ok(Config {
             tunnel,
             header_timeout,
@@ -415,6 +459,7 @@ impl Config {
             root_key: root,
             request_log: file.request_log.unwrap_or_default(),
             max_body_bytes: file.max_body_bytes.unwrap_or(1 << 20),
+            secret_limits,
             dev: false,
             sqlite_fsync_every_commit: file.sqlite_fsync_every_commit.unwrap_or(false),
             public_url: file

@@ -236,7 +236,11 @@ pub struct RunnerSpec {
 fn invalid_spec(kind: Kind, e: &serde_json::Error) -> AppError {
     AppError::new(
         ErrorCode::InvalidArgument,
-        format!("invalid {} spec: {e}", kind.singular()),
+        format!(
+            "invalid {} spec: {}",
+            kind.singular(),
+            crate::routes::extract::without_values(&e.to_string())
+        ),
     )
 }
 

@@ -137,12 +137,13 @@ pub async fn build_state(config: &Config, clock: Arc<dyn Clock>) -> Result<AppSt
         metrics,
         max_body_bytes: config.max_body_bytes,
         public_url: config.public_url.clone(),
-        secrets: secrets::SecretKeys::new(root, seal, providers),
+        secrets: secrets::SecretKeys::new(root, seal, providers, config.secret_limits),
         tunnel,
         writer: writer::Writer::start()
             .map_err(|e| StartError::Other(format!("cannot start the writer thread: {e}")))?,
         version_queue: secret_batch::Queue::default(),
         change_feed: tokio::sync::Mutex::new(feed),
+        patches: secret_ops::PatchLocks::default(),
     };
     Ok(AppState(Arc::new(inner)))
 }

@@ -12,7 +12,7 @@ use tether_core::{ErrorCode, Kind};
 use tether_crypto::DataKey;
 use tether_crypto::envelope::Envelope;
 use tether_store::ResourceRow;
-use tether_store::resources::update_resource;
+use tether_store::resources::{get_resource, update_resource};
 use tether_store::secrets::{SecretVersionRow, destroy_secret_version, secret_version};
 use zeroize::Zeroizing;
 
@@ -386,4 +386,104 @@ pub async fn rollback(
         message: Some(format!("rollback to version {to}")),
     };
     write_version(state, scope, actor, v).await
+}
+
+/// A change to some keys of a secret's current data.
+pub struct Patch {
+    /// Keys to set (added or replaced).
+    pub set: BTreeMap<String, String>,
+    /// Keys to remove; removing a key that is absent is an error.
+    pub remove: Vec<String>,
+    /// Check-and-set on the version the patch applies to.
+    pub if_version: Option<i64>,
+    /// The change message.
+    pub message: Option<String>,
+}
+
+/// Striped locks that queue the patches of one secret on this server: concurrent patches
+/// would otherwise all read one version and all but one lose the check-and-set.
+pub struct PatchLocks([tokio::sync::Mutex<()>; 64]);
+
+impl Default for PatchLocks {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| tokio::sync::Mutex::new(())))
+    }
+}
+
+impl PatchLocks {
+    /// Waits for the turn of `secret_id`'s patches.
+    async fn turn(&self, secret_id: &str) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let h = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .hash_one(secret_id);
+        let stripe = usize::try_from(h % 64).ok().and_then(|i| self.0.get(i))?;
+        Some(stripe.lock().await)
+    }
+}
+
+/// Writes a new version holding the current data with `patch` applied. The new version is
+/// written only if the current one is still the one patched. Patches of one secret queue on
+/// this server; one that loses the race to another writer (a `set`, or another server) is
+/// applied again to the newer data (up to 5 times) unless it gave `if_version`, so no
+/// concurrent change is lost.
+pub async fn patch(
+    state: &AppState,
+    scope: &ScopeNames,
+    row: &ResourceRow,
+    patch: Patch,
+    actor: &Principal,
+) -> AppResult<i64> {
+    if patch.set.is_empty() && patch.remove.is_empty() {
+        return Err(AppError::new(
+            ErrorCode::InvalidArgument,
+            "a patch sets or removes at least one key",
+        ));
+    }
+    if let Some(k) = patch.remove.iter().find(|k| patch.set.contains_key(*k)) {
+        return Err(AppError::new(
+            ErrorCode::InvalidArgument,
+            format!("key '{k}' is both set and removed"),
+        ));
+    }
+    let _turn = state.patches.turn(&row.id).await;
+    let mut attempts = 0;
+    loop {
+        // As stored now: the request's row was read before this patch's turn came.
+        // A secret renamed or moved meanwhile is no longer at the place the write goes to.
+        let current = get_resource(state.store.reader(), &row.id)
+            .await?
+            .filter(|c| (&c.env_id, &c.name) == (&row.env_id, &row.name))
+            .ok_or_else(|| AppError::not_found("secret", &row.name))?;
+        let (version, mut data) = read_version(state, &current, None).await?;
+        if let Some(expected) = patch.if_version
+            && expected != version
+        {
+            return Err(conflict(expected, version));
+        }
+        for k in &patch.remove {
+            if data.remove(k).is_none() {
+                return Err(AppError::new(
+                    ErrorCode::InvalidArgument,
+                    format!("secret '{}' has no key '{k}' to remove", row.name),
+                ));
+            }
+        }
+        data.extend(patch.set.clone());
+        let v = NewVersion {
+            name: row.name.clone(),
+            data,
+            if_version: Some(version),
+            message: patch.message.clone(),
+        };
+        match write_version(state, scope, actor, v).await {
+            Err(e)
+                if e.api.code == ErrorCode::VersionConflict
+                    && patch.if_version.is_none()
+                    && attempts < 5 =>
+            {
+                attempts += 1;
+            }
+            other => return other,
+        }
+    }
 }

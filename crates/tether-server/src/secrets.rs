@@ -152,12 +152,17 @@ fn cache_ttl() -> Duration {
 
 impl SecretKeys {
     /// Builds the keyring.
-    pub fn new(root: RootKey, seal: Option<crate::unseal::RootSeal>, providers: Providers) -> Self {
+    pub fn new(
+        root: RootKey,
+        seal: Option<crate::unseal::RootSeal>,
+        providers: Providers,
+        limits: SecretLimits,
+    ) -> Self {
         Self {
             root: RwLock::new(Arc::new(root)),
             keks: RwLock::new(HashMap::new()),
             deks: Mutex::new(DekCache::new(cache_ttl(), DEK_CACHE_CAPACITY)),
-            limits: SecretLimits::default(),
+            limits,
             providers,
             root_lock: tokio::sync::RwLock::new(()),
             rotations: Mutex::default(),

@@ -48,6 +48,8 @@ pub struct Inner {
     pub version_queue: crate::secret_batch::Queue,
     /// This server's position in the changelog of other servers' writes (PostgreSQL).
     pub change_feed: tokio::sync::Mutex<Option<crate::changes::Feed>>,
+    /// Patches of one secret on this server run one at a time.
+    pub patches: crate::secret_ops::PatchLocks,
 }
 
 impl std::ops::Deref for AppState {

@@ -335,6 +335,30 @@ impl TestServer {
 
     /// Runs the CLI against this server with an isolated config directory.
     pub fn cli(&self, token: Option<&str>, args: &[&str]) -> std::process::Output {
+        self.cli_command(token, args).output().unwrap()
+    }
+
+    /// [`TestServer::cli`] with `stdin` written to the command's standard input.
+    pub fn cli_with_stdin(
+        &self,
+        token: Option<&str>,
+        args: &[&str],
+        stdin: &[u8],
+    ) -> std::process::Output {
+        let mut child = self
+            .cli_command(token, args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(mut input) = child.stdin.take() {
+            std::io::Write::write_all(&mut input, stdin).unwrap();
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    fn cli_command(&self, token: Option<&str>, args: &[&str]) -> Command {
         let cfg = self.dir.path().join("cli-config");
         let mut cmd = Command::new(&self.bin);
         cmd.args(args)
@@ -345,7 +369,7 @@ impl TestServer {
         if let Some(t) = token {
             cmd.env("TETHER_TOKEN", t);
         }
-        cmd.output().unwrap()
+        cmd
     }
 
     /// Forgets the remembered secrets (only for the test that proves the checks can fail).
@@ -373,6 +397,7 @@ impl Drop for TestServer {
         } else {
             self.assert_no_secrets_in_log();
             self.assert_no_secrets_in_audit();
+            self.assert_no_secrets_in_database_files();
         }
     }
 }
@@ -432,6 +457,29 @@ impl TestServer {
                 !rows.iter().any(|r| r.contains(s.as_str())),
                 "a secret appeared in an audit record"
             );
+        }
+    }
+}
+
+impl TestServer {
+    /// On SQLite, fails if any remembered secret appears in the bytes of the database file or
+    /// its write-ahead log: whoever copies them without the root key gets no value that the test
+    /// wrote. Runs after the server is killed, so nothing is held back in memory.
+    pub fn assert_no_secrets_in_database_files(&self) {
+        let Some(db) = self.database_url.strip_prefix("sqlite://") else {
+            return;
+        };
+        let secrets = self.secrets.lock().unwrap().clone();
+        for file in [db.to_owned(), format!("{db}-wal")] {
+            let Ok(bytes) = std::fs::read(&file) else {
+                continue;
+            };
+            for s in secrets.iter().filter(|s| !s.is_empty()) {
+                assert!(
+                    !bytes.windows(s.len()).any(|w| w == s.as_bytes()),
+                    "a secret appeared in {file}"
+                );
+            }
         }
     }
 }

@@ -259,4 +259,18 @@ async fn the_leak_checks_catch_a_planted_value() {
         "the audit check did not see a value in the request log"
     );
     s.forget_remembered();
+    // A team's description is stored as it is, so on SQLite the database file holds it.
+    if s.database_url.starts_with("sqlite") {
+        let mut s = s;
+        s.kill();
+        s.remember("planted-value-4242");
+        let files = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            s.assert_no_secrets_in_database_files()
+        }));
+        assert!(
+            files.is_err(),
+            "the database file check did not see a value stored in plain text"
+        );
+        s.forget_remembered();
+    }
 }

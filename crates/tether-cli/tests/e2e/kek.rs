@@ -4,17 +4,7 @@
 use serde_json::json;
 use tether_testkit::{TestServer, query_strings};
 
-use crate::server;
-
-pub fn ok(o: &std::process::Output) -> String {
-    assert!(
-        o.status.success(),
-        "command failed: {}\n{}",
-        String::from_utf8_lossy(&o.stderr),
-        String::from_utf8_lossy(&o.stdout)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use crate::{ok, server};
 
 /// Writes a version of `name` with one key and remembers the value.
 pub async fn put(s: &TestServer, org: &str, name: &str, value: &str) -> i64 {

@@ -23,7 +23,8 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 use tether_testkit::{TestServer, query_strings};
 
-use crate::kek::{ok, put, read};
+use crate::kek::{put, read};
+use crate::ok;
 
 /// A required external service: its URL from the environment, or a skip (a failure when
 /// `TETHER_TEST_REQUIRE_SERVICES=1`, which `scripts/test.sh` sets).

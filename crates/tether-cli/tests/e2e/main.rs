@@ -10,6 +10,7 @@
 
 mod audit;
 mod cloud_aws;
+mod delivery;
 mod errors;
 mod identity;
 mod kek;
@@ -83,6 +84,27 @@ impl Drop for Stopped {
         let _ = child.kill();
         let _ = child.wait();
     }
+}
+
+/// A CLI run's standard output; fails the test, showing both streams, if the command failed.
+pub fn ok(o: &std::process::Output) -> String {
+    assert!(
+        o.status.success(),
+        "command failed: {}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        String::from_utf8_lossy(&o.stdout)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A CLI run's standard error; fails the test if the command succeeded.
+pub fn fails(o: &std::process::Output) -> String {
+    assert!(
+        !o.status.success(),
+        "command succeeded: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 pub async fn server() -> TestServer {

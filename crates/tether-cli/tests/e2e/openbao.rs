@@ -4,8 +4,9 @@
 use serde_json::{Value, json};
 use tether_testkit::TestServer;
 
-use crate::kek::{ok, put, read};
+use crate::kek::{put, read};
 use crate::kms::service;
+use crate::ok;
 
 pub struct Bao {
     pub addr: String,

@@ -1,16 +1,6 @@
 //! The README walkthrough, end to end through the CLI.
 
-use crate::{WALKTHROUGH, server};
-
-fn stdout(o: &std::process::Output) -> String {
-    assert!(
-        o.status.success(),
-        "command failed: {}\n{}",
-        String::from_utf8_lossy(&o.stderr),
-        String::from_utf8_lossy(&o.stdout)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use crate::{WALKTHROUGH, ok as stdout, server};
 
 #[tokio::test]
 async fn walkthrough_through_the_cli() {

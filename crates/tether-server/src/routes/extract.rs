@@ -40,13 +40,42 @@ fn json_rejection(e: &JsonRejection) -> AppError {
     }
 }
 
-/// Keeps serde's explanation (field names, expected types) but never echoes values.
+/// Keeps serde's explanation (field names, expected types, position) but never echoes a
+/// value: serde quotes the value it met (``invalid type: string "hunter2"``, ``integer `1234` ``,
+/// ``unknown variant `x` ``), and in a secret's body that value may be the secret. Only its kind
+/// ("string", "integer") is kept.
 fn data_error_message(text: &str) -> String {
     let detail = text.split_once(": ").map(|(_, d)| d).unwrap_or(text);
     format!(
         "the body does not match this operation: {}",
-        detail.chars().take(300).collect::<String>()
+        without_values(detail).chars().take(300).collect::<String>()
     )
+}
+
+/// `detail` with the value serde met replaced by its kind. The expectation comes last in
+/// serde's messages and never contains ", expected ", so the last one splits them even when
+/// the value itself contains that text.
+pub(crate) fn without_values(detail: &str) -> String {
+    // serde_path_to_error (axum) puts the path first: `data.PIN: invalid type: ...`.
+    let found = ["invalid type: ", "invalid value: ", "unknown variant"]
+        .into_iter()
+        .filter_map(|lead| detail.find(lead).map(|at| (at, lead)))
+        .min();
+    if let Some((at, lead)) = found {
+        let (path, rest) = detail.split_at(at);
+        let rest = rest.strip_prefix(lead).unwrap_or(rest);
+        let (unexpected, expected) = rest
+            .rfind(", expected ")
+            .map_or((rest, ""), |at| rest.split_at(at));
+        // The kind is what precedes the quoted value: "string", "integer", "floating point".
+        let kind = unexpected
+            .split(['`', '"'])
+            .next()
+            .unwrap_or_default()
+            .trim();
+        return format!("{path}{lead}{kind}{expected}");
+    }
+    detail.to_owned()
 }
 
 /// Whether the body failed because it stalled for the header timeout (`serve::serve` wraps
@@ -146,4 +175,70 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> axum::extract::FromRequestParts
 fn strip_prefix(text: &str) -> String {
     let detail = text.split_once(": ").map(|(_, d)| d).unwrap_or(text);
     detail.chars().take(300).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::data_error_message;
+    use std::collections::BTreeMap;
+
+    /// The message serde_json gives for `body` read as a secret write's data.
+    fn message(body: &str) -> String {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code, reason = "only deserialized, for serde's messages")]
+        struct Body {
+            data: BTreeMap<String, String>,
+            mode: Option<Mode>,
+        }
+        #[derive(serde::Deserialize, Debug)]
+        enum Mode {
+            Merge,
+        }
+        let err = serde_json::from_str::<Body>(body)
+            .err()
+            .map(|e| e.to_string());
+        // As axum words it, with the path that serde_path_to_error adds.
+        data_error_message(&format!(
+            "Failed to deserialize the JSON body: data.K: {}",
+            err.unwrap_or_default()
+        ))
+    }
+
+    #[test]
+    fn serde_messages_keep_the_kind_and_drop_the_value() {
+        for (body, value, kind) in [
+            (
+                r#"{"data":{"PIN":982451653}}"#,
+                "982451653",
+                "invalid type: integer, expected a string",
+            ),
+            (
+                r#"{"data":"hunter2-quoted"}"#,
+                "hunter2",
+                "invalid type: string, expected a map",
+            ),
+            (
+                r#"{"data":{"K":1.25e3}}"#,
+                "1250",
+                "invalid type: floating point, expected a string",
+            ),
+            (
+                r#"{"data":{"K":"a"},"mode":"s3cr3t, expected x"}"#,
+                "s3cr3t",
+                "unknown variant, expected `Merge`",
+            ),
+            (
+                r#"{"data":"a`b\"c, expected nothing"}"#,
+                "nothing",
+                "invalid type: string, expected a map",
+            ),
+        ] {
+            let m = message(body);
+            assert!(!m.contains(value), "{m} echoes {value}");
+            assert!(m.contains(kind), "{m} lacks {kind}");
+        }
+        // Field names are not values: they stay, to say what is wrong.
+        let m = message(r#"{"dat":{}}"#);
+        assert!(m.contains("missing field `data`"), "{m}");
+    }
 }

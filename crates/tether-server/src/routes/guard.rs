@@ -187,6 +187,12 @@ pub const GUARDS: &[Guard] = &[
         Target::Kind,
     ),
     g(
+        "PATCH",
+        "/v1/orgs/{org}/{kind}/{name}/data",
+        Rel::KindWrite,
+        Target::Kind,
+    ),
+    g(
         "POST",
         "/v1/orgs/{org}/{kind}/{name}/versions/{version}/destroy",
         Rel::KindWrite,

@@ -74,7 +74,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(auth::list_keys, auth::create_key))
         .routes(routes!(auth::revoke_key))
         .routes(routes!(secrets::write, secrets::versions))
-        .routes(routes!(secrets::data))
+        .routes(routes!(secrets::data, secrets::patch))
         .routes(routes!(secrets::destroy))
         .routes(routes!(secrets::rollback))
         .routes(routes!(secrets::undelete))

@@ -55,13 +55,27 @@ pub struct Resolved {
     pub values: Vec<Entry>,
     /// Secrets left out because the caller may not read their values.
     pub skipped: Vec<String>,
+    /// Names exported by more than one source, with the source whose value was not exported:
+    /// `NAME: secret:S.NAME (org), hidden by secret:T.NAME (dev)`. An environment's own
+    /// values hide the organization's; at the same level a secret's key hides a variable, and
+    /// between two secrets the first by name wins. (An environment's variable or secret that
+    /// has the name of an organization's replaces it whole, as intended, and is not listed.)
+    pub shadowed: Vec<String>,
+}
+
+/// Where a value comes from: its scope's label (`org` or the environment's name) and whether it
+/// is the environment's own.
+#[derive(Clone)]
+struct Scope {
+    label: String,
+    env_level: bool,
 }
 
 struct Resolver<'a> {
     state: &'a AppState,
     ctx: &'a Ctx,
-    vars: BTreeMap<String, (String, String)>,
-    secrets: BTreeMap<String, (ResourceRow, String)>,
+    vars: BTreeMap<String, (String, Scope)>,
+    secrets: BTreeMap<String, (ResourceRow, Scope)>,
     decrypted: HashMap<String, BTreeMap<String, String>>,
 }
 
@@ -72,10 +86,13 @@ fn reference_error(msg: String) -> AppError {
 impl Resolver<'_> {
     async fn load(&mut self, env: &ResourceRow) -> AppResult<()> {
         for env_id in ["", env.id.as_str()] {
-            let scope = if env_id.is_empty() {
-                "org".to_owned()
-            } else {
-                env.name.clone()
+            let scope = Scope {
+                label: if env_id.is_empty() {
+                    "org".to_owned()
+                } else {
+                    env.name.clone()
+                },
+                env_level: !env_id.is_empty(),
             };
             for row in self
                 .state
@@ -94,9 +111,10 @@ impl Resolver<'_> {
                 .list_resources(&env.org_id, Some(env_id), "Secret")
                 .await?
             {
+                // A deleted (or never written) secret of the environment does not hide the
+                // organization's secret of the same name.
                 let spec = spec_of(&row)?;
                 if spec.deleted || spec.current_version == 0 {
-                    self.secrets.remove(&row.name);
                     continue;
                 }
                 self.secrets.insert(row.name.clone(), (row, scope.clone()));
@@ -247,25 +265,19 @@ pub async fn resolved(
         decrypted: HashMap::new(),
     };
     r.load(&env).await?;
-    let mut out: BTreeMap<String, Entry> = BTreeMap::new();
-    let vars: Vec<(String, (String, String))> = r.vars.clone().into_iter().collect();
+    let mut out = Exports::default();
+    let vars: Vec<(String, (String, Scope))> = r.vars.clone().into_iter().collect();
     for (name, (value, scope)) in vars {
         if !wanted(&name, &q) {
             continue;
         }
         let mut stack = vec![format!("var:{name}")];
         let value = r.expand(&value, &mut stack).await?;
-        out.insert(
-            name.clone(),
-            Entry {
-                name: name.clone(),
-                value,
-                source: format!("var:{name} ({scope})"),
-            },
-        );
+        let source = format!("var:{name} ({})", scope.label);
+        out.offer((scope.env_level, false), name, value, source);
     }
     let mut skipped = Vec::new();
-    let secrets: Vec<(String, String)> = r
+    let secrets: Vec<(String, Scope)> = r
         .secrets
         .iter()
         .map(|(n, (_, s))| (n.clone(), s.clone()))
@@ -281,19 +293,14 @@ pub async fn resolved(
             }
             let mut stack = vec![format!("secret:{name}.{key}")];
             let value = r.expand(&raw, &mut stack).await?;
-            out.insert(
-                key.clone(),
-                Entry {
-                    name: key.clone(),
-                    value,
-                    source: format!("secret:{name}.{key} ({scope})"),
-                },
-            );
+            let source = format!("secret:{name}.{key} ({})", scope.label);
+            out.offer((scope.env_level, true), key, value, source);
         }
     }
     let values = out
+        .values
         .into_values()
-        .map(|mut e| {
+        .map(|(_, mut e)| {
             if !q.reveal {
                 e.value = "********".into();
             }
@@ -304,5 +311,45 @@ pub async fn resolved(
         env: env.name.clone(),
         values,
         skipped,
+        shadowed: out.shadowed,
     }))
+}
+
+/// How strongly a value claims its name: (the environment's own, a secret's key). Compared as
+/// a tuple, the environment's own values beat the organization's, and at one level a secret's
+/// key beats a variable.
+type Rank = (bool, bool);
+
+/// The exported names, each with the strongest value offered for it.
+#[derive(Default)]
+struct Exports {
+    values: BTreeMap<String, (Rank, Entry)>,
+    shadowed: Vec<String>,
+}
+
+impl Exports {
+    /// Offers a value for `name`. A value of the same rank as the one held loses, so the first
+    /// offered (variables and secrets come in name order) wins.
+    fn offer(&mut self, rank: Rank, name: String, value: String, source: String) {
+        let entry = Entry {
+            name: name.clone(),
+            value,
+            source,
+        };
+        match self.values.entry(name) {
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert((rank, entry));
+            }
+            std::collections::btree_map::Entry::Occupied(mut held) => {
+                let (loser, winner) = if rank > held.get().0 {
+                    let old = held.insert((rank, entry));
+                    (old.1.source, held.get().1.source.clone())
+                } else {
+                    (entry.source, held.get().1.source.clone())
+                };
+                self.shadowed
+                    .push(format!("{}: {loser}, hidden by {winner}", held.key()));
+            }
+        }
+    }
 }

@@ -88,6 +88,49 @@ pub async fn write(
     Ok((StatusCode::CREATED, Json(WriteResponse { name, version })))
 }
 
+/// A change to some keys of a secret.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchRequest {
+    /// KEY → VALUE to add or replace.
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// Keys to remove.
+    #[serde(default)]
+    pub remove: Vec<String>,
+    /// Check-and-set: the version the patch must apply to.
+    #[serde(default)]
+    pub if_version: Option<i64>,
+    /// Change message.
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// Writes a new version: the current data with some keys set or removed (like `vault kv
+/// patch`). The secret must exist. No value is returned, so a caller that may write but not
+/// read values can change one key without seeing the others.
+#[utoipa::path(patch, path = "/v1/orgs/{org}/{kind}/{name}/data", tag = "secrets",
+    params(("org" = String, Path), ("kind" = String, Path, description = "secrets"), ("name" = String, Path), ("env" = Option<String>, Query)),
+    request_body = PatchRequest, responses((status = 201, body = WriteResponse), (status = 409, description = "version conflict")))]
+pub async fn patch(
+    State(state): State<AppState>,
+    ctx: CtxExt,
+    ApiPath(p): ApiPath<(String, String, String)>,
+    ApiJson(req): ApiJson<PatchRequest>,
+) -> AppResult<(StatusCode, Json<WriteResponse>)> {
+    let (_, _, name) = p;
+    crate::resources::check_message(req.message.as_deref())?;
+    let patch = ops::Patch {
+        set: req.set,
+        remove: req.remove,
+        if_version: req.if_version,
+        message: req.message,
+    };
+    let row = secret(&ctx, &name)?;
+    let version = ops::patch(&state, &ctx.scope, row, patch, ctx.principal()?).await?;
+    Ok((StatusCode::CREATED, Json(WriteResponse { name, version })))
+}
+
 /// Lists a secret's versions (no data).
 #[utoipa::path(get, path = "/v1/orgs/{org}/{kind}/{name}/versions", tag = "secrets",
     params(("org" = String, Path), ("kind" = String, Path), ("name" = String, Path), ("env" = Option<String>, Query)),

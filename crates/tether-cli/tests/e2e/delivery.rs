@@ -1,0 +1,365 @@
+//! The secrets CLI as a user drives it (output formats, one field, values from standard input,
+//! patches, variables), how an environment's configuration is assembled when names collide,
+//! and the edges of bad input: values never echoed in errors, configurable limits.
+
+use serde_json::{Value, json};
+use tether_testkit::{TestServer, test_python};
+
+use crate::{fails, ok, server};
+
+/// Writes a version through the API (remembering its values) and checks that it was created.
+async fn set(s: &TestServer, name: &str, env: Option<&str>, data: Value) {
+    let r = crate::secrets::set(s, name, env, data).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+}
+
+async fn data(s: &TestServer, name: &str) -> Value {
+    let r = s
+        .admin(
+            "GET",
+            &format!("/v1/orgs/default/secrets/{name}/data"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.body
+}
+
+#[tokio::test]
+async fn a_wrongly_typed_body_is_refused_without_echoing_its_values() {
+    let s = server().await;
+    let (pin, word) = ("982451653", "hunter2-body-77");
+    s.remember(pin);
+    s.remember(word);
+    for body in [
+        json!({"data": {"PIN": 982451653}}),
+        json!({"data": word}),
+        json!({"data": {"K": "v"}, "if_version": word}),
+        json!({"data": {"K": [word]}}),
+    ] {
+        let r = s
+            .admin(
+                "POST",
+                "/v1/orgs/default/secrets/typed/versions",
+                Some(&body),
+            )
+            .await;
+        r.assert_error(400, "invalid_json");
+        assert!(
+            !r.text.contains(pin) && !r.text.contains(word),
+            "{}",
+            r.text
+        );
+        // What is wrong is still said.
+        assert!(r.text.contains("invalid type"), "{}", r.text);
+    }
+    let r = s.admin("GET", "/v1/orgs/default/secrets/typed", None).await;
+    r.assert_error(404, "not_found");
+}
+
+#[tokio::test]
+async fn secret_size_limits_are_configurable() {
+    let s = TestServer::start_with_env(
+        std::path::Path::new(env!("CARGO_BIN_EXE_tether")),
+        &[
+            ("TETHER_MAX_SECRET_VALUE_BYTES", "16"),
+            ("TETHER_MAX_SECRET_KEYS", "2"),
+        ],
+    )
+    .await;
+    let post = |body: Value| {
+        let s = &s;
+        async move {
+            s.admin(
+                "POST",
+                "/v1/orgs/default/secrets/small/versions",
+                Some(&body),
+            )
+            .await
+        }
+    };
+    post(json!({"data": {"K": "x".repeat(17)}}))
+        .await
+        .assert_error(413, "payload_too_large");
+    post(json!({"data": {"A": "a", "B": "b", "C": "c"}}))
+        .await
+        .assert_error(400, "invalid_argument");
+    // Nothing was written; at the limits, the write goes through.
+    s.admin("GET", "/v1/orgs/default/secrets/small", None)
+        .await
+        .assert_error(404, "not_found");
+    let r = post(json!({"data": {"K": "x".repeat(16), "L": "y"}})).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    // A patch is held to the same limits.
+    let r = s
+        .admin(
+            "PATCH",
+            "/v1/orgs/default/secrets/small/data",
+            Some(&json!({"set": {"M": "z"}})),
+        )
+        .await;
+    r.assert_error(400, "invalid_argument");
+    assert_eq!(data(&s, "small").await["version"], 1);
+}
+
+#[tokio::test]
+async fn a_limit_out_of_range_stops_the_server_from_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["server", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("TETHER_MAX_SECRET_VALUE_BYTES", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("TETHER_MAX_SECRET_VALUE_BYTES"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn the_cli_reads_fields_formats_stdin_and_patches() {
+    let s = server().await;
+    let root = s.root_key.clone();
+    // A value from standard input, byte for byte (a trailing newline included).
+    let piped = "piped-pass\nsecond line $HOME \"q\"\n";
+    s.remember("piped-pass");
+    ok(&s.cli_with_stdin(
+        Some(&root),
+        &["secret", "set", "app", "USER=svc", "PASSWORD=-"],
+        piped.as_bytes(),
+    ));
+    let field = s.cli(
+        Some(&root),
+        &["secret", "get", "app", "--field", "PASSWORD"],
+    );
+    assert_eq!(ok(&field), piped);
+    let missing = fails(&s.cli(Some(&root), &["secret", "get", "app", "--field", "NOPE"]));
+    assert!(missing.contains("no key 'NOPE'"), "{missing}");
+    // Two values cannot both come from standard input.
+    let two = fails(&s.cli_with_stdin(Some(&root), &["secret", "set", "app", "A=-", "B=-"], b"x"));
+    assert!(two.contains("standard input"), "{two}");
+    // yaml and env output.
+    let yaml = ok(&s.cli(Some(&root), &["secret", "get", "app", "-o", "yaml"]));
+    let parsed: Value = serde_saphyr::from_str(&yaml).unwrap();
+    assert_eq!(parsed["data"]["PASSWORD"], piped);
+    assert_eq!(parsed["version"], 1);
+    let env = ok(&s.cli(Some(&root), &["secret", "get", "app", "-o", "env"]));
+    assert!(env.contains("USER=\"svc\"\n"), "{env}");
+    assert!(env.contains("PASSWORD='piped-pass\n"), "{env}");
+    // A patch keeps the other keys, sets some and removes others.
+    ok(&s.cli(
+        Some(&root),
+        &["secret", "patch", "app", "PORT=5432", "--remove", "USER"],
+    ));
+    let d = data(&s, "app").await;
+    assert_eq!(d["version"], 2);
+    assert_eq!(d["data"], json!({"PASSWORD": piped, "PORT": "5432"}));
+    // Check-and-set, a key that is not there, and a secret that is not there: refused, and
+    // nothing is written.
+    let stale = fails(&s.cli(
+        Some(&root),
+        &["secret", "patch", "app", "PORT=1", "--if-version", "1"],
+    ));
+    assert!(stale.contains("version_conflict"), "{stale}");
+    let absent = fails(&s.cli(Some(&root), &["secret", "patch", "app", "--remove", "USER"]));
+    assert!(absent.contains("no key 'USER'"), "{absent}");
+    let nosecret = fails(&s.cli(Some(&root), &["secret", "patch", "nosuch", "K=v"]));
+    assert!(nosecret.contains("not_found"), "{nosecret}");
+    let empty = fails(&s.cli(Some(&root), &["secret", "patch", "app"]));
+    assert!(empty.contains("at least one"), "{empty}");
+    assert_eq!(data(&s, "app").await["version"], 2);
+    // An empty name is refused with its code.
+    let unnamed = fails(&s.cli(Some(&root), &["secret", "set", "", "K=v"]));
+    assert!(unnamed.contains("invalid_name"), "{unnamed}");
+}
+
+#[tokio::test]
+async fn concurrent_patches_of_different_keys_lose_nothing() {
+    let s = server().await;
+    set(&s, "shared", None, json!({"SEED": "seed-value"})).await;
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let (url, root) = (s.url.clone(), s.root_key.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = reqwest::Client::new()
+                .patch(format!("{url}/v1/orgs/default/secrets/shared/data"))
+                .bearer_auth(root)
+                .json(&json!({"set": {format!("K{i}"): format!("v{i}")}}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let d = data(&s, "shared").await;
+    assert_eq!(d["version"], 9);
+    let keys: Vec<&String> = d["data"].as_object().unwrap().keys().collect();
+    assert_eq!(keys.len(), 9, "{keys:?}");
+}
+
+#[tokio::test]
+async fn variables_through_the_cli() {
+    let s = server().await;
+    let root = s.root_key.clone();
+    ok(&s.cli(Some(&root), &["var", "set", "REGION", "eu-west-1"]));
+    ok(&s.cli(
+        Some(&root),
+        &["var", "set", "REGION", "eu-central-1", "--env", "dev"],
+    ));
+    let org: Value = serde_json::from_str(&ok(
+        &s.cli(Some(&root), &["var", "get", "REGION", "-o", "json"])
+    ))
+    .unwrap();
+    assert_eq!(org["spec"]["value"], "eu-west-1");
+    let dev: Value = serde_json::from_str(&ok(&s.cli(
+        Some(&root),
+        &["var", "get", "REGION", "--env", "dev", "-o", "json"],
+    )))
+    .unwrap();
+    assert_eq!(dev["spec"]["value"], "eu-central-1");
+    // A new value is a new version.
+    ok(&s.cli(Some(&root), &["var", "set", "REGION", "us-east-1"]));
+    let org: Value = serde_json::from_str(&ok(
+        &s.cli(Some(&root), &["var", "get", "REGION", "-o", "json"])
+    ))
+    .unwrap();
+    assert_eq!(org["spec"]["value"], "us-east-1");
+    let list: Value = serde_json::from_str(&ok(
+        &s.cli(Some(&root), &["var", "list", "--env", "dev", "-o", "json"])
+    ))
+    .unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    ok(&s.cli(Some(&root), &["var", "delete", "REGION", "--env", "dev"]));
+    let gone = fails(&s.cli(Some(&root), &["var", "get", "REGION", "--env", "dev"]));
+    assert!(gone.contains("not_found"), "{gone}");
+    // The organization's variable is untouched.
+    ok(&s.cli(Some(&root), &["var", "get", "REGION"]));
+}
+
+#[tokio::test]
+async fn an_environment_prefers_its_own_values_and_reports_what_it_hid() {
+    let s = server().await;
+    let root = s.root_key.clone();
+    // The environment's secret of a name replaces the organization's: that is what an
+    // environment-level secret is for, so it is not reported.
+    set(&s, "shared", None, json!({"API_KEY": "org-api-key"})).await;
+    set(&s, "shared", Some("dev"), json!({"API_KEY": "dev-api-key"})).await;
+    // A deleted environment secret does not hide the organization's.
+    set(&s, "gone", None, json!({"GONE_KEY": "org-gone-value"})).await;
+    set(
+        &s,
+        "gone",
+        Some("dev"),
+        json!({"GONE_KEY": "dev-gone-value"}),
+    )
+    .await;
+    ok(&s.cli(Some(&root), &["secret", "delete", "gone", "--env", "dev"]));
+    // Two organization secrets exporting one key: the first by name wins, and it is reported.
+    set(&s, "aaa", None, json!({"DUP": "from-aaa"})).await;
+    set(&s, "bbb", None, json!({"DUP": "from-bbb"})).await;
+    // An environment's variable beats the organization's secret; a secret beats a variable
+    // at the same level.
+    set(&s, "mode", None, json!({"MODE": "org-secret-mode"})).await;
+    set(&s, "lvl", Some("dev"), json!({"LEVEL": "dev-secret-level"})).await;
+    s.apply(concat!(
+        "kind: Variable\nmetadata: {name: MODE, env: dev}\nspec: {value: dev-var-mode}\n---\n",
+        "kind: Variable\nmetadata: {name: LEVEL, env: dev}\nspec: {value: dev-var-level}\n",
+    ))
+    .await;
+    let out = s.cli(
+        Some(&root),
+        &["env-vars", "--env", "dev", "--reveal", "-o", "json"],
+    );
+    let values: Value = serde_json::from_str(&ok(&out)).unwrap();
+    let get = |name: &str| {
+        values
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(get("API_KEY").as_deref(), Some("dev-api-key"));
+    assert_eq!(get("GONE_KEY").as_deref(), Some("org-gone-value"));
+    assert_eq!(get("DUP").as_deref(), Some("from-aaa"));
+    assert_eq!(get("MODE").as_deref(), Some("dev-var-mode"));
+    assert_eq!(get("LEVEL").as_deref(), Some("dev-secret-level"));
+    let warnings = String::from_utf8_lossy(&out.stderr);
+    for hidden in [
+        "DUP: secret:bbb.DUP (org), hidden by secret:aaa.DUP (org)",
+        "MODE: secret:mode.MODE (org), hidden by var:MODE (dev)",
+        "LEVEL: var:LEVEL (dev), hidden by secret:lvl.LEVEL (dev)",
+    ] {
+        assert!(warnings.contains(hidden), "{hidden} not in {warnings}");
+    }
+    assert!(
+        !warnings.contains("GONE_KEY") && !warnings.contains("API_KEY"),
+        "{warnings}"
+    );
+    // Without --reveal every value is masked, in the table too.
+    let masked = ok(&s.cli(Some(&root), &["env-vars", "--env", "dev"]));
+    assert!(
+        masked.contains("********") && masked.contains("API_KEY"),
+        "{masked}"
+    );
+    for v in [
+        "dev-api-key",
+        "from-aaa",
+        "dev-var-mode",
+        "dev-secret-level",
+    ] {
+        assert!(!masked.contains(v), "{masked}");
+    }
+}
+
+#[tokio::test]
+async fn dot_env_keeps_dollars_literal_for_shells_and_dotenv_readers() {
+    let s = server().await;
+    let root = s.root_key.clone();
+    let dollars = "pa$$word $HOME `hostname` \\back\\";
+    set(&s, "dollars", None, json!({"DOLLARS": dollars})).await;
+    let file = s.dir.path().join("existing.env");
+    // An existing file that others could read becomes 0600 before the values go into it.
+    std::fs::write(&file, "OLD=1\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    ok(&s.cli(
+        Some(&root),
+        &["dot-env", "--env", "dev", "-o", file.to_str().unwrap()],
+    ));
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(!text.contains("OLD=1"), "{text}");
+    // A POSIX shell sourcing the file gets the value as stored: nothing is expanded.
+    let shell = std::process::Command::new("sh")
+        .args(["-c", "set -a; . \"$1\"; printf %s \"$DOLLARS\"", "sh"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    // The shell does not unescape inside single quotes; the only escape written here is the
+    // trailing backslash's, which python-dotenv reads back.
+    assert_eq!(
+        String::from_utf8_lossy(&shell.stdout),
+        dollars.replace("\\back\\", "\\back\\\\")
+    );
+    // python-dotenv with its default interpolation on expands only `${...}`, which this value
+    // does not hold.
+    let Some(python) = test_python() else { return };
+    let script = "import json,sys\nfrom dotenv import dotenv_values\nprint(json.dumps(dotenv_values(sys.argv[1])))";
+    let out = std::process::Command::new(python)
+        .args(["-c", script, file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let parsed: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(parsed["DOLLARS"], dollars);
+}
