@@ -165,13 +165,17 @@ pub enum SecretCmd {
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
     },
-    /// Soft-delete a secret (undo with `undelete`).
+    /// Soft-delete a secret (undo with `undelete`), or with `--purge` remove it for good.
     Delete {
         /// Secret name.
         name: String,
         /// Environment.
         #[arg(long)]
         env: Option<String>,
+        /// Remove the secret and every version's data for good (like `vault kv metadata
+        /// delete`); its history stays in the audit trail and the name is free again.
+        #[arg(long)]
+        purge: bool,
     },
     /// Rename a secret in its scope; it keeps its versions and its history.
     Rename {
@@ -415,15 +419,21 @@ pub async fn secret(t: Target<'_>, cmd: SecretCmd) -> Result<()> {
                 ],
             )
         }
-        SecretCmd::Delete { name, env } => {
-            t.client
-                .call(
-                    Method::DELETE,
-                    &secret_path(org, &name, "", env.as_deref()),
-                    None,
-                )
-                .await?;
-            println!("secret '{name}' deleted (undo with `tether secret undelete {name}`)");
+        SecretCmd::Delete { name, env, purge } => {
+            let mut path = secret_path(org, &name, "", env.as_deref());
+            if purge {
+                path.push_str(if env.is_some() {
+                    "&purge=true"
+                } else {
+                    "?purge=true"
+                });
+            }
+            t.client.call(Method::DELETE, &path, None).await?;
+            if purge {
+                println!("secret '{name}' purged: every version's data is gone");
+            } else {
+                println!("secret '{name}' deleted (undo with `tether secret undelete {name}`)");
+            }
             Ok(())
         }
         SecretCmd::Move(a) => move_item(t, "secrets", "secret", a).await,

@@ -722,6 +722,16 @@ async fn recreate(
     change: &Change<'_>,
 ) -> AppResult<ResourceRow> {
     let kind = manifest.kind;
+    // A secret's row goes only when it is purged, and its versions' data went with it.
+    if kind == Kind::Secret {
+        return Err(AppError::new(
+            ErrorCode::Conflict,
+            format!(
+                "secret '{}' was purged and its data is gone; write a new secret instead",
+                manifest.metadata.name
+            ),
+        ));
+    }
     let spec = validate_spec(kind, &manifest.spec)?;
     let fresh = Fresh {
         id: version.resource_id.clone(),

@@ -12,8 +12,11 @@ use tether_core::{ErrorCode, Kind};
 use tether_crypto::DataKey;
 use tether_crypto::envelope::Envelope;
 use tether_store::ResourceRow;
-use tether_store::resources::{get_resource, update_resource};
-use tether_store::secrets::{SecretVersionRow, destroy_secret_version, secret_version};
+use tether_store::resources::{delete_resource, get_resource, update_resource};
+use tether_store::secrets::{
+    SecretVersionRow, destroy_secret_version, purge_secret_versions, secret_version,
+};
+use tether_store::tuples::delete_tuples_of_source;
 use zeroize::Zeroizing;
 
 use crate::auth::Principal;
@@ -320,6 +323,59 @@ async fn destroy_once(
     update_resource(&mut tx, &updated, &row.version_id).await?;
     tx.commit().await.map_err(AppError::internal)?;
     Ok(kept)
+}
+
+/// Removes a secret for good, like `vault kv metadata delete`: every version's data (and its
+/// copies in an external store), its grants and its row. Its history in the audit trail
+/// (metadata only) stays, ending in a `purge` event, and the name is free again. Works on a
+/// live or a soft-deleted secret.
+pub async fn purge(
+    state: &AppState,
+    scope: &ScopeNames,
+    row: &ResourceRow,
+    actor: &Principal,
+) -> AppResult<()> {
+    let copies = on_fresh_row(|| purge_once(state, scope, row, actor)).await?;
+    // The rows are gone, so nothing can read these copies any more; a copy that cannot be
+    // deleted now is logged, never resurrected.
+    for (backend, reference) in copies {
+        if let Err(e) = crate::backends::forget_external(state, &backend, &reference).await {
+            tracing::warn!(%backend, %reference, cause = ?e.cause, code = ?e.api.code,
+                "could not delete a purged secret's copy from its backend");
+        }
+    }
+    Ok(())
+}
+
+async fn purge_once(
+    state: &AppState,
+    scope: &ScopeNames,
+    stale: &ResourceRow,
+    actor: &Principal,
+) -> AppResult<Vec<(String, String)>> {
+    let (mut tx, read) = begin_on_row(state, stale).await?;
+    let row = &read;
+    let copies = purge_secret_versions(&mut tx, &row.id).await?;
+    let delta = crate::resources::TupleDelta {
+        deletes: delete_tuples_of_source(&mut tx, &row.id).await?,
+        ..Default::default()
+    };
+    let change = Change {
+        actor,
+        message: Some("purged: every version's data is gone".into()),
+        event: Some("purge"),
+    };
+    let input = VersionInput {
+        event: "purge",
+        before: Some(snapshot(row, scope)?),
+        after: None,
+        previous: Some(row.version_id.clone()),
+    };
+    record_version(&mut tx, state, row, &change, input).await?;
+    delete_resource(&mut tx, &row.id).await?;
+    delta.commit(tx, state).await?;
+    metrics::counter!("tether_resource_writes_total", "event" => "purge").increment(1);
+    Ok(copies)
 }
 
 /// Sets or clears the soft-delete flag.

@@ -201,6 +201,26 @@ pub async fn destroy_versions_before(
     Ok(external)
 }
 
+/// Deletes every version row of a secret (a purge). Returns the external copies that the
+/// caller must delete from their backends, as (backend, reference).
+pub async fn purge_secret_versions(tx: &mut Tx, secret_id: &str) -> Result<Vec<(String, String)>> {
+    let rows = sqlx::query(
+        "DELETE FROM secret_versions WHERE secret_id = $1 RETURNING backend, backend_ref",
+    )
+    .bind(secret_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    tx.touch(Touch::Secret(secret_id.to_owned()));
+    let mut external = Vec::new();
+    for r in &rows {
+        let reference: Option<String> = r.try_get("backend_ref")?;
+        if let Some(reference) = reference {
+            external.push((r.try_get("backend")?, reference));
+        }
+    }
+    Ok(external)
+}
+
 /// Moves a version of a secret to another environment, with its blob sealed again for its new
 /// place (`Some`; empty when an external backend holds it) or, for a destroyed version (`None`),
 /// only its environment column. It applies only if the row is still as `read` shows it: the

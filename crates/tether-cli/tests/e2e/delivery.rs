@@ -363,3 +363,83 @@ async fn dot_env_keeps_dollars_literal_for_shells_and_dotenv_readers() {
         .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
     assert_eq!(parsed["DOLLARS"], dollars);
 }
+
+#[tokio::test]
+async fn a_purge_removes_a_secret_for_good_and_keeps_its_history() {
+    let s = server().await;
+    let root = s.root_key.clone();
+    set(&s, "doomed", Some("dev"), json!({"K": "doomed-one-3z"})).await;
+    set(&s, "doomed", Some("dev"), json!({"K": "doomed-two-3z"})).await;
+    set(&s, "kept", Some("dev"), json!({"K": "kept-value-3z"})).await;
+    // A soft-deleted secret can be purged too.
+    ok(&s.cli(Some(&root), &["secret", "delete", "doomed", "--env", "dev"]));
+    ok(&s.cli(
+        Some(&root),
+        &["secret", "delete", "doomed", "--env", "dev", "--purge"],
+    ));
+    s.admin("GET", "/v1/orgs/default/secrets/doomed?env=dev", None)
+        .await
+        .assert_error(404, "not_found");
+    let rows = tether_testkit::query_strings(
+        &s.database_url,
+        "SELECT r.name FROM secret_versions v JOIN resources r ON r.id = v.secret_id",
+    )
+    .await;
+    assert_eq!(rows, vec!["kept".to_owned()], "version rows left: {rows:?}");
+    // The history stays, ending in the purge; restoring it is refused, since the data is gone.
+    let h = s
+        .admin(
+            "GET",
+            "/v1/audit/default/versions?kind=secrets&name=doomed",
+            None,
+        )
+        .await;
+    let h = h.body.as_array().unwrap().clone();
+    let last = h.last().unwrap();
+    assert_eq!(last["event"], "purge", "{h:?}");
+    let first = h.first().unwrap()["id"].as_str().unwrap().to_owned();
+    s.admin(
+        "POST",
+        &format!("/v1/audit/default/versions/{first}/restore"),
+        None,
+    )
+    .await
+    .assert_error(409, "conflict");
+    // The name is free again, and starts over at version 1.
+    set(&s, "doomed", Some("dev"), json!({"K": "reborn-3z"})).await;
+    assert_eq!(
+        s.admin("GET", "/v1/orgs/default/secrets/doomed/data?env=dev", None)
+            .await
+            .body["version"],
+        1
+    );
+    assert_eq!(
+        data_in(&s, "kept", "dev").await["data"]["K"],
+        "kept-value-3z"
+    );
+    // Only secrets are purged; a purge of a missing secret is a 404.
+    s.apply("kind: Variable\nmetadata: {name: PLAIN}\nspec: {value: p}\n")
+        .await;
+    s.admin(
+        "DELETE",
+        "/v1/orgs/default/variables/PLAIN?purge=true",
+        None,
+    )
+    .await
+    .assert_error(400, "invalid_argument");
+    s.admin("DELETE", "/v1/orgs/default/secrets/nosuch?purge=true", None)
+        .await
+        .assert_error(404, "not_found");
+}
+
+async fn data_in(s: &TestServer, name: &str, env: &str) -> Value {
+    let r = s
+        .admin(
+            "GET",
+            &format!("/v1/orgs/default/secrets/{name}/data?env={env}"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.body
+}

@@ -310,6 +310,29 @@ async fn openbao_kv_v2_backend_stores_only_ciphertext_and_tether_keeps_history()
     for old_path in old_paths {
         wait_gone(&bao, mount, &old_path).await;
     }
+
+    // A purge deletes every remaining entry from OpenBao before it answers.
+    let live: Vec<String> = refs(&s)
+        .await
+        .iter()
+        .filter_map(|r| r.split('|').nth(1).filter(|x| !x.is_empty()))
+        .map(|r| r.split_once(':').unwrap().1.to_owned())
+        .collect();
+    assert!(!live.is_empty());
+    ok(&s.cli(
+        Some(&root),
+        &["secret", "delete", "db", "--env", "dev", "--purge"],
+    ));
+    assert!(refs(&s).await.is_empty());
+    for path in live {
+        let res = reqwest::Client::new()
+            .get(format!("{}/v1/{mount}/metadata/{path}", bao.addr))
+            .header("X-Vault-Token", &bao.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 404, "{path}");
+    }
 }
 
 /// Two KEK rotations of one organization at once, over versions kept in OpenBao: both succeed,

@@ -261,7 +261,11 @@ pub fn forget_pruned(state: &AppState, pruned: Vec<(String, i64, String, String)
     forget_unreferenced(state, copies);
 }
 
-async fn forget_external(state: &AppState, kind_id: &str, reference: &str) -> AppResult<()> {
+pub(crate) async fn forget_external(
+    state: &AppState,
+    kind_id: &str,
+    reference: &str,
+) -> AppResult<()> {
     match kind_id {
         kind::BUILTIN => Ok(()),
         kind::OPENBAO_KV => openbao_kv::delete(state, reference).await,

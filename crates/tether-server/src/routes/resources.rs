@@ -534,17 +534,41 @@ pub async fn put_item(
     }
 }
 
-/// Deletes an item.
+/// How to delete an item.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteQuery {
+    /// Environment.
+    pub env: Option<String>,
+    /// Secrets only: remove the secret and every version's data for good instead of a soft
+    /// delete.
+    #[serde(default)]
+    pub purge: bool,
+}
+
+/// Deletes an item (a secret is soft-deleted unless `purge=true`).
 #[utoipa::path(delete, path = "/v1/orgs/{org}/{kind}/{name}", tag = "resources",
-    params(("org" = String, Path), ("kind" = String, Path), ("name" = String, Path), ("env" = Option<String>, Query)),
+    params(("org" = String, Path), ("kind" = String, Path), ("name" = String, Path), DeleteQuery),
     responses((status = 204, description = "deleted"), (status = 404, description = "not found")))]
 pub async fn delete_item(
     State(state): State<AppState>,
     ctx: CtxExt,
     ApiPath(path_params): ApiPath<(String, String, String)>,
+    ApiQuery(q): ApiQuery<DeleteQuery>,
 ) -> AppResult<StatusCode> {
     let (_, _, name) = path_params;
     let row = ctx_item(&ctx, &name)?;
+    if q.purge {
+        if row.kind != Kind::Secret.to_string() {
+            return Err(AppError::new(
+                ErrorCode::InvalidArgument,
+                "only secrets are purged; other items are deleted for good already",
+            ));
+        }
+        let scope = item_scope(&state, &ctx, row).await?;
+        crate::secret_ops::purge(&state, &scope, row, ctx.principal()?).await?;
+        return Ok(StatusCode::NO_CONTENT);
+    }
     if row.kind == Kind::Secret.to_string() {
         // Secrets are soft-deleted: reads fail until `undelete`; versions stay.
         let scope = item_scope(&state, &ctx, row).await?;
