@@ -57,6 +57,7 @@ error_codes! {
     UnsupportedMediaType => (415, "unsupported_media_type", "the content type is not supported"),
     RateLimited => (429, "rate_limited", "too many requests"),
     Internal => (500, "internal", "an internal error occurred"),
+    IntegrityError => (500, "integrity_error", "stored data failed its integrity check"),
     Unavailable => (503, "unavailable", "the service is temporarily unavailable"),
     KekUnavailable => (503, "kek_unavailable", "the key-encryption key is unavailable"),
     RunnerUnavailable => (503, "runner_unavailable", "the runner is not connected"),

@@ -58,6 +58,14 @@ impl DekCache {
     pub fn insert(&mut self, key: DekKey, dek: Arc<DataKey>, now: Instant) {
         self.entries.insert(key.clone(), Entry { dek, at: now });
         self.order.push_back((key, now));
+        self.expire(now);
+    }
+
+    /// Drops the keys cached a TTL or more before `now` (and, past the capacity, the oldest):
+    /// a dropped key zeroizes once no read holds it. Inserts call it; so does a timer
+    /// ([`crate::secrets::SecretKeys::expire_deks`]), so that a key nobody reads again does not
+    /// stay in memory past its TTL until the next write.
+    pub fn expire(&mut self, now: Instant) {
         while let Some((front, at)) = self.order.front() {
             let expired = now.saturating_duration_since(*at) >= self.ttl;
             let live = self.entries.get(front).is_some_and(|e| e.at == *at);
@@ -123,6 +131,24 @@ mod tests {
         c.insert(key(1), dek(), t0);
         assert!(c.get(&key(1), t0 + Duration::from_secs(9)).is_some());
         assert!(c.get(&key(1), t0 + Duration::from_secs(10)).is_none());
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn expiry_drops_and_zeroizes_keys_that_nobody_reads_again() {
+        let t0 = Instant::now();
+        let mut c = DekCache::new(Duration::from_secs(10), 100);
+        let held = dek();
+        let watch = Arc::downgrade(&held);
+        c.insert(key(1), held, t0);
+        c.insert(key(2), dek(), t0 + Duration::from_secs(5));
+        c.expire(t0 + Duration::from_secs(9));
+        assert_eq!(c.len(), 2);
+        c.expire(t0 + Duration::from_secs(10));
+        assert_eq!(c.len(), 1);
+        // The cache held the only reference: the key is dropped (and zeroized) now.
+        assert!(watch.upgrade().is_none());
+        c.expire(t0 + Duration::from_secs(15));
         assert!(c.is_empty());
     }
 

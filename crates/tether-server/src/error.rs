@@ -44,6 +44,20 @@ impl AppError {
             cause: Some(cause.to_string()),
         }
     }
+
+    /// A stored secret version that does not open: its ciphertext, or the row it sits in, was
+    /// changed outside Tether (the AAD binds each ciphertext to its row), or its key is wrong.
+    /// Counted in `tether_secret_integrity_failures_total`, for alerting.
+    pub fn integrity(secret_id: &str, version: i64, cause: impl std::fmt::Display) -> Self {
+        metrics::counter!("tether_secret_integrity_failures_total").increment(1);
+        Self {
+            api: ApiError::new(
+                ErrorCode::IntegrityError,
+                format!("version {version} of this secret failed its integrity check"),
+            ),
+            cause: Some(format!("{secret_id} v{version} does not open: {cause}")),
+        }
+    }
 }
 
 impl From<ApiError> for AppError {

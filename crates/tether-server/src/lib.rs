@@ -153,6 +153,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let state = build_state(&config, Arc::new(SystemClock)).await?;
     let bootstrap = bootstrap::bootstrap(&state, config.dev).await?;
     auth::spawn_usage_flusher(state.clone());
+    secrets::spawn_dek_expiry(state.clone());
     changes::spawn(state.clone());
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

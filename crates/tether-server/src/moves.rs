@@ -164,15 +164,13 @@ impl Sealer<'_> {
             });
         };
         let blob = stored_envelope(state, &v, stored).await?;
-        let envelope = Envelope::parse(&blob).map_err(AppError::internal)?;
+        let envelope =
+            Envelope::parse(&blob).map_err(|e| AppError::integrity(&v.secret_id, v.version, e))?;
         let dek = version_dek(state, &v, &envelope).await?;
         let old_aad = aad_for(&v.org_id, &v.env_id, &v.secret_id, v.version)?;
         let plain = envelope
             .open_with_dek(&dek, &old_aad)
-            .map_err(|e| AppError {
-                api: tether_core::ApiError::internal(),
-                cause: Some(format!("secret does not open: {e}")),
-            })?;
+            .map_err(|e| AppError::integrity(&v.secret_id, v.version, e))?;
         let new_aad = aad_for(&v.org_id, self.env_id, &v.secret_id, v.version)?;
         let sealed = seal_with_dek(&dek, envelope.wrapped_dek(), &new_aad, &plain)
             .map_err(AppError::internal)?;

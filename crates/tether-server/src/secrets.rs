@@ -359,14 +359,15 @@ impl SecretKeys {
         cache_key: (String, i64),
         blob: &[u8],
     ) -> AppResult<Zeroizing<Vec<u8>>> {
-        let envelope = Envelope::parse(blob).map_err(AppError::internal)?;
+        let (secret_id, version) = (cache_key.0.clone(), cache_key.1);
+        let envelope =
+            Envelope::parse(blob).map_err(|e| AppError::integrity(&secret_id, version, e))?;
         let dek = self
             .dek(store, org_id, kek_version, cache_key, &envelope)
             .await?;
-        envelope.open_with_dek(&dek, aad).map_err(|e| AppError {
-            api: tether_core::ApiError::internal(),
-            cause: Some(format!("secret does not open: {e}")),
-        })
+        envelope
+            .open_with_dek(&dek, aad)
+            .map_err(|e| AppError::integrity(&secret_id, version, e))
     }
 
     fn cached(&self, key: &DekKey) -> Option<Arc<DataKey>> {
@@ -384,6 +385,13 @@ impl SecretKeys {
     pub fn forget_org(&self, org_id: &str) {
         if let Ok(mut m) = self.keks.write() {
             m.retain(|(o, _), _| o != org_id);
+        }
+    }
+
+    /// Drops the cached DEKs whose TTL has passed (a timer calls this; see `lib.rs`).
+    pub fn expire_deks(&self) {
+        if let Ok(mut m) = self.deks.lock() {
+            m.expire(Instant::now());
         }
     }
 
@@ -420,4 +428,17 @@ pub fn aad_for(org_id: &str, env_id: &str, secret_id: &str, version: i64) -> App
     let env = (!env_id.is_empty()).then_some(env_id);
     let v = u64::try_from(version).map_err(AppError::internal)?;
     Aad::for_secret_version(org_id, env, secret_id, v).map_err(AppError::internal)
+}
+
+/// Drops expired DEKs every second, so that a key is zeroized within about a second of its TTL
+/// even when no write comes along to evict it.
+pub fn spawn_dek_expiry(state: crate::state::AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            state.secrets.expire_deks();
+        }
+    })
 }

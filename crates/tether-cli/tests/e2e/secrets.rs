@@ -367,8 +367,15 @@ async fn values_are_encrypted_at_rest_and_bound_to_their_row() {
     let r = s
         .admin("GET", "/v1/orgs/default/secrets/a/data", None)
         .await;
-    assert_eq!(r.status, 500, "{}", r.text);
+    r.assert_error(500, "integrity_error");
     assert!(!r.text.contains("other-value-2b"));
+    let metrics = s.req("GET", "/metrics", None, None).await.text;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("tether_secret_integrity_failures_total") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
