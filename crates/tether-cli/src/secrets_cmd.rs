@@ -236,6 +236,9 @@ pub enum SecretCmd {
         /// Keep at most N versions with data (0: all).
         #[arg(long)]
         max_versions: Option<u32>,
+        /// Require check-and-set (`--if-version`) on every write: true or false.
+        #[arg(long)]
+        cas_required: Option<bool>,
         /// Custom metadata KEY=VALUE (repeatable).
         #[arg(long = "meta")]
         meta: Vec<String>,
@@ -505,12 +508,17 @@ pub async fn secret(t: Target<'_>, cmd: SecretCmd) -> Result<()> {
             env,
             description,
             max_versions,
+            cas_required,
             meta,
             output,
         } => {
             let path = secret_path(org, &name, "", env.as_deref());
             let mut current = t.client.call(Method::GET, &path, None).await?;
-            if description.is_none() && max_versions.is_none() && meta.is_empty() {
+            if description.is_none()
+                && max_versions.is_none()
+                && cas_required.is_none()
+                && meta.is_empty()
+            {
                 return print(&current, output, RESOURCE_COLUMNS);
             }
             let spec = current
@@ -522,6 +530,9 @@ pub async fn secret(t: Target<'_>, cmd: SecretCmd) -> Result<()> {
             }
             if let Some(m) = max_versions {
                 spec.insert("max_versions".into(), json!(m));
+            }
+            if let Some(c) = cas_required {
+                spec.insert("cas_required".into(), json!(c));
             }
             let mut custom = spec
                 .get("custom_metadata")

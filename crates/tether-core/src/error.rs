@@ -53,6 +53,7 @@ error_codes! {
     TeamCycle => (409, "team_cycle", "the membership would create a cycle of teams"),
     VersionDestroyed => (410, "version_destroyed", "this version was destroyed"),
     PayloadTooLarge => (413, "payload_too_large", "the request body is too large"),
+    CheckAndSetRequired => (428, "check_and_set_required", "this secret takes writes only with check-and-set (if_version)"),
     ReferenceError => (422, "reference_error", "a reference could not be resolved"),
     UnsupportedMediaType => (415, "unsupported_media_type", "the content type is not supported"),
     RateLimited => (429, "rate_limited", "too many requests"),

@@ -196,6 +196,10 @@ pub struct SecretSpec {
     /// Keep at most this many versions with data (older ones are destroyed); 0 keeps all.
     #[serde(default = "default_max_versions")]
     pub max_versions: u32,
+    /// Every new version must name the version it replaces (`if_version`), as Vault's
+    /// `cas_required`: no writer overwrites a change it has not seen.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cas_required: bool,
     /// The newest version (server-managed).
     #[serde(default)]
     pub current_version: i64,

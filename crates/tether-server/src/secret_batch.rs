@@ -318,6 +318,9 @@ impl One<'_> {
                 format!("secret '{name}' is deleted; undelete it first"),
             ));
         }
+        if slot.spec.cas_required && self.v.if_version.is_none() {
+            return Err(crate::secret_ops::cas_required(name));
+        }
         if let Some(expected) = self.v.if_version
             && expected != slot.spec.current_version
         {

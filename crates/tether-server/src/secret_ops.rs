@@ -81,6 +81,16 @@ pub(crate) fn is_deleted_secret(row: &ResourceRow) -> bool {
     row.kind == Kind::Secret.to_string() && spec_of(row).is_ok_and(|s| s.deleted)
 }
 
+/// The error for a write without `if_version` to a secret that requires check-and-set.
+pub(crate) fn cas_required(name: &str) -> AppError {
+    AppError::new(
+        ErrorCode::CheckAndSetRequired,
+        format!(
+            "secret '{name}' requires check-and-set: give the current version as if_version (--if-version)"
+        ),
+    )
+}
+
 pub(crate) fn conflict(expected: i64, current: i64) -> AppError {
     AppError::new(
         ErrorCode::VersionConflict,
@@ -510,6 +520,9 @@ pub async fn patch(
             .await?
             .filter(|c| (&c.env_id, &c.name) == (&row.env_id, &row.name))
             .ok_or_else(|| AppError::not_found("secret", &row.name))?;
+        if patch.if_version.is_none() && spec_of(&current)?.cas_required {
+            return Err(cas_required(&row.name));
+        }
         let (version, mut data) = read_version(state, &current, None).await?;
         if let Some(expected) = patch.if_version
             && expected != version

@@ -443,3 +443,59 @@ async fn data_in(s: &TestServer, name: &str, env: &str) -> Value {
     assert_eq!(r.status, 200, "{}", r.text);
     r.body
 }
+
+#[tokio::test]
+async fn a_secret_can_require_check_and_set_on_every_write() {
+    let s = server().await;
+    let root = s.root_key.clone();
+    set(&s, "guarded", None, json!({"K": "guarded-one-8w"})).await;
+    ok(&s.cli(
+        Some(&root),
+        &["secret", "metadata", "guarded", "--cas-required", "true"],
+    ));
+    s.remember("guarded-two-8w");
+    let blind = fails(&s.cli(
+        Some(&root),
+        &["secret", "set", "guarded", "K=guarded-two-8w"],
+    ));
+    assert!(blind.contains("check_and_set_required"), "{blind}");
+    let blind = fails(&s.cli(Some(&root), &["secret", "patch", "guarded", "L=x"]));
+    assert!(blind.contains("check_and_set_required"), "{blind}");
+    s.admin(
+        "POST",
+        "/v1/orgs/default/secrets/guarded/rollback",
+        Some(&json!({"to": 1})),
+    )
+    .await
+    .assert_error(428, "check_and_set_required");
+    assert_eq!(data(&s, "guarded").await["version"], 1);
+    ok(&s.cli(
+        Some(&root),
+        &[
+            "secret",
+            "set",
+            "guarded",
+            "K=guarded-two-8w",
+            "--if-version",
+            "1",
+        ],
+    ));
+    ok(&s.cli(
+        Some(&root),
+        &["secret", "patch", "guarded", "L=x", "--if-version", "2"],
+    ));
+    assert_eq!(data(&s, "guarded").await["version"], 3);
+    // Metadata updates keep the setting; turning it off lets blind writes through again.
+    ok(&s.cli(
+        Some(&root),
+        &["secret", "metadata", "guarded", "--description", "kept"],
+    ));
+    let still = fails(&s.cli(Some(&root), &["secret", "set", "guarded", "K=x"]));
+    assert!(still.contains("check_and_set_required"), "{still}");
+    ok(&s.cli(
+        Some(&root),
+        &["secret", "metadata", "guarded", "--cas-required", "false"],
+    ));
+    ok(&s.cli(Some(&root), &["secret", "set", "guarded", "K=x"]));
+    assert_eq!(data(&s, "guarded").await["version"], 4);
+}
