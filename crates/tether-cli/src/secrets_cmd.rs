@@ -584,11 +584,11 @@ fn print_data(v: &Value, output: &str) -> Result<()> {
 /// Quotes a value for a `.env` file. Values are double-quoted with `\`, `"`, newlines and
 /// carriage returns escaped, so `#`, `=`, spaces and quotes survive every common dotenv
 /// reader. A value holding `$` or a backtick is single-quoted instead, with newlines kept,
-/// because readers expand `${VAR}` (python-dotenv, node's dotenv-expand) or `$VAR` (docker
-/// compose, a shell's `source`) inside double quotes but not inside single ones. Inside single
-/// quotes only what the readers that unescape there would misread is escaped: a `'`, and a `\`
-/// that comes before another `\`, a `'` or the closing quote. So a value without those reads
-/// back byte for byte in all of them.
+/// because docker compose and a shell's `source` expand `$VAR` inside double quotes but not
+/// inside single ones (python-dotenv expands `${VAR}` in both). Inside single quotes only what
+/// python-dotenv would misread is escaped: a `'`, and a `\` that comes before another `\`, a
+/// `'` or the closing quote. A shell and docker compose do not unescape there, so a value
+/// holding both `$` and `'` reads back differently in them ([`dotenv_portable`] says which).
 pub fn dotenv_quote(value: &str) -> String {
     let single = value.contains(['$', '`']);
     let mut out = String::with_capacity(value.len() + 2);
@@ -609,6 +609,13 @@ pub fn dotenv_quote(value: &str) -> String {
     }
     out.push(if single { '\'' } else { '"' });
     out
+}
+
+/// Whether [`dotenv_quote`] single-quoted `value` without an escape, or did not single-quote
+/// it: an escaped single-quoted value reads back differently in a shell's `source` and in
+/// docker compose, which do not unescape inside single quotes, than in python-dotenv.
+pub fn dotenv_portable(value: &str) -> bool {
+    !value.contains(['$', '`']) || dotenv_quote(value).len() == value.len() + 2
 }
 
 /// `tether var ...`
@@ -846,6 +853,12 @@ pub async fn dot_env(t: Target<'_>, sel: Selection, out: Option<String>) -> Resu
     warn_unexported(&v);
     let mut text = String::new();
     for (k, val) in pairs(&v) {
+        if !dotenv_portable(&val) {
+            eprintln!(
+                "warning: {k} holds '$' with a quote or backslash: written for python-dotenv; \
+                 a shell or docker compose reads it differently"
+            );
+        }
         text.push_str(&format!("{k}={}\n", dotenv_quote(&val)));
     }
     match out {

@@ -70,7 +70,7 @@ pub struct FileConfig {
     pub request_log: Option<RequestLogConfig>,
     /// Maximum request body in bytes.
     pub max_body_bytes: Option<usize>,
-    /// Largest value of one key of a secret or of a variable, in bytes (65536).
+    /// Largest value of one key of a secret, in bytes (65536).
     pub max_secret_value_bytes: Option<usize>,
     /// Most keys in one secret (100).
     pub max_secret_keys: Option<usize>,

@@ -84,6 +84,11 @@ impl DekCache {
         }
     }
 
+    /// Forgets the keys of a secret's versions (their queue items go stale and are skipped).
+    pub fn forget_secret(&mut self, secret_id: &str) {
+        self.entries.retain(|(id, _), _| id != secret_id);
+    }
+
     /// Forgets every key.
     pub fn clear(&mut self) {
         self.entries.clear();

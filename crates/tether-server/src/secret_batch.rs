@@ -318,6 +318,16 @@ impl One<'_> {
                 format!("secret '{name}' is deleted; undelete it first"),
             ));
         }
+        if let Some(id) = &self.v.expect_id
+            && *id != slot.row.id
+        {
+            return Err(AppError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "secret '{name}' was renamed, moved or purged during this write; try again"
+                ),
+            ));
+        }
         if slot.spec.cas_required && self.v.if_version.is_none() {
             return Err(crate::secret_ops::cas_required(name));
         }

@@ -14,7 +14,8 @@ use tether_crypto::envelope::Envelope;
 use tether_store::ResourceRow;
 use tether_store::resources::{delete_resource, get_resource, update_resource};
 use tether_store::secrets::{
-    SecretVersionRow, destroy_secret_version, purge_secret_versions, secret_version,
+    SecretVersionRow, destroy_secret_version, purge_secret_versions, secret_external_copies,
+    secret_version,
 };
 use tether_store::tuples::delete_tuples_of_source;
 use zeroize::Zeroizing;
@@ -69,6 +70,10 @@ pub struct NewVersion {
     pub if_version: Option<i64>,
     /// The change message.
     pub message: Option<String>,
+    /// The id of the secret whose data this version derives from (a patch, a rollback): the
+    /// write is refused if the name now belongs to another secret (renamed, moved or purged
+    /// meanwhile), so one secret's data never lands in another.
+    pub expect_id: Option<String>,
 }
 
 /// A secret row's metadata.
@@ -345,10 +350,18 @@ pub async fn purge(
     row: &ResourceRow,
     actor: &Principal,
 ) -> AppResult<()> {
+    // The external copies go first, as in destroy: a purge that fails half-way (the customer's
+    // store is down) leaves the secret in place to purge again, never rows gone and copies
+    // left behind with nothing pointing at them.
+    let first = secret_external_copies(state.store.reader(), &row.id).await?;
+    for (backend, reference) in &first {
+        crate::backends::forget_external(state, backend, reference).await?;
+    }
     let copies = on_fresh_row(|| purge_once(state, scope, row, actor)).await?;
-    // The rows are gone, so nothing can read these copies any more; a copy that cannot be
-    // deleted now is logged, never resurrected.
-    for (backend, reference) in copies {
+    state.secrets.forget_secret_deks(&row.id);
+    // Versions written or moved between the two steps: their rows are gone too, so the copies
+    // are deleted now; one that cannot be is logged with its reference for an operator.
+    for (backend, reference) in copies.into_iter().filter(|c| !first.contains(c)) {
         if let Err(e) = crate::backends::forget_external(state, &backend, &reference).await {
             tracing::warn!(%backend, %reference, cause = ?e.cause, code = ?e.api.code,
                 "could not delete a purged secret's copy from its backend");
@@ -450,6 +463,7 @@ pub async fn rollback(
         data,
         if_version,
         message: Some(format!("rollback to version {to}")),
+        expect_id: Some(row.id.clone()),
     };
     write_version(state, scope, actor, v).await
 }
@@ -458,13 +472,16 @@ pub async fn rollback(
 pub struct Patch {
     /// Keys to set (added or replaced).
     pub set: BTreeMap<String, String>,
-    /// Keys to remove; removing a key that is absent is an error.
+    /// Keys to remove; one that is absent is ignored.
     pub remove: Vec<String>,
     /// Check-and-set on the version the patch applies to.
     pub if_version: Option<i64>,
     /// The change message.
     pub message: Option<String>,
 }
+
+/// How many times a patch that lost to another writer is applied again.
+const PATCH_ATTEMPTS: u64 = 10;
 
 /// Striped locks that queue the patches of one secret on this server: concurrent patches
 /// would otherwise all read one version and all but one lose the check-and-set.
@@ -490,7 +507,7 @@ impl PatchLocks {
 /// Writes a new version holding the current data with `patch` applied. The new version is
 /// written only if the current one is still the one patched. Patches of one secret queue on
 /// this server; one that loses the race to another writer (a `set`, or another server) is
-/// applied again to the newer data (up to 5 times) unless it gave `if_version`, so no
+/// applied again to the newer data (up to 10 times) unless it gave `if_version`, so no
 /// concurrent change is lost.
 pub async fn patch(
     state: &AppState,
@@ -529,13 +546,10 @@ pub async fn patch(
         {
             return Err(conflict(expected, version));
         }
+        // Removing a key that is not there changes nothing and is not an error: an error would
+        // tell a caller who may write but not read values which keys exist.
         for k in &patch.remove {
-            if data.remove(k).is_none() {
-                return Err(AppError::new(
-                    ErrorCode::InvalidArgument,
-                    format!("secret '{}' has no key '{k}' to remove", row.name),
-                ));
-            }
+            data.remove(k);
         }
         data.extend(patch.set.clone());
         let v = NewVersion {
@@ -543,14 +557,17 @@ pub async fn patch(
             data,
             if_version: Some(version),
             message: patch.message.clone(),
+            expect_id: Some(row.id.clone()),
         };
         match write_version(state, scope, actor, v).await {
             Err(e)
                 if e.api.code == ErrorCode::VersionConflict
                     && patch.if_version.is_none()
-                    && attempts < 5 =>
+                    && attempts < PATCH_ATTEMPTS =>
             {
                 attempts += 1;
+                // Let the other writer's burst pass; each try reads the data afresh.
+                tokio::time::sleep(std::time::Duration::from_millis(2 * attempts)).await;
             }
             other => return other,
         }

@@ -340,11 +340,15 @@ impl SecretKeys {
     ) -> AppResult<Arc<DataKey>> {
         let kek = self.by_version(store, org_id, kek_version).await?;
         metrics::counter!("tether_kek_unwrap_total").increment(1);
-        let d = Arc::new(
-            kek.unwrap(envelope.wrapped_dek())
-                .await
-                .map_err(kek_error)?,
-        );
+        // A KEK that answers but cannot unwrap: the wrapped DEK, or the KEK version its row
+        // names, was changed outside Tether.
+        let d = Arc::new(kek.unwrap(envelope.wrapped_dek()).await.map_err(|e| {
+            if e.is_unavailable() {
+                unavailable(e)
+            } else {
+                AppError::integrity(&cache_key.0, cache_key.1, e)
+            }
+        })?);
         self.remember(cache_key, d.clone());
         Ok(d)
     }
@@ -385,6 +389,13 @@ impl SecretKeys {
     pub fn forget_org(&self, org_id: &str) {
         if let Ok(mut m) = self.keks.write() {
             m.retain(|(o, _), _| o != org_id);
+        }
+    }
+
+    /// Drops the cached DEKs of a secret's versions (after a purge).
+    pub fn forget_secret_deks(&self, secret_id: &str) {
+        if let Ok(mut m) = self.deks.lock() {
+            m.forget_secret(secret_id);
         }
     }
 

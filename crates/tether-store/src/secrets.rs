@@ -201,6 +201,23 @@ pub async fn destroy_versions_before(
     Ok(external)
 }
 
+/// The copies of a secret's versions held by external backends, as (backend, reference).
+pub async fn secret_external_copies<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    secret_id: &str,
+) -> Result<Vec<(String, String)>> {
+    let rows = sqlx::query(
+        "SELECT backend, backend_ref FROM secret_versions \
+         WHERE secret_id = $1 AND backend_ref IS NOT NULL",
+    )
+    .bind(secret_id)
+    .fetch_all(db)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("backend")?, r.try_get("backend_ref")?)))
+        .collect()
+}
+
 /// Deletes every version row of a secret (a purge). Returns the external copies that the
 /// caller must delete from their backends, as (backend, reference).
 pub async fn purge_secret_versions(tx: &mut Tx, secret_id: &str) -> Result<Vec<(String, String)>> {

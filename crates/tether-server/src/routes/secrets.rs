@@ -83,6 +83,7 @@ pub async fn write(
         data: req.data,
         if_version: req.if_version,
         message: req.message,
+        expect_id: None,
     };
     let version = ops::write_version(&state, &ctx.scope, ctx.principal()?, v).await?;
     Ok((StatusCode::CREATED, Json(WriteResponse { name, version })))
