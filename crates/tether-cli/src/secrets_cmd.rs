@@ -223,6 +223,26 @@ pub enum SecretCmd {
         #[arg(long)]
         if_version: Option<i64>,
     },
+    /// Compare two versions key by key (values masked unless --reveal).
+    Diff {
+        /// Secret name.
+        name: String,
+        /// The older version (default: the one before --to).
+        #[arg(long)]
+        from: Option<i64>,
+        /// The newer version (default: current).
+        #[arg(long)]
+        to: Option<i64>,
+        /// Environment.
+        #[arg(long)]
+        env: Option<String>,
+        /// Show the values.
+        #[arg(long)]
+        reveal: bool,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
     /// Show or change metadata: description, max versions, custom metadata.
     Metadata {
         /// Secret name.
@@ -502,6 +522,46 @@ pub async fn secret(t: Target<'_>, cmd: SecretCmd) -> Result<()> {
                 jp(&v, "/version")
             );
             Ok(())
+        }
+        SecretCmd::Diff {
+            name,
+            from,
+            to,
+            env,
+            reveal,
+            output,
+        } => {
+            let mut path = secret_path(org, &name, "/diff", env.as_deref());
+            let mut sep = if env.is_some() { '&' } else { '?' };
+            for (k, v) in [("from", from), ("to", to)] {
+                if let Some(n) = v {
+                    path.push_str(&format!("{sep}{k}={n}"));
+                    sep = '&';
+                }
+            }
+            if reveal {
+                path.push_str(&format!("{sep}reveal=true"));
+            }
+            let v = t.client.call(Method::GET, &path, None).await?;
+            if !matches!(output, Format::Table) {
+                return print(&v, output, &[]);
+            }
+            println!(
+                "secret '{name}': version {} -> {} ({} keys unchanged)",
+                jp(&v, "/from"),
+                jp(&v, "/to"),
+                jp(&v, "/unchanged")
+            );
+            print(
+                jp(&v, "/changes"),
+                Format::Table,
+                &[
+                    ("KEY", "/key"),
+                    ("CHANGE", "/change"),
+                    ("FROM", "/from"),
+                    ("TO", "/to"),
+                ],
+            )
         }
         SecretCmd::Metadata {
             name,

@@ -546,3 +546,73 @@ async fn a_secret_can_require_check_and_set_on_every_write() {
     ok(&s.cli(Some(&root), &["secret", "set", "guarded", "K=x"]));
     assert_eq!(data(&s, "guarded").await["version"], 4);
 }
+
+#[tokio::test]
+async fn versions_compare_key_by_key_with_values_masked() {
+    let s = server().await;
+    let root = s.root_key.clone();
+    set(
+        &s,
+        "cfg",
+        None,
+        json!({"KEEP": "same-4k", "GONE": "gone-4k", "EDIT": "old-4k"}),
+    )
+    .await;
+    set(
+        &s,
+        "cfg",
+        None,
+        json!({"KEEP": "same-4k", "EDIT": "new-4k", "NEW": "added-4k"}),
+    )
+    .await;
+    let masked = ok(&s.cli(Some(&root), &["secret", "diff", "cfg", "-o", "json"]));
+    let d: Value = serde_json::from_str(&masked).unwrap();
+    assert_eq!((d["from"].as_i64(), d["to"].as_i64()), (Some(1), Some(2)));
+    assert_eq!(d["unchanged"], 1);
+    assert_eq!(
+        d["changes"],
+        json!([
+            {"key": "EDIT", "change": "changed", "from": "********", "to": "********"},
+            {"key": "GONE", "change": "removed", "from": "********"},
+            {"key": "NEW", "change": "added", "to": "********"},
+        ])
+    );
+    for v in ["same-4k", "gone-4k", "old-4k", "new-4k", "added-4k"] {
+        assert!(!masked.contains(v), "{masked}");
+    }
+    let table = ok(&s.cli(
+        Some(&root),
+        &[
+            "secret", "diff", "cfg", "--from", "1", "--to", "2", "--reveal",
+        ],
+    ));
+    assert!(
+        table.contains("old-4k") && table.contains("new-4k"),
+        "{table}"
+    );
+    assert!(!table.contains("same-4k"), "{table}");
+    // Bad ranges, and a caller who may not read values (a viewer) cannot diff them.
+    s.admin("GET", "/v1/orgs/default/secrets/cfg/diff?from=2&to=2", None)
+        .await
+        .assert_error(400, "invalid_argument");
+    s.admin("GET", "/v1/orgs/default/secrets/cfg/diff?from=0", None)
+        .await
+        .assert_error(400, "invalid_argument");
+    let key = s.user_key("vera").await;
+    s.apply("kind: RoleBinding\nmetadata: {name: vera-viewer}\nspec: {role: viewer, subject: 'user:vera'}\n")
+        .await;
+    // The viewer sees the secret's versions, but not how its values changed.
+    let listed = s
+        .req(
+            "GET",
+            "/v1/orgs/default/secrets/cfg/versions",
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    let r = s
+        .req("GET", "/v1/orgs/default/secrets/cfg/diff", Some(&key), None)
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text);
+}

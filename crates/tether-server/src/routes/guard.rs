@@ -199,6 +199,12 @@ pub const GUARDS: &[Guard] = &[
         Target::Kind,
     ),
     g(
+        "GET",
+        "/v1/orgs/{org}/{kind}/{name}/diff",
+        Rel::Fixed("can_read_value"),
+        Target::Kind,
+    ),
+    g(
         "POST",
         "/v1/orgs/{org}/{kind}/{name}/rollback",
         Rel::KindWrite,

@@ -77,6 +77,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(secrets::data, secrets::patch))
         .routes(routes!(secrets::destroy))
         .routes(routes!(secrets::rollback))
+        .routes(routes!(secrets::diff))
         .routes(routes!(secrets::undelete))
         .routes(routes!(resolve::resolved))
         .routes(routes!(kek::list, kek::set))

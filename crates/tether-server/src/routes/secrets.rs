@@ -222,6 +222,110 @@ pub struct RollbackRequest {
     pub if_version: Option<i64>,
 }
 
+/// Which versions to compare.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DiffQuery {
+    /// Environment.
+    pub env: Option<String>,
+    /// The older version (default: the one before `to`).
+    pub from: Option<i64>,
+    /// The newer version (default: current).
+    pub to: Option<i64>,
+    /// Include the values (otherwise `********`).
+    #[serde(default)]
+    pub reveal: bool,
+}
+
+/// How one key differs between two versions.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct KeyChange {
+    /// The key.
+    pub key: String,
+    /// `added`, `removed` or `changed`.
+    pub change: &'static str,
+    /// The value in `from` (absent when added; masked unless `reveal`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The value in `to` (absent when removed; masked unless `reveal`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+}
+
+/// The difference between two versions of a secret.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct VersionDiff {
+    /// Secret name.
+    pub name: String,
+    /// The older version.
+    pub from: i64,
+    /// The newer version.
+    pub to: i64,
+    /// The keys that differ, by key; keys with equal values are left out.
+    pub changes: Vec<KeyChange>,
+    /// How many keys are the same in both.
+    pub unchanged: usize,
+}
+
+/// Compares two versions of a secret key by key (needs `can_read_value`: whether a value
+/// changed says something about it). Values are masked unless `reveal=true`.
+#[utoipa::path(get, path = "/v1/orgs/{org}/{kind}/{name}/diff", tag = "secrets",
+    params(("org" = String, Path), ("kind" = String, Path), ("name" = String, Path), DiffQuery),
+    responses((status = 200, body = VersionDiff), (status = 410, description = "a version was destroyed")))]
+pub async fn diff(
+    State(state): State<AppState>,
+    ctx: CtxExt,
+    ApiPath(p): ApiPath<(String, String, String)>,
+    ApiQuery(q): ApiQuery<DiffQuery>,
+) -> AppResult<Json<VersionDiff>> {
+    let (_, _, name) = p;
+    let row = secret(&ctx, &name)?;
+    let (to, new) = ops::read_version(&state, row, q.to).await?;
+    let from = q.from.unwrap_or(to - 1);
+    if from < 1 || from >= to {
+        return Err(AppError::new(
+            tether_core::ErrorCode::InvalidArgument,
+            format!("compare an older version with a newer one (from {from}, to {to})"),
+        ));
+    }
+    let (_, old) = ops::read_version(&state, row, Some(from)).await?;
+    let shown = |v: &String| {
+        Some(if q.reveal {
+            v.clone()
+        } else {
+            "********".to_owned()
+        })
+    };
+    let mut changes = Vec::new();
+    let mut unchanged = 0;
+    let keys: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    for key in keys {
+        let (change, a, b) = match (old.get(key), new.get(key)) {
+            (Some(a), Some(b)) if a == b => {
+                unchanged += 1;
+                continue;
+            }
+            (Some(a), Some(b)) => ("changed", shown(a), shown(b)),
+            (Some(a), None) => ("removed", shown(a), None),
+            (None, Some(b)) => ("added", None, shown(b)),
+            (None, None) => continue,
+        };
+        changes.push(KeyChange {
+            key: key.clone(),
+            change,
+            from: a,
+            to: b,
+        });
+    }
+    Ok(Json(VersionDiff {
+        name,
+        from,
+        to,
+        changes,
+        unchanged,
+    }))
+}
+
 /// Writes an old version's data as a new version.
 #[utoipa::path(post, path = "/v1/orgs/{org}/{kind}/{name}/rollback", tag = "secrets",
     params(("org" = String, Path), ("kind" = String, Path), ("name" = String, Path), ("env" = Option<String>, Query)),
