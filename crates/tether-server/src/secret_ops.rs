@@ -528,6 +528,28 @@ pub async fn patch(
             format!("key '{k}' is both set and removed"),
         ));
     }
+    for k in patch.set.keys().chain(&patch.remove) {
+        crate::secrets::valid_key(k)?;
+    }
+    // The audit trail never holds values, but key names are not secret: a patch without a
+    // message says which keys it set and removed.
+    let message = patch.message.clone().or_else(|| {
+        let list = |keys: Vec<&String>| {
+            keys.iter()
+                .map(|k| k.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut parts = Vec::new();
+        if !patch.set.is_empty() {
+            parts.push(format!("set {}", list(patch.set.keys().collect())));
+        }
+        if !patch.remove.is_empty() {
+            parts.push(format!("removed {}", list(patch.remove.iter().collect())));
+        }
+        Some(format!("patch: {}", parts.join("; ")))
+    });
+    crate::resources::check_message(message.as_deref())?;
     let _turn = state.patches.turn(&row.id).await;
     let mut attempts = 0;
     loop {
@@ -556,7 +578,7 @@ pub async fn patch(
             name: row.name.clone(),
             data,
             if_version: Some(version),
-            message: patch.message.clone(),
+            message: message.clone(),
             expect_id: Some(row.id.clone()),
         };
         match write_version(state, scope, actor, v).await {

@@ -157,6 +157,16 @@ async fn the_cli_reads_fields_formats_stdin_and_patches() {
     let d = data(&s, "app").await;
     assert_eq!(d["version"], 2);
     assert_eq!(d["data"], json!({"PASSWORD": piped, "PORT": "5432"}));
+    // The audit trail says which keys a patch touched, never their values.
+    let h = s
+        .admin(
+            "GET",
+            "/v1/audit/default/versions?kind=secrets&name=app",
+            None,
+        )
+        .await;
+    let last = h.body.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["message"], "patch: set PORT; removed USER", "{last}");
     // Check-and-set, a key that is not there, and a secret that is not there: refused, and
     // nothing is written.
     let stale = fails(&s.cli(
