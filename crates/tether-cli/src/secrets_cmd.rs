@@ -190,6 +190,9 @@ pub enum SecretCmd {
     /// Move a secret to another environment or to the organization level (or from it); it
     /// keeps its versions and history, and its values never leave the server.
     Move(MoveArgs),
+    /// List the variables and secrets whose references resolve to this secret (update them
+    /// before a rename, move or delete: references are not rewritten).
+    Refs(RefsArgs),
     /// Undelete a secret.
     Undelete {
         /// Secret name.
@@ -460,6 +463,7 @@ pub async fn secret(t: Target<'_>, cmd: SecretCmd) -> Result<()> {
             Ok(())
         }
         SecretCmd::Move(a) => move_item(t, "secrets", "secret", a).await,
+        SecretCmd::Refs(a) => refs(t, "secrets", a).await,
         SecretCmd::Rename {
             name,
             new_name,
@@ -734,6 +738,67 @@ pub enum VarCmd {
         #[arg(long)]
         env: Option<String>,
     },
+    /// List the variables and secrets whose references resolve to this variable.
+    Refs(RefsArgs),
+}
+
+/// `tether secret refs` and `tether var refs`.
+#[derive(Args, Debug)]
+pub struct RefsArgs {
+    /// Name.
+    name: String,
+    /// Environment (default: organization level).
+    #[arg(long)]
+    env: Option<String>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Format::Table)]
+    output: Format,
+}
+
+/// Prints what refers to a secret or a variable (`collection`: `secrets` or `variables`).
+async fn refs(t: Target<'_>, collection: &str, a: RefsArgs) -> Result<()> {
+    let path = format!(
+        "/v1/orgs/{}/{collection}/{}/references{}",
+        enc(t.org),
+        enc(&a.name),
+        env_q(a.env.as_deref())
+    );
+    let v = t.client.call(Method::GET, &path, None).await?;
+    if !matches!(a.output, Format::Table) {
+        return print(&v, a.output, &[]);
+    }
+    let rows: Vec<Value> = jp(&v, "/referrers")
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| {
+                    let via: Vec<&str> = jp(r, "/via")
+                        .as_array()
+                        .map(|v| v.iter().filter_map(Value::as_str).collect())
+                        .unwrap_or_default();
+                    json!({"kind": r["kind"], "name": r["name"], "scope": r["scope"], "via": via.join(" ")})
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    print(
+        &Value::Array(rows),
+        Format::Table,
+        &[
+            ("KIND", "/kind"),
+            ("NAME", "/name"),
+            ("SCOPE", "/scope"),
+            ("VIA", "/via"),
+        ],
+    )?;
+    if let Some(u) = jp(&v, "/unchecked").as_array().filter(|u| !u.is_empty()) {
+        let names: Vec<&str> = u.iter().filter_map(Value::as_str).collect();
+        eprintln!(
+            "not searched (no permission to read values): {}",
+            names.join(", ")
+        );
+    }
+    Ok(())
 }
 
 const VAR_COLUMNS: &[(&str, &str)] = &[
@@ -794,6 +859,7 @@ pub async fn var(t: Target<'_>, cmd: VarCmd) -> Result<()> {
             Ok(())
         }
         VarCmd::Move(a) => move_item(t, "variables", "variable", a).await,
+        VarCmd::Refs(a) => refs(t, "variables", a).await,
         VarCmd::Rename {
             name,
             new_name,

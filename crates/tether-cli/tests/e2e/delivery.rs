@@ -626,3 +626,110 @@ async fn versions_compare_key_by_key_with_values_masked() {
         .await;
     assert_eq!(r.status, 403, "{}", r.text);
 }
+
+#[tokio::test]
+async fn references_to_an_item_are_listed_where_they_resolve_to_it() {
+    let s = server().await;
+    let root = s.root_key.clone();
+    s.apply("kind: Environment\nmetadata: {name: production}\n")
+        .await;
+    set(&s, "db", None, json!({"USER": "u-7r", "PASSWORD": "p-7r"})).await;
+    set(&s, "db", Some("production"), json!({"PASSWORD": "pp-7r"})).await;
+    set(&s, "wrapper", None, json!({"TOKEN": "x-${secret:db.USER}"})).await;
+    set(
+        &s,
+        "unrelated",
+        None,
+        json!({"K": "${secret:dbx} ${secret:db2.K}"}),
+    )
+    .await;
+    s.apply(concat!(
+        "kind: Variable\nmetadata: {name: HOST}\nspec: {value: db.internal}\n---\n",
+        "kind: Variable\nmetadata: {name: DATABASE_URL}\nspec: {value: 'postgres://${secret:db.USER}:${secret:db.PASSWORD}@${var:HOST}/app'}\n---\n",
+        "kind: Variable\nmetadata: {name: PROD_URL, env: production}\nspec: {value: '${secret:db.PASSWORD}'}\n---\n",
+        "kind: Variable\nmetadata: {name: DEV_URL, env: dev}\nspec: {value: '${secret:db.PASSWORD}'}\n---\n",
+        "kind: Variable\nmetadata: {name: LITERAL}\nspec: {value: 'cost: $${secret:db}'}\n",
+    ))
+    .await;
+    let names = |v: &Value| -> Vec<String> {
+        v["referrers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {} ({})",
+                    r["kind"].as_str().unwrap(),
+                    r["name"].as_str().unwrap(),
+                    r["scope"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    // The organization's db: the organization's items and dev's (dev has no db of its own),
+    // not production's (its own db hides this one).
+    let org: Value = serde_json::from_str(&ok(
+        &s.cli(Some(&root), &["secret", "refs", "db", "-o", "json"])
+    ))
+    .unwrap();
+    assert_eq!(
+        names(&org),
+        vec![
+            "variable DATABASE_URL (org)",
+            "variable DEV_URL (dev)",
+            "secret wrapper (org)"
+        ],
+        "{org}"
+    );
+    let url = org["referrers"][0]["via"].clone();
+    assert_eq!(url, json!(["${secret:db.PASSWORD}", "${secret:db.USER}"]));
+    // production's db: production's items and the organization's.
+    let prod: Value = serde_json::from_str(&ok(&s.cli(
+        Some(&root),
+        &["secret", "refs", "db", "--env", "production", "-o", "json"],
+    )))
+    .unwrap();
+    assert_eq!(
+        names(&prod),
+        vec![
+            "variable DATABASE_URL (org)",
+            "variable PROD_URL (production)",
+            "secret wrapper (org)"
+        ],
+        "{prod}"
+    );
+    let table = ok(&s.cli(Some(&root), &["var", "refs", "HOST"]));
+    assert!(
+        table.contains("DATABASE_URL") && table.contains("${var:HOST}"),
+        "{table}"
+    );
+    assert!(!table.contains("PROD_URL"), "{table}");
+    // A viewer sees the variables that refer to it, and which secrets it could not search;
+    // no value comes back.
+    let key = s.user_key("vic").await;
+    s.apply("kind: RoleBinding\nmetadata: {name: vic-viewer}\nspec: {role: viewer, subject: 'user:vic'}\n")
+        .await;
+    let r = s
+        .req(
+            "GET",
+            "/v1/orgs/default/secrets/db/references",
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        names(&r.body),
+        vec!["variable DATABASE_URL (org)", "variable DEV_URL (dev)"]
+    );
+    let unchecked: Vec<&str> = r.body["unchecked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(unchecked.contains(&"wrapper (org)"), "{unchecked:?}");
+    for v in ["u-7r", "p-7r", "pp-7r"] {
+        assert!(!r.text.contains(v), "{}", r.text);
+    }
+}

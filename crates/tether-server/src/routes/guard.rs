@@ -222,6 +222,12 @@ pub const GUARDS: &[Guard] = &[
         READ,
         Target::Kind,
     ),
+    g(
+        "GET",
+        "/v1/orgs/{org}/{kind}/{name}/references",
+        READ,
+        Target::Kind,
+    ),
     // KEKs: listing and rotating need `can_manage`; switching to a customer key, which can
     // lock the organization out of its data if the key is revoked, needs `owner`.
     g(

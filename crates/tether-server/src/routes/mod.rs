@@ -80,6 +80,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(secrets::diff))
         .routes(routes!(secrets::undelete))
         .routes(routes!(resolve::resolved))
+        .routes(routes!(resolve::references))
         .routes(routes!(kek::list, kek::set))
         .routes(routes!(kek::rotate))
         .routes(routes!(kek::get_backend, kek::set_backend))

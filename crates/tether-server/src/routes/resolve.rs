@@ -353,3 +353,179 @@ impl Exports {
         }
     }
 }
+
+/// The references written in `value` (what is between `${` and `}`), skipping `$${` escapes.
+fn references_in(value: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = value;
+    while let Some(pos) = rest.find("${") {
+        let (head, tail) = rest.split_at(pos);
+        let after = tail.get(2..).unwrap_or("");
+        if head.ends_with('$') {
+            rest = after;
+            continue;
+        }
+        let Some(end) = after.find('}') else { break };
+        out.push(after.get(..end).unwrap_or(""));
+        rest = after.get(end + 1..).unwrap_or("");
+    }
+    out
+}
+
+/// An item whose value refers to another.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Referrer {
+    /// `secret` or `variable`.
+    pub kind: &'static str,
+    /// Its name.
+    pub name: String,
+    /// `org` or its environment's name.
+    pub scope: String,
+    /// Its references to the item, as written (`${secret:db.PASSWORD}`).
+    pub via: Vec<String>,
+}
+
+/// What refers to an item.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct References {
+    /// The variables and secrets whose values resolve a reference to the item, by scope and
+    /// name.
+    pub referrers: Vec<Referrer>,
+    /// Secrets whose values the caller may not read, so were not searched (`NAME (scope)`).
+    pub unchecked: Vec<String>,
+}
+
+/// Lists the variables and secrets whose references resolve to this secret or variable: the
+/// ones to update before renaming, moving or deleting it. A reference resolves in the
+/// environment first, then the organization, so an environment's item is referred to from
+/// its environment and the organization, and an organization's item from the organization and
+/// every environment without an item of that name. Only items the caller may read are listed,
+/// and only secrets whose values the caller may read are searched (the others are counted in
+/// `unchecked`). No value is returned.
+#[utoipa::path(get, path = "/v1/orgs/{org}/{kind}/{name}/references", tag = "secrets",
+    params(("org" = String, Path), ("kind" = String, Path, description = "secrets or variables"), ("name" = String, Path), ("env" = Option<String>, Query)),
+    responses((status = 200, body = References)))]
+pub async fn references(State(state): State<AppState>, ctx: CtxExt) -> AppResult<Json<References>> {
+    let (kind, target) = match (ctx.kind, &ctx.item) {
+        (Some(k @ (Kind::Secret | Kind::Variable)), Some(item)) => (k, item.clone()),
+        _ => return Err(AppError::not_found("secret", "")),
+    };
+    let prefix = if kind == Kind::Secret {
+        "secret:"
+    } else {
+        "var:"
+    };
+    let names_it = |r: &str| {
+        r.strip_prefix(prefix).is_some_and(|rest| {
+            rest == target.name
+                || (kind == Kind::Secret
+                    && rest
+                        .strip_prefix(target.name.as_str())
+                        .is_some_and(|k| k.starts_with('.')))
+        })
+    };
+    let org_id = &target.org_id;
+    let envs: HashMap<String, String> = state
+        .store
+        .list_resources(org_id, None, "Environment")
+        .await?
+        .into_iter()
+        .map(|e| (e.id, e.name))
+        .collect();
+    let live = |row: &ResourceRow| {
+        row.kind != Kind::Secret.to_string()
+            || spec_of(row).is_ok_and(|s| !s.deleted && s.current_version > 0)
+    };
+    // Environments with their own item of this name hide an organization-level target.
+    let own: std::collections::HashSet<String> = if target.env_id.is_empty() {
+        state
+            .store
+            .list_resources(org_id, None, &kind.to_string())
+            .await?
+            .into_iter()
+            .filter(|r| r.name == target.name && !r.env_id.is_empty() && live(r))
+            .map(|r| r.env_id)
+            .collect()
+    } else {
+        Default::default()
+    };
+    let mut out = References {
+        referrers: Vec::new(),
+        unchecked: Vec::new(),
+    };
+    for referrer_kind in [Kind::Variable, Kind::Secret] {
+        for row in state
+            .store
+            .list_resources(org_id, None, &referrer_kind.to_string())
+            .await?
+        {
+            let reaches = if target.env_id.is_empty() {
+                row.env_id.is_empty() || !own.contains(&row.env_id)
+            } else {
+                row.env_id.is_empty() || row.env_id == target.env_id
+            };
+            let object = resource_object(&row.id);
+            if row.id == target.id
+                || !reaches
+                || !live(&row)
+                || !allowed(&state, &ctx, "can_read", &object)?
+            {
+                continue;
+            }
+            let scope = if row.env_id.is_empty() {
+                "org".to_owned()
+            } else {
+                envs.get(&row.env_id).cloned().unwrap_or_default()
+            };
+            let values: Vec<String> = if referrer_kind == Kind::Variable {
+                let spec: VariableSpec =
+                    serde_json::from_str(&row.spec).map_err(AppError::internal)?;
+                vec![spec.value]
+            } else if allowed(&state, &ctx, "can_read_value", &object)? {
+                read_version(&state, &row, None)
+                    .await?
+                    .1
+                    .into_values()
+                    .collect()
+            } else {
+                out.unchecked.push(format!("{} ({scope})", row.name));
+                continue;
+            };
+            let mut via: Vec<String> = values
+                .iter()
+                .flat_map(|v| references_in(v))
+                .filter(|r| names_it(r))
+                .map(|r| format!("${{{r}}}"))
+                .collect();
+            via.sort();
+            via.dedup();
+            if !via.is_empty() {
+                out.referrers.push(Referrer {
+                    kind: if referrer_kind == Kind::Secret {
+                        "secret"
+                    } else {
+                        "variable"
+                    },
+                    name: row.name.clone(),
+                    scope,
+                    via,
+                });
+            }
+        }
+    }
+    Ok(Json(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::references_in;
+
+    #[test]
+    fn references_are_found_and_escapes_skipped() {
+        assert_eq!(
+            references_in("a ${secret:db.K} $${var:NOT} ${var:X}${var:Y} ${unterminated"),
+            vec!["secret:db.K", "var:X", "var:Y"]
+        );
+        assert!(references_in("plain $HOME").is_empty());
+    }
+}
