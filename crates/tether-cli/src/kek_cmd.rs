@@ -26,6 +26,9 @@ pub enum KekCmd {
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
     },
+    /// Drop every cached key of the organization on every server, so that reads go to the KMS
+    /// again at once: the kill switch after revoking or disabling a customer key.
+    FlushCache,
     /// Switch the organization's KEK, e.g. to a customer-managed key, and rewrap every secret
     /// version under it: `tether kek set --provider aws-kms --key-id arn:aws:kms:...`.
     Set {
@@ -64,6 +67,15 @@ pub async fn kek(client: &mut Client, org: &str, cmd: KekCmd) -> Result<()> {
         KekCmd::List { output } => {
             let v = client.call(Method::GET, &base, None).await?;
             return print(&v, output, KEK_COLUMNS);
+        }
+        KekCmd::FlushCache => {
+            client
+                .call(Method::POST, &format!("{base}/flush-cache"), None)
+                .await?;
+            println!(
+                "cached keys of '{org}' dropped: every read unwraps its key again (through the KMS for a customer key)"
+            );
+            return Ok(());
         }
         KekCmd::Rotate { output } => (
             client

@@ -101,6 +101,7 @@ pub fn apply(state: &AppState, changes: &[Change]) {
                     state.tunnel.active.insert(s, org_id, runner_id);
                 }
             }
+            Event::KeyCacheFlushed { org_id } => state.secrets.flush_org(org_id),
             Event::RunnerCertsRevoked { runner_id, serials } => {
                 state.tunnel.active.remove_hex(serials);
                 if !c.own && !serials.is_empty() {

@@ -19,6 +19,8 @@ pub type DekKey = (String, i64);
 
 struct Entry {
     dek: Arc<DataKey>,
+    /// The organization whose KEK wrapped it (for [`DekCache::forget_org`]).
+    org: Arc<str>,
     at: Instant,
 }
 
@@ -55,8 +57,10 @@ impl DekCache {
     }
 
     /// Caches a version's key, evicting expired entries and, when full, the oldest.
-    pub fn insert(&mut self, key: DekKey, dek: Arc<DataKey>, now: Instant) {
-        self.entries.insert(key.clone(), Entry { dek, at: now });
+    pub fn insert(&mut self, key: DekKey, org: &str, dek: Arc<DataKey>, now: Instant) {
+        let org = Arc::from(org);
+        self.entries
+            .insert(key.clone(), Entry { dek, org, at: now });
         self.order.push_back((key, now));
         self.expire(now);
     }
@@ -87,6 +91,11 @@ impl DekCache {
     /// Forgets the keys of a secret's versions (their queue items go stale and are skipped).
     pub fn forget_secret(&mut self, secret_id: &str) {
         self.entries.retain(|(id, _), _| id != secret_id);
+    }
+
+    /// Forgets the keys of an organization's versions.
+    pub fn forget_org(&mut self, org: &str) {
+        self.entries.retain(|_, e| &*e.org != org);
     }
 
     /// Forgets every key.
@@ -133,7 +142,7 @@ mod tests {
     fn a_key_expires_after_the_ttl() {
         let t0 = Instant::now();
         let mut c = DekCache::new(Duration::from_secs(10), 100);
-        c.insert(key(1), dek(), t0);
+        c.insert(key(1), "org_1", dek(), t0);
         assert!(c.get(&key(1), t0 + Duration::from_secs(9)).is_some());
         assert!(c.get(&key(1), t0 + Duration::from_secs(10)).is_none());
         assert!(c.is_empty());
@@ -145,8 +154,8 @@ mod tests {
         let mut c = DekCache::new(Duration::from_secs(10), 100);
         let held = dek();
         let watch = Arc::downgrade(&held);
-        c.insert(key(1), held, t0);
-        c.insert(key(2), dek(), t0 + Duration::from_secs(5));
+        c.insert(key(1), "org_1", held, t0);
+        c.insert(key(2), "org_1", dek(), t0 + Duration::from_secs(5));
         c.expire(t0 + Duration::from_secs(9));
         assert_eq!(c.len(), 2);
         c.expire(t0 + Duration::from_secs(10));
@@ -158,14 +167,33 @@ mod tests {
     }
 
     #[test]
+    fn an_organization_s_keys_can_be_forgotten_at_once() {
+        let t0 = Instant::now();
+        let mut c = DekCache::new(Duration::from_secs(60), 100);
+        let held = dek();
+        let watch = Arc::downgrade(&held);
+        c.insert(key(1), "org_1", held, t0);
+        c.insert(("sec_2".to_owned(), 1), "org_2", dek(), t0);
+        c.forget_org("org_1");
+        assert!(watch.upgrade().is_none(), "the key was not dropped");
+        assert!(c.get(&key(1), t0).is_none());
+        assert!(c.get(&("sec_2".to_owned(), 1), t0).is_some());
+    }
+
+    #[test]
     fn when_full_the_oldest_key_goes() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         let mut c = DekCache::new(Duration::from_secs(60), 3);
         for i in 0..3 {
-            c.insert(key(i), dek(), t0 + ms(u64::try_from(i).unwrap_or(0)));
+            c.insert(
+                key(i),
+                "org_1",
+                dek(),
+                t0 + ms(u64::try_from(i).unwrap_or(0)),
+            );
         }
-        c.insert(key(3), dek(), t0 + ms(3));
+        c.insert(key(3), "org_1", dek(), t0 + ms(3));
         assert_eq!(c.len(), 3);
         let now = t0 + ms(4);
         assert!(c.get(&key(0), now).is_none());
@@ -179,11 +207,11 @@ mod tests {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         let mut c = DekCache::new(Duration::from_secs(60), 2);
-        c.insert(key(0), dek(), t0);
-        c.insert(key(1), dek(), t0 + ms(1));
+        c.insert(key(0), "org_1", dek(), t0);
+        c.insert(key(1), "org_1", dek(), t0 + ms(1));
         // Key 0 is cached again: it is now the newest, and key 1 the oldest.
-        c.insert(key(0), dek(), t0 + ms(2));
-        c.insert(key(2), dek(), t0 + ms(3));
+        c.insert(key(0), "org_1", dek(), t0 + ms(2));
+        c.insert(key(2), "org_1", dek(), t0 + ms(3));
         let now = t0 + ms(4);
         assert!(c.get(&key(0), now).is_some());
         assert!(c.get(&key(1), now).is_none());
@@ -199,7 +227,7 @@ mod tests {
             let k = key(i64::try_from(i % 8).unwrap_or(0));
             // Every read finds the key stale only once the TTL passed; re-insert regardless.
             let _ = c.get(&k, now);
-            c.insert(k, dek(), now);
+            c.insert(k, "org_1", dek(), now);
             assert!(c.len() <= 4);
             assert!(c.order.len() <= 2 * 4 + 16, "{}", c.order.len());
         }
@@ -211,7 +239,7 @@ mod tests {
         let mut c = DekCache::new(Duration::from_secs(300), 10_000);
         let one = dek();
         for i in 0..100_000i64 {
-            c.insert(key(i), Arc::clone(&one), t0);
+            c.insert(key(i), "org_1", Arc::clone(&one), t0);
         }
         assert_eq!(c.len(), 10_000);
         assert!(c.get(&key(89_999), t0).is_none());

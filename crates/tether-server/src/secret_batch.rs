@@ -299,7 +299,7 @@ struct Staged {
     version: SecretVersionRow,
     audit: VersionRecord,
     external: Option<(String, i64, String, String)>,
-    dek: ((String, i64), Arc<tether_crypto::DataKey>),
+    dek: crate::secrets::CommittedDek,
 }
 
 impl One<'_> {
@@ -345,7 +345,7 @@ impl One<'_> {
         let (blob, external) =
             crate::backends::store_blob(state, backend, org_id, &slot.row.id, version, blob)
                 .await?;
-        let dek = ((slot.row.id.clone(), version), dek);
+        let dek = ((slot.row.id.clone(), version), org_id.clone(), dek);
         let (backend_kind, backend_ref) = match &external {
             Some((b, r)) => (b.clone(), Some(r.clone())),
             None => (crate::backends::kind::BUILTIN.to_owned(), None),

@@ -138,6 +138,9 @@ pub fn kek_error(e: KekError) -> AppError {
     }
 }
 
+/// A committed version's DEK for the cache: (secret id, version), organization id, key.
+pub type CommittedDek = (DekKey, String, Arc<DataKey>);
+
 /// How many DEKs the cache holds.
 const DEK_CACHE_CAPACITY: usize = 10_000;
 
@@ -307,9 +310,9 @@ impl SecretKeys {
     }
 
     /// Caches the DEKs of committed versions.
-    pub fn remember_committed(&self, deks: Vec<((String, i64), Arc<DataKey>)>) {
-        for (key, dek) in deks {
-            self.remember(key, dek);
+    pub fn remember_committed(&self, deks: Vec<CommittedDek>) {
+        for (key, org_id, dek) in deks {
+            self.remember(key, &org_id, dek);
         }
     }
 
@@ -349,7 +352,7 @@ impl SecretKeys {
                 AppError::integrity(&cache_key.0, cache_key.1, e)
             }
         })?);
-        self.remember(cache_key, d.clone());
+        self.remember(cache_key, org_id, d.clone());
         Ok(d)
     }
 
@@ -378,10 +381,21 @@ impl SecretKeys {
         self.deks.lock().ok()?.get(key, Instant::now())
     }
 
-    fn remember(&self, key: DekKey, dek: Arc<DataKey>) {
+    fn remember(&self, key: DekKey, org_id: &str, dek: Arc<DataKey>) {
         if let Ok(mut m) = self.deks.lock() {
-            m.insert(key, dek, Instant::now());
+            m.insert(key, org_id, dek, Instant::now());
         }
+    }
+
+    /// Forgets everything this server holds of an organization's keys: its cached DEKs (they
+    /// zeroize once no read holds them) and its KEKs, so that the next read of each version
+    /// unwraps again, through the KMS for a customer key. The kill switch for a revoked CMEK,
+    /// which would otherwise take effect only when the DEK cache's TTL runs out.
+    pub fn flush_org(&self, org_id: &str) {
+        if let Ok(mut m) = self.deks.lock() {
+            m.forget_org(org_id);
+        }
+        self.forget_org(org_id);
     }
 
     /// Forgets the KEKs of an organization (after rotation or a provider change), so the

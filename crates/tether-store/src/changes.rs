@@ -70,6 +70,11 @@ pub enum Event {
         /// Serials, hex.
         serials: Vec<String>,
     },
+    /// An organization's cached keys were flushed: drop its DEKs and KEKs here too.
+    KeyCacheFlushed {
+        /// The organization.
+        org_id: String,
+    },
 }
 
 /// An event read from the changelog.

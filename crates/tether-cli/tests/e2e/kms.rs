@@ -486,6 +486,74 @@ async fn kms_fake_disabled_pending_deletion_and_hanging_key_fail_reads_cleanly()
     assert!(fake.encrypts.load(Ordering::SeqCst) >= 3);
 }
 
+/// The kill switch: after the customer disables its key, cached DEKs would keep serving reads
+/// until their TTL; `kek flush-cache` stops them at once. The in-test KMS fake is used because
+/// moto ignores key state (see the module comment).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flushing_the_key_cache_makes_a_disabled_customer_key_stop_reads_at_once() {
+    let (url, fake) = start_fake().await;
+    let env = vec![
+        ("AWS_ENDPOINT_URL".to_owned(), url),
+        ("AWS_ACCESS_KEY_ID".into(), "AKIAFAKEFAKEFAKEFAKE".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "fake".into()),
+        ("AWS_REGION".into(), "us-east-1".into()),
+        ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+        ("TETHER_KMS_TIMEOUT_MS".into(), "1000".into()),
+    ];
+    let s = start(&env).await;
+    let root = s.root_key.clone();
+    ok(&s.cli(
+        Some(&root),
+        &["kek", "set", "--provider", "aws-kms", "--key-id", FAKE_KEY],
+    ));
+    put(&s, "default", "db", "flush-me-v1").await;
+    assert_eq!(read(&s, "default", "db", 1).await.unwrap(), "flush-me-v1");
+    // On PostgreSQL, a second server sharing the database has the key cached too.
+    let other = if crate::replicas::on_postgres() {
+        let b = s.join().await;
+        assert_eq!(read(&b, "default", "db", 1).await.unwrap(), "flush-me-v1");
+        Some(b)
+    } else {
+        None
+    };
+    *fake.state.lock().unwrap() = KeyState::Disabled;
+    // Still served from the cache...
+    assert_eq!(read(&s, "default", "db", 1).await.unwrap(), "flush-me-v1");
+    // ...until the organization's keys are flushed.
+    ok(&s.cli(Some(&root), &["kek", "flush-cache"]));
+    let r = s
+        .admin("GET", "/v1/orgs/default/secrets/db/data", None)
+        .await;
+    r.assert_error(503, "kek_unavailable");
+    assert!(r.text.contains("DisabledException"), "{}", r.text);
+    // The other server drops its copy through the changelog.
+    if let Some(b) = &other {
+        let started = Instant::now();
+        loop {
+            let r = b
+                .admin("GET", "/v1/orgs/default/secrets/db/data", None)
+                .await;
+            if r.status == 503 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "the other server still serves the value: {}",
+                r.status
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // A caller who may not manage the organization cannot flush it.
+    let key = s.user_key("mallory").await;
+    let denied = s
+        .req("POST", "/v1/orgs/default/kek/flush-cache", Some(&key), None)
+        .await;
+    assert!(matches!(denied.status, 403 | 404), "{}", denied.text);
+    *fake.state.lock().unwrap() = KeyState::Enabled;
+    assert_eq!(read(&s, "default", "db", 1).await.unwrap(), "flush-me-v1");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_secrets_manager_backend_on_moto() {
     let Some(user) = MotoUser::create() else {

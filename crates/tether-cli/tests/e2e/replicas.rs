@@ -13,7 +13,7 @@ use tether_testkit::TestServer;
 
 use crate::server;
 
-fn on_postgres() -> bool {
+pub(crate) fn on_postgres() -> bool {
     std::env::var("TETHER_TEST_DATABASE_URL").is_ok_and(|v| !v.is_empty())
 }
 

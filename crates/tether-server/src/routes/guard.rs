@@ -249,6 +249,12 @@ pub const GUARDS: &[Guard] = &[
         Target::Org,
     ),
     g(
+        "POST",
+        "/v1/orgs/{org}/kek/flush-cache",
+        Rel::Fixed("can_manage"),
+        Target::Org,
+    ),
+    g(
         "GET",
         "/v1/orgs/{org}/backend",
         Rel::Fixed("can_manage"),

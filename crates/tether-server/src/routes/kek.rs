@@ -1,8 +1,9 @@
 //! KEK management: `/v1/orgs/{org}/kek` (list, switch provider), `/v1/orgs/{org}/kek/rotate`,
-//! and the installation's root key: `/v1/operator/rotate-root-key`.
+//! `/v1/orgs/{org}/kek/flush-cache`, and the installation's root key: `/v1/operator/rotate-root-key`.
 
 use axum::Json;
 use axum::extract::State;
+use http::StatusCode;
 use serde::Deserialize;
 use tether_core::ErrorCode;
 use tether_crypto::RootKey;
@@ -74,6 +75,25 @@ pub async fn rotate(State(state): State<AppState>, ctx: CtxExt) -> AppResult<Jso
     Ok(Json(
         kek_ops::rotate(&state, org_id(&ctx), KekTarget::SameProvider).await?,
     ))
+}
+
+/// Drops every cached key of the organization, on this server and (through the changelog,
+/// within about 200 ms) on the others sharing its database: the next read of each version
+/// unwraps its DEK again, through the KMS for a customer key. Use it when a customer key is
+/// revoked, disabled or scheduled for deletion, so reads stop at once instead of when the DEK
+/// cache's TTL runs out.
+#[utoipa::path(post, path = "/v1/orgs/{org}/kek/flush-cache", tag = "secrets",
+    params(("org" = String, Path)), responses((status = 204, description = "flushed")))]
+pub async fn flush_cache(State(state): State<AppState>, ctx: CtxExt) -> AppResult<StatusCode> {
+    let org = org_id(&ctx);
+    state.secrets.flush_org(org);
+    let mut tx = state.store.begin().await?;
+    tx.record(tether_store::changes::Event::KeyCacheFlushed {
+        org_id: org.to_owned(),
+    });
+    tx.commit().await.map_err(AppError::internal)?;
+    tracing::info!(org_id = %org, "cached keys flushed");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Where the server finds the new root key.

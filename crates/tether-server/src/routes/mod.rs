@@ -83,6 +83,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(resolve::references))
         .routes(routes!(kek::list, kek::set))
         .routes(routes!(kek::rotate))
+        .routes(routes!(kek::flush_cache))
         .routes(routes!(kek::get_backend, kek::set_backend))
         .routes(routes!(kek::rotate_root))
         .routes(routes!(audit::list_versions))
