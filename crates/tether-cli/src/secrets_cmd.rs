@@ -794,7 +794,7 @@ async fn refs(t: Target<'_>, collection: &str, a: RefsArgs) -> Result<()> {
     if let Some(u) = jp(&v, "/unchecked").as_array().filter(|u| !u.is_empty()) {
         let names: Vec<&str> = u.iter().filter_map(Value::as_str).collect();
         eprintln!(
-            "not searched (no permission to read values): {}",
+            "not searched (no permission to read values, or key unavailable): {}",
             names.join(", ")
         );
     }

@@ -507,6 +507,7 @@ async fn flushing_the_key_cache_makes_a_disabled_customer_key_stop_reads_at_once
         &["kek", "set", "--provider", "aws-kms", "--key-id", FAKE_KEY],
     ));
     put(&s, "default", "db", "flush-me-v1").await;
+    put(&s, "default", "wrapper", "w-${secret:db}").await;
     assert_eq!(read(&s, "default", "db", 1).await.unwrap(), "flush-me-v1");
     // On PostgreSQL, a second server sharing the database has the key cached too.
     let other = if crate::replicas::on_postgres() {
@@ -526,6 +527,17 @@ async fn flushing_the_key_cache_makes_a_disabled_customer_key_stop_reads_at_once
         .await;
     r.assert_error(503, "kek_unavailable");
     assert!(r.text.contains("DisabledException"), "{}", r.text);
+    // A search for references reports the secret it could not open instead of failing.
+    let refs = s
+        .admin("GET", "/v1/orgs/default/secrets/db/references", None)
+        .await;
+    assert_eq!(refs.status, 200, "{}", refs.text);
+    assert_eq!(
+        refs.body["unchecked"],
+        json!(["wrapper (org)"]),
+        "{}",
+        refs.text
+    );
     // The other server drops its copy through the changelog.
     if let Some(b) = &other {
         let started = Instant::now();

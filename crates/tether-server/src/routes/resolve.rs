@@ -391,7 +391,8 @@ pub struct References {
     /// The variables and secrets whose values resolve a reference to the item, by scope and
     /// name.
     pub referrers: Vec<Referrer>,
-    /// Secrets whose values the caller may not read, so were not searched (`NAME (scope)`).
+    /// Secrets that were not searched (`NAME (scope)`): the caller may not read their values,
+    /// or their key is unavailable.
     pub unchecked: Vec<String>,
 }
 
@@ -482,11 +483,17 @@ pub async fn references(State(state): State<AppState>, ctx: CtxExt) -> AppResult
                     serde_json::from_str(&row.spec).map_err(AppError::internal)?;
                 vec![spec.value]
             } else if allowed(&state, &ctx, "can_read_value", &object)? {
-                read_version(&state, &row, None)
-                    .await?
-                    .1
-                    .into_values()
-                    .collect()
+                // One secret whose key is unavailable (a revoked customer key) does not fail
+                // the whole search: it is reported as not searched.
+                match read_version(&state, &row, None).await {
+                    Ok((_, data)) => data.into_values().collect(),
+                    Err(e) => {
+                        tracing::debug!(secret = %row.id, code = ?e.api.code, cause = ?e.cause,
+                            "references: a secret could not be opened");
+                        out.unchecked.push(format!("{} ({scope})", row.name));
+                        continue;
+                    }
+                }
             } else {
                 out.unchecked.push(format!("{} ({scope})", row.name));
                 continue;
