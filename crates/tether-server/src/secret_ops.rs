@@ -56,7 +56,7 @@ pub(crate) async fn version_dek(
     let cache_key = (v.secret_id.clone(), v.version);
     state
         .secrets
-        .dek(&state.store, &v.org_id, v.kek_version, cache_key, envelope)
+        .dek(&state.store, &v.org_id, v.kek_version, &cache_key, envelope)
         .await
 }
 
@@ -243,7 +243,7 @@ async fn open_version(
             &rec.org_id,
             rec.kek_version,
             &aad,
-            (rec.secret_id.clone(), v),
+            &(rec.secret_id.clone(), v),
             &blob,
         )
         .await

@@ -322,10 +322,10 @@ impl SecretKeys {
         store: &Store,
         org_id: &str,
         kek_version: i64,
-        cache_key: (String, i64),
+        cache_key: &DekKey,
         envelope: &Envelope<'_>,
     ) -> AppResult<Arc<DataKey>> {
-        if let Some(d) = self.cached(&cache_key) {
+        if let Some(d) = self.cached(cache_key) {
             return Ok(d);
         }
         // Boxed: a KMS call's future is large, and only a cache miss needs it.
@@ -338,7 +338,7 @@ impl SecretKeys {
         store: &Store,
         org_id: &str,
         kek_version: i64,
-        cache_key: (String, i64),
+        cache_key: &DekKey,
         envelope: &Envelope<'_>,
     ) -> AppResult<Arc<DataKey>> {
         let kek = self.by_version(store, org_id, kek_version).await?;
@@ -352,7 +352,7 @@ impl SecretKeys {
                 AppError::integrity(&cache_key.0, cache_key.1, e)
             }
         })?);
-        self.remember(cache_key, org_id, d.clone());
+        self.remember(cache_key.clone(), org_id, d.clone());
         Ok(d)
     }
 
@@ -363,18 +363,18 @@ impl SecretKeys {
         org_id: &str,
         kek_version: i64,
         aad: &Aad,
-        cache_key: (String, i64),
+        cache_key: &DekKey,
         blob: &[u8],
     ) -> AppResult<Zeroizing<Vec<u8>>> {
-        let (secret_id, version) = (cache_key.0.clone(), cache_key.1);
+        let (secret_id, version) = cache_key;
         let envelope =
-            Envelope::parse(blob).map_err(|e| AppError::integrity(&secret_id, version, e))?;
+            Envelope::parse(blob).map_err(|e| AppError::integrity(secret_id, *version, e))?;
         let dek = self
             .dek(store, org_id, kek_version, cache_key, &envelope)
             .await?;
         envelope
             .open_with_dek(&dek, aad)
-            .map_err(|e| AppError::integrity(&secret_id, version, e))
+            .map_err(|e| AppError::integrity(secret_id, *version, e))
     }
 
     fn cached(&self, key: &DekKey) -> Option<Arc<DataKey>> {

@@ -191,8 +191,14 @@ pub async fn destroy_versions_before(
     .fetch_all(&mut **tx)
     .await?;
     tx.touch(Touch::Secret(secret_id.to_owned()));
+    external_copies(&rows)
+}
+
+/// The external copies among version rows read with `version, backend, backend_ref`, as
+/// (version, backend, reference); rows kept in the database itself have no reference.
+fn external_copies(rows: &[AnyRow]) -> Result<Vec<(i64, String, String)>> {
     let mut external = Vec::new();
-    for r in &rows {
+    for r in rows {
         let reference: Option<String> = r.try_get("backend_ref")?;
         if let Some(reference) = reference {
             external.push((r.try_get("version")?, r.try_get("backend")?, reference));
@@ -222,20 +228,16 @@ pub async fn secret_external_copies<'c, E: Executor<'c, Database = Any>>(
 /// caller must delete from their backends, as (backend, reference).
 pub async fn purge_secret_versions(tx: &mut Tx, secret_id: &str) -> Result<Vec<(String, String)>> {
     let rows = sqlx::query(
-        "DELETE FROM secret_versions WHERE secret_id = $1 RETURNING backend, backend_ref",
+        "DELETE FROM secret_versions WHERE secret_id = $1 RETURNING version, backend, backend_ref",
     )
     .bind(secret_id)
     .fetch_all(&mut **tx)
     .await?;
     tx.touch(Touch::Secret(secret_id.to_owned()));
-    let mut external = Vec::new();
-    for r in &rows {
-        let reference: Option<String> = r.try_get("backend_ref")?;
-        if let Some(reference) = reference {
-            external.push((r.try_get("backend")?, reference));
-        }
-    }
-    Ok(external)
+    Ok(external_copies(&rows)?
+        .into_iter()
+        .map(|(_, backend, reference)| (backend, reference))
+        .collect())
 }
 
 /// Moves a version of a secret to another environment, with its blob sealed again for its new

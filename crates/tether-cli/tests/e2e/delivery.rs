@@ -13,13 +13,15 @@ async fn set(s: &TestServer, name: &str, env: Option<&str>, data: Value) {
     assert_eq!(r.status, 201, "{}", r.text);
 }
 
+/// The current data of an organization-level secret.
 async fn data(s: &TestServer, name: &str) -> Value {
+    data_at(s, &format!("{name}/data")).await
+}
+
+/// A secret's data at `path` under `/v1/orgs/default/secrets/` (e.g. `NAME/data?env=dev`).
+async fn data_at(s: &TestServer, path: &str) -> Value {
     let r = s
-        .admin(
-            "GET",
-            &format!("/v1/orgs/default/secrets/{name}/data"),
-            None,
-        )
+        .admin("GET", &format!("/v1/orgs/default/secrets/{path}"), None)
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     r.body
@@ -471,7 +473,7 @@ async fn a_purge_removes_a_secret_for_good_and_keeps_its_history() {
         1
     );
     assert_eq!(
-        data_in(&s, "kept", "dev").await["data"]["K"],
+        data_at(&s, "kept/data?env=dev").await["data"]["K"],
         "kept-value-3z"
     );
     // Only secrets are purged; a purge of a missing secret is a 404.
@@ -487,18 +489,6 @@ async fn a_purge_removes_a_secret_for_good_and_keeps_its_history() {
     s.admin("DELETE", "/v1/orgs/default/secrets/nosuch?purge=true", None)
         .await
         .assert_error(404, "not_found");
-}
-
-async fn data_in(s: &TestServer, name: &str, env: &str) -> Value {
-    let r = s
-        .admin(
-            "GET",
-            &format!("/v1/orgs/default/secrets/{name}/data?env={env}"),
-            None,
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    r.body
 }
 
 #[tokio::test]

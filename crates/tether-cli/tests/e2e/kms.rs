@@ -394,8 +394,8 @@ async fn start_fake() -> (String, Arc<FakeKms>) {
     (url, f)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kms_fake_disabled_pending_deletion_and_hanging_key_fail_reads_cleanly() {
+/// A server whose AWS KMS is the in-test fake (1 s KMS timeout), and the fake.
+async fn start_on_fake() -> (TestServer, Arc<FakeKms>) {
     let (url, fake) = start_fake().await;
     let env = vec![
         ("AWS_ENDPOINT_URL".to_owned(), url),
@@ -405,7 +405,12 @@ async fn kms_fake_disabled_pending_deletion_and_hanging_key_fail_reads_cleanly()
         ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
         ("TETHER_KMS_TIMEOUT_MS".into(), "1000".into()),
     ];
-    let mut s = start(&env).await;
+    (start(&env).await, fake)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kms_fake_disabled_pending_deletion_and_hanging_key_fail_reads_cleanly() {
+    let (mut s, fake) = start_on_fake().await;
     let root = s.root_key.clone();
     put(&s, "default", "db", "fake-kms-v1").await;
     ok(&s.cli(
@@ -491,16 +496,7 @@ async fn kms_fake_disabled_pending_deletion_and_hanging_key_fail_reads_cleanly()
 /// moto ignores key state (see the module comment).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flushing_the_key_cache_makes_a_disabled_customer_key_stop_reads_at_once() {
-    let (url, fake) = start_fake().await;
-    let env = vec![
-        ("AWS_ENDPOINT_URL".to_owned(), url),
-        ("AWS_ACCESS_KEY_ID".into(), "AKIAFAKEFAKEFAKEFAKE".into()),
-        ("AWS_SECRET_ACCESS_KEY".into(), "fake".into()),
-        ("AWS_REGION".into(), "us-east-1".into()),
-        ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
-        ("TETHER_KMS_TIMEOUT_MS".into(), "1000".into()),
-    ];
-    let s = start(&env).await;
+    let (s, fake) = start_on_fake().await;
     let root = s.root_key.clone();
     ok(&s.cli(
         Some(&root),

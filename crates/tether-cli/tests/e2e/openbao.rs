@@ -244,13 +244,7 @@ async fn openbao_kv_v2_backend_stores_only_ciphertext_and_tether_keeps_history()
 
     // Destroy removes the entry from OpenBao.
     ok(&s.cli(Some(&root), &["secret", "destroy", "db", "--version", "2"]));
-    let res = reqwest::Client::new()
-        .get(format!("{}/v1/{mount}/metadata/{path}", bao.addr))
-        .header("X-Vault-Token", &bao.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 404);
+    assert_eq!(metadata_status(&bao, mount, path).await, 404);
     assert_eq!(
         read(&s, "default", "db", 2).await.unwrap_err(),
         "410 version_destroyed"
@@ -325,13 +319,7 @@ async fn openbao_kv_v2_backend_stores_only_ciphertext_and_tether_keeps_history()
     ));
     assert!(refs(&s).await.is_empty());
     for path in live {
-        let res = reqwest::Client::new()
-            .get(format!("{}/v1/{mount}/metadata/{path}", bao.addr))
-            .header("X-Vault-Token", &bao.token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status().as_u16(), 404, "{path}");
+        assert_eq!(metadata_status(&bao, mount, &path).await, 404, "{path}");
     }
 }
 
@@ -380,16 +368,22 @@ async fn concurrent_kek_rotations_over_an_external_backend_keep_every_version_re
 
 /// Waits (5 s at most) until OpenBao no longer has an entry at `path`: Tether deletes external
 /// copies in the background after the commit that made them unreferenced.
+/// The HTTP status of a KV v2 entry's metadata (404 once the entry is deleted).
+async fn metadata_status(bao: &Bao, mount: &str, path: &str) -> u16 {
+    reqwest::Client::new()
+        .get(format!("{}/v1/{mount}/metadata/{path}", bao.addr))
+        .header("X-Vault-Token", &bao.token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 async fn wait_gone(bao: &Bao, mount: &str, path: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
-        let res = reqwest::Client::new()
-            .get(format!("{}/v1/{mount}/metadata/{path}", bao.addr))
-            .header("X-Vault-Token", &bao.token)
-            .send()
-            .await
-            .unwrap();
-        if res.status().as_u16() == 404 {
+        if metadata_status(bao, mount, path).await == 404 {
             return;
         }
         assert!(
